@@ -1,0 +1,1 @@
+"""Actors: one package per resource kind, plus the actor base and the error tree."""

@@ -1,0 +1,301 @@
+"""The actor every Hostvisor actor is: a pykka thread actor that can be supervised.
+
+pykka has no links, so death watch is built here: every actor is started with a
+`Link` from its supervisor, and when the actor's thread ends, for whatever reason,
+the link's `notify` receives one `Exit`. The actor also keeps `ActorStats`, the
+counters the introspection console and the metrics read.
+
+Crash policy ("crash, don't limp"):
+- an ask whose handler raises a `CallerError`-or-other `HostvisorError` returns the
+  error to the caller and the actor carries on: that is an expected failure;
+- any other exception, in an ask, a tell or `on_start`, crashes the actor: it is
+  logged with its traceback, the caller of an ask gets `ActorCrashed`, pending asks
+  get `pykka.ActorDeadError`, and the supervisor is told.
+
+This module overrides four of pykka 4's loop hooks (`_start_actor_loop`,
+`_actor_loop`, `_actor_loop_setup`, `_actor_loop_running`, plus `_handle_failure`).
+They are private, so pykka is pinned to 4.x and tests/supervision covers each path.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+import pykka
+from pykka import messages as pykka_messages
+
+from hostvisor.actors.errors import (
+    ActorCrashed,
+    HostvisorError,
+    StartFailed,
+    Timeout,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+class ExitReason(enum.Enum):
+    """Why an actor's thread ended, in OTP's terms."""
+
+    NORMAL = "normal"
+    """Stopped without error: by `stop()` or by returning from its work."""
+    SHUTDOWN = "shutdown"
+    """Stopped itself with `exit(ExitReason.SHUTDOWN)`: done on purpose, not a crash."""
+    CRASH = "crash"
+    """Died of an unexpected exception."""
+
+
+class ActorState(enum.Enum):
+    """Where an actor is in its life."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exit:
+    """Told up to the supervisor when an actor's thread has ended."""
+
+    path: str
+    incarnation: int
+    reason: ExitReason
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class ActorStats:
+    """Counters of one actor, written only by the actor's own thread.
+
+    Readers on other threads (introspection) see each field atomically, which is
+    all they need: a snapshot, not a transaction. This lets a stuck actor still be
+    inspected, which is when inspection matters most.
+    """
+
+    state: ActorState = ActorState.STARTING
+    handled: int = 0
+    last_handling_seconds: float = 0.0
+    busy_since: float | None = None
+    children: tuple[str, ...] = ()
+
+
+@dataclass(slots=True, kw_only=True)
+class Link:
+    """What a supervisor hands a child it starts; the child's only tie to it.
+
+    Made by the supervisor for one incarnation of one child. The child's thread
+    settles `started` once `on_start` has returned (or raised), and calls `notify`
+    exactly once as its thread ends.
+    """
+
+    path: str
+    incarnation: int = 0
+    notify: Callable[[Exit], None] = lambda _exit: None
+    started: pykka.ThreadingFuture[None] = field(default_factory=pykka.ThreadingFuture)
+    stats: ActorStats = field(default_factory=lambda: ActorStats())
+
+    @classmethod
+    def unsupervised(cls, path: str) -> Link:
+        """Return a link for an actor that nobody supervises (benchmarks, tools)."""
+        return cls(path=path)
+
+
+class Actor(pykka.ThreadingActor):
+    """Base of every Hostvisor actor and supervisor.
+
+    Start it with `spawn(link, ...)`, not pykka's `start()`, so that it is linked.
+    Hooks keep pykka's meaning: `on_start` runs in the actor's thread before any
+    message; `on_stop` after a clean stop; `on_failure` after a crash.
+    """
+
+    use_daemon_thread = True
+    """An actor abandoned after its shutdown timeout must not keep the process alive."""
+
+    link: Link
+    stats: ActorStats
+
+    @classmethod
+    def spawn(cls, link: Link, /, *args: Any, **kwargs: Any) -> pykka.ActorRef[Self]:
+        """Construct the actor in the calling thread and start its own thread.
+
+        Does not block; wait on `link.started` to know how `on_start` went.
+        """
+        actor = cls(*args, **kwargs)
+        actor.link = link
+        actor.stats = link.stats
+        actor._exit_reason = ExitReason.NORMAL  # noqa: SLF001
+        actor._exit_error = None  # noqa: SLF001
+        actor._crash_info = None  # noqa: SLF001
+        pykka.ActorRegistry.register(actor.actor_ref)
+        actor._start_actor_loop()  # noqa: SLF001
+        return actor.actor_ref
+
+    _exit_reason: ExitReason
+    _exit_error: str | None
+    _crash_info: ExcInfo | None
+
+    @classmethod
+    def start(cls, *args: Any, **kwargs: Any) -> pykka.ActorRef[Self]:
+        """Start unsupervised (pykka's entry point); prefer `spawn`."""
+        return cls.spawn(Link.unsupervised(cls.__name__), *args, **kwargs)
+
+    @property
+    def path(self) -> str:
+        """The actor's address in the supervision tree, such as `vms/<uuid>`."""
+        return self.link.path
+
+    def exit(self, reason: ExitReason = ExitReason.NORMAL, error: str | None = None) -> None:
+        """Stop now, reporting `reason` (and `error`, if given) to the supervisor.
+
+        Call it from the actor's own thread, in a handler or `on_start`: `on_stop`
+        runs at once, the current message is the last one handled, and asks still
+        in the mailbox fail with `pykka.ActorDeadError`.
+        """
+        self._exit_reason = reason
+        self._exit_error = error
+        self.stats.state = ActorState.STOPPING
+        self._stop()
+
+    # -- pykka loop hooks -------------------------------------------------------------
+
+    def _start_actor_loop(self) -> None:
+        thread = threading.Thread(
+            target=self._actor_loop, name=f"actor:{self.link.path}", daemon=True
+        )
+        thread.start()
+
+    def _actor_loop(self) -> None:
+        try:
+            super()._actor_loop()
+        finally:
+            self._report_exit()
+
+    def _actor_loop_setup(self) -> None:
+        try:
+            self.on_start()
+        except Exception as error:  # noqa: BLE001 - any error in on_start is a crash
+            self._crash(sys.exc_info())  # type: ignore[arg-type]
+            failure = StartFailed(child=self.path, reason=f"{type(error).__name__}: {error}")
+            self.link.started.set_exception(exc_info=(StartFailed, failure, None))
+        else:
+            self.stats.state = ActorState.RUNNING
+            self.link.started.set(None)
+
+    def _actor_loop_running(self) -> None:
+        stats = self.stats
+        inbox = self.actor_inbox
+        clock = time.perf_counter
+        while not self.actor_stopped.is_set():
+            envelope = inbox.get()
+            stats.busy_since = started = clock()
+            try:
+                response = self._handle_receive(envelope.message)
+            except HostvisorError:
+                self._refuse(envelope, sys.exc_info())  # type: ignore[arg-type]
+            except BaseException:  # noqa: BLE001 - a crash, reported to the supervisor
+                self._crash(sys.exc_info())  # type: ignore[arg-type]
+                if envelope.reply_to is not None:
+                    envelope.reply_to.set_exception(
+                        exc_info=(ActorCrashed, ActorCrashed(path=self.path), None)
+                    )
+            else:
+                if envelope.reply_to is not None:
+                    envelope.reply_to.set(response)
+            finally:
+                stats.busy_since = None
+                stats.handled += 1
+                stats.last_handling_seconds = clock() - started
+
+    def _refuse(self, envelope: Any, exc_info: ExcInfo) -> None:
+        """Return an expected error to the asker; in a tell, nobody hears it: a crash."""
+        if envelope.reply_to is not None:
+            envelope.reply_to.set_exception(exc_info=exc_info)
+        else:
+            self._crash(exc_info)
+
+    def _handle_receive(self, message: Any) -> Any:
+        if isinstance(message, pykka_messages._ActorStop):  # noqa: SLF001
+            self.stats.state = ActorState.STOPPING
+        return super()._handle_receive(message)
+
+    def _handle_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Record the first failure, log it once, and stop the loop."""
+        if self._crash_info is None and exception_type and exception_value:
+            self._crash_info = (exception_type, exception_value, traceback)
+            self._exit_reason = ExitReason.CRASH
+            self.stats.state = ActorState.CRASHED
+            log.error(
+                "actor %s (%s) crashed",
+                self.path,
+                type(self).__name__,
+                exc_info=(exception_type, exception_value, traceback),
+            )
+        pykka.ActorRegistry.unregister(self.actor_ref)
+        self.actor_stopped.set()
+
+    def _crash(self, exc_info: ExcInfo) -> None:
+        self._handle_failure(*exc_info)
+        try:
+            self.on_failure(*exc_info)
+        except Exception:
+            log.exception("on_failure of %s raised", self.path)
+
+    def _report_exit(self) -> None:
+        if self._exit_reason is not ExitReason.CRASH:
+            self.stats.state = ActorState.STOPPED
+        error = self._exit_error
+        if self._crash_info is not None:
+            error = f"{self._crash_info[0].__name__}: {self._crash_info[1]}"
+        notice = Exit(
+            path=self.path,
+            incarnation=self.link.incarnation,
+            reason=self._exit_reason,
+            error=error,
+        )
+        try:
+            self.link.notify(notice)
+        except pykka.ActorDeadError:
+            log.debug("supervisor of %s is gone; exit not reported", self.path)
+
+
+def ask(ref: pykka.ActorRef[Any], message: Any, *, timeout: float) -> Any:
+    """Ask `ref` and wait at most `timeout` seconds for the answer.
+
+    Blocks the calling thread. Every ask in Hostvisor goes through here or through a
+    proxy future read with a timeout, so no caller ever waits forever.
+
+    Raises:
+        Timeout: no answer within `timeout`.
+        Unavailable: the actor is dead or died before answering.
+        HostvisorError: whatever the actor returned as an expected error.
+    """
+    try:
+        return ref.ask(message, timeout=timeout)
+    except pykka.Timeout:
+        raise Timeout(actor=_ref_path(ref), timeout=timeout) from None
+    except pykka.ActorDeadError:
+        raise Unavailable(actor=_ref_path(ref), reason="actor is not running") from None
+
+
+def _ref_path(ref: pykka.ActorRef[Any]) -> str:
+    actor = getattr(ref, "_actor", None)
+    link = getattr(actor, "link", None)
+    return link.path if isinstance(link, Link) else ref.actor_class.__name__

@@ -1,0 +1,1 @@
+"""Container actors: docker containers run and reported as VMs."""

@@ -1,0 +1,1 @@
+"""The host itself: its facts, capabilities and statistics."""

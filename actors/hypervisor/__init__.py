@@ -1,0 +1,1 @@
+"""The hypervisor connection: libvirt, its event loop, and the actor that owns it."""

@@ -1,0 +1,1 @@
+"""Network actors: one per network, and the setupNetworks transaction owner."""

@@ -1,0 +1,1 @@
+"""Storage actors: the pool, one actor per storage domain, and the job runner."""

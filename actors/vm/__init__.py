@@ -1,0 +1,1 @@
+"""VM actors: one VmActor per guest, its messages and its libvirt adapter."""

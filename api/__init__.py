@@ -1,0 +1,1 @@
+"""The API edge: transport, codec, front actor, CLIs and the embedded host."""

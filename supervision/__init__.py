@@ -1,0 +1,1 @@
+"""Supervision: the generic OTP-style supervisor, the registry, and the host tree."""

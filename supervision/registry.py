@@ -1,0 +1,153 @@
+"""Addresses live actors by path and takes `status()` snapshots of them.
+
+A path names an actor by its place in the tree: the root supervisor is `/`, its
+children `vms`, `infra`, theirs `vms/<uuid>`, `infra/hypervisor`. Supervisors keep
+the registry up to date as children start, restart and stop; anyone may read it.
+The registry is shared between threads and is not an actor, so it has a lock: a
+lookup on the API's hot path must not queue behind a busy mailbox.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from hostvisor.actors.actor import ActorStats
+from hostvisor.actors.errors import NotFound
+
+ROOT = "/"
+
+
+def child_path(parent: str, child_id: str) -> str:
+    """Return the path of child `child_id` under `parent`."""
+    return child_id if parent == ROOT else f"{parent}/{child_id}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestartInfo:
+    """How often a child slot was restarted, and the last time why."""
+
+    count: int = 0
+    last_reason: str | None = None
+    last_at: float | None = None
+    """Wall-clock time (`time.time()`) of the last restart."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActorStatus:
+    """A point-in-time view of one actor or supervisor, for the console and metrics."""
+
+    path: str
+    actor_class: str
+    state: str
+    mailbox_depth: int
+    messages_handled: int
+    last_handling_seconds: float
+    busy_seconds: float | None
+    """How long the message being handled has run; None when idle."""
+    restarts: RestartInfo
+    parent: str | None
+    children: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    ref: pykka.ActorRef[Any]
+    stats: ActorStats
+    parent: str | None
+    restarts: RestartInfo
+
+
+class Registry:
+    """Paths of the live actors of one host. Thread-safe; methods never block long."""
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+
+    def register(
+        self,
+        path: str,
+        ref: pykka.ActorRef[Any],
+        *,
+        stats: ActorStats,
+        parent: str | None,
+        restarts: RestartInfo,
+    ) -> None:
+        """Record that `ref` now lives at `path`, replacing any earlier incarnation."""
+        with self._lock:
+            self._entries[path] = _Entry(ref, stats, parent, restarts)
+
+    def unregister(self, path: str, ref: pykka.ActorRef[Any] | None = None) -> None:
+        """Forget `path`; with `ref`, only if that is still the actor registered there."""
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is not None and (ref is None or entry.ref is ref):
+                del self._entries[path]
+
+    def get(self, path: str) -> pykka.ActorRef[Any] | None:
+        """Return the actor at `path`, or None."""
+        entry = self._entries.get(path)
+        return None if entry is None else entry.ref
+
+    def lookup(self, path: str) -> pykka.ActorRef[Any]:
+        """Return the actor at `path`.
+
+        Raises:
+            NotFound: nothing lives there.
+        """
+        entry = self._entries.get(path)
+        if entry is None:
+            raise NotFound(actor=path)
+        return entry.ref
+
+    def paths(self) -> tuple[str, ...]:
+        """Return every registered path."""
+        with self._lock:
+            return tuple(self._entries)
+
+    def status(self, path: str) -> ActorStatus:
+        """Return a snapshot of the actor at `path`, without asking the actor.
+
+        Raises:
+            NotFound: nothing lives there.
+        """
+        entry = self._entries.get(path)
+        if entry is None:
+            raise NotFound(actor=path)
+        stats = entry.stats
+        busy_since = stats.busy_since
+        return ActorStatus(
+            path=path,
+            actor_class=entry.ref.actor_class.__name__,
+            state=stats.state.value,
+            mailbox_depth=entry.ref.actor_inbox.qsize(),  # type: ignore[attr-defined]
+            messages_handled=stats.handled,
+            last_handling_seconds=stats.last_handling_seconds,
+            busy_seconds=None if busy_since is None else time.perf_counter() - busy_since,
+            restarts=entry.restarts,
+            parent=entry.parent,
+            children=stats.children,
+        )
+
+    def snapshot(self, root: str = ROOT) -> tuple[ActorStatus, ...]:
+        """Return the statuses of `root` and everything below it, depth first, in start order.
+
+        Actors that stop while the snapshot is taken are left out.
+        """
+        result: list[ActorStatus] = []
+        pending = [root]
+        while pending:
+            path = pending.pop()
+            try:
+                status = self.status(path)
+            except NotFound:
+                continue
+            result.append(status)
+            pending.extend(reversed(status.children))
+        return tuple(result)

@@ -1,0 +1,433 @@
+"""The generic supervisor: OTP's semantics on pykka actors.
+
+A supervisor is an actor that starts its children in order, watches them die,
+restarts them according to their restart type and its strategy, gives up and
+escalates when its restart budget is spent, and stops them in reverse order, each
+within its shutdown timeout. Children are any `hostvisor.actors.actor.Actor`,
+supervisors included.
+
+Threads: everything here runs in the supervisor's own thread. Children report
+their exits with a tell (`Exit`); callers manage dynamic children with asks,
+through `SupervisorHandle`, which always passes a deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pykka
+
+from hostvisor.actors.actor import Actor, Exit, ExitReason, Link, ask
+from hostvisor.actors.errors import AlreadyExists, Conflict, NotFound, StartFailed
+from hostvisor.supervision.budget import RestartBudget
+from hostvisor.supervision.clock import Clock, MonotonicClock
+from hostvisor.supervision.registry import Registry, RestartInfo, child_path
+from hostvisor.supervision.spec import (
+    ChildKind,
+    ChildSpec,
+    Restart,
+    Strategy,
+    SupervisorFlags,
+    validate_children,
+)
+
+log = logging.getLogger(__name__)
+
+
+# -- messages ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartChild:
+    """Ask: add a child at the end and start it. Answers its path."""
+
+    spec: ChildSpec
+
+
+@dataclass(frozen=True, slots=True)
+class TerminateChild:
+    """Ask: stop a child without restarting it; its spec stays (restart_child)."""
+
+    child_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteChild:
+    """Ask: forget a terminated child's spec."""
+
+    child_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RestartChild:
+    """Ask: start a terminated child again. Answers its path."""
+
+    child_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class WhichChildren:
+    """Ask: answer a `ChildInfo` per child, in start order."""
+
+
+@dataclass(frozen=True, slots=True)
+class _RetryRestart:
+    """Tell (to itself): a restart failed to start; try again, spending budget."""
+
+    child_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildInfo:
+    """One child as `which_children` reports it."""
+
+    id: str
+    path: str
+    alive: bool
+    kind: ChildKind
+    restart: Restart
+
+
+@dataclass(slots=True)
+class _Slot:
+    spec: ChildSpec
+    path: str
+    ref: pykka.ActorRef[Any] | None = None
+    incarnation: int = 0
+    restarts: RestartInfo = RestartInfo()
+
+
+# -- the actor --------------------------------------------------------------------------
+
+
+class Supervisor(Actor):
+    """Starts, watches, restarts and stops a list of children.
+
+    Construct it through `Actor.spawn(link, flags=..., children=..., registry=...)`.
+    The flags and every spec are validated in the constructor, in the caller's
+    thread, so a bad tree is refused before anything starts.
+    """
+
+    def __init__(
+        self,
+        *,
+        flags: SupervisorFlags,
+        children: Sequence[ChildSpec] = (),
+        registry: Registry,
+        clock: Clock | None = None,
+    ) -> None:
+        """Validate the flags and children; start nothing yet."""
+        super().__init__()
+        flags.validate()
+        validate_children(children)
+        self._flags = flags
+        self._initial = tuple(children)
+        self._registry = registry
+        self._clock = clock or MonotonicClock()
+        self._budget = RestartBudget(flags.intensity, flags.period)
+        self._slots: dict[str, _Slot] = {}
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        """Start the children in order; if one fails, stop the others and fail too."""
+        for spec in self._initial:
+            slot = _Slot(spec=spec, path=child_path(self.path, spec.id))
+            self._slots[spec.id] = slot
+            try:
+                self._start_slot(slot)
+            except StartFailed:
+                self._stop_all()
+                raise
+        self._publish_children()
+
+    def on_stop(self) -> None:
+        """Stop every child in reverse start order."""
+        self._stop_all()
+
+    def on_failure(self, *_exc_info: object) -> None:
+        """Do not leave orphans behind: stop every child."""
+        self._stop_all()
+
+    # -- messages -------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        """Dispatch one message (see the message classes above)."""
+        match message:
+            case Exit():
+                self._on_exit(message)
+            case _RetryRestart(child_id, reason):
+                slot = self._slots.get(child_id)
+                if slot is not None and slot.ref is None:
+                    self._restart(slot, reason)
+            case StartChild(spec):
+                return self._start_child(spec)
+            case TerminateChild(child_id):
+                self._stop_slot(self._slot(child_id))
+                self._publish_children()
+            case DeleteChild(child_id):
+                self._delete_child(child_id)
+            case RestartChild(child_id):
+                return self._restart_child(child_id)
+            case WhichChildren():
+                return self._which_children()
+            case _:
+                return super().on_receive(message)
+        return None
+
+    def _start_child(self, spec: ChildSpec) -> str:
+        validate_children([spec])
+        if spec.id in self._slots:
+            raise AlreadyExists(supervisor=self.path, child=spec.id)
+        slot = _Slot(spec=spec, path=child_path(self.path, spec.id))
+        self._slots[spec.id] = slot
+        try:
+            self._start_slot(slot)
+        except StartFailed:
+            del self._slots[spec.id]
+            raise
+        self._publish_children()
+        return slot.path
+
+    def _delete_child(self, child_id: str) -> None:
+        slot = self._slot(child_id)
+        if slot.ref is not None:
+            raise Conflict(child=slot.path, reason="running; terminate it first")
+        del self._slots[child_id]
+
+    def _restart_child(self, child_id: str) -> str:
+        slot = self._slot(child_id)
+        if slot.ref is not None:
+            raise Conflict(child=slot.path, reason="already running")
+        self._start_slot(slot)
+        self._publish_children()
+        return slot.path
+
+    def _which_children(self) -> tuple[ChildInfo, ...]:
+        return tuple(
+            ChildInfo(
+                id=slot.spec.id,
+                path=slot.path,
+                alive=slot.ref is not None,
+                kind=slot.spec.kind,
+                restart=slot.spec.restart,
+            )
+            for slot in self._slots.values()
+        )
+
+    def _slot(self, child_id: str) -> _Slot:
+        slot = self._slots.get(child_id)
+        if slot is None:
+            raise NotFound(supervisor=self.path, child=child_id)
+        return slot
+
+    # -- death and restart ----------------------------------------------------------------
+
+    def _on_exit(self, notice: Exit) -> None:
+        slot = self._slots.get(notice.path.rsplit("/", 1)[-1])
+        if slot is None or slot.ref is None or slot.incarnation != notice.incarnation:
+            return  # an incarnation we stopped or replaced already
+        self._registry.unregister(slot.path, slot.ref)
+        slot.ref = None
+        restart = _wants_restart(slot.spec.restart, notice.reason)
+        self._report(
+            "child exited",
+            child=slot.path,
+            reason=notice.reason.value,
+            error=notice.error,
+            action="restart" if restart else "none",
+        )
+        if restart:
+            self._restart(slot, f"{notice.reason.value}: {notice.error or 'no error'}")
+        elif slot.spec.restart is Restart.TEMPORARY:
+            del self._slots[slot.spec.id]
+        self._publish_children()
+
+    def _restart(self, slot: _Slot, reason: str) -> None:
+        budget = self._budget.spend(self._clock.monotonic())
+        if budget is None:
+            self._escalate(slot, reason)
+            return
+        self._budget = budget
+        group = self._restart_group(slot)
+        for other in reversed(group):
+            if other is not slot:
+                self._stop_slot(other)
+        for member in group:
+            cause = reason if member is slot else f"sibling {slot.spec.id} restarted"
+            member.restarts = RestartInfo(
+                count=member.restarts.count + 1, last_reason=cause, last_at=time.time()
+            )
+            try:
+                self._start_slot(member)
+            except StartFailed as error:
+                self.actor_ref.tell(_RetryRestart(member.spec.id, str(error)))
+                break
+        self._publish_children()
+
+    def _restart_group(self, slot: _Slot) -> list[_Slot]:
+        slots = list(self._slots.values())
+        if self._flags.strategy is Strategy.ONE_FOR_ALL:
+            return slots
+        if self._flags.strategy is Strategy.REST_FOR_ONE:
+            return slots[slots.index(slot) :]
+        return [slot]
+
+    def _escalate(self, slot: _Slot, reason: str) -> None:
+        self._report(
+            "restart intensity reached; shutting down",
+            child=slot.path,
+            reason=reason,
+            intensity=self._flags.intensity,
+            period=self._flags.period,
+        )
+        self._stop_all()
+        self.exit(ExitReason.SHUTDOWN, error=f"reached max restart intensity after {reason}")
+
+    # -- starting and stopping one child --------------------------------------------------
+
+    def _start_slot(self, slot: _Slot) -> None:
+        """Start one incarnation of `slot` and wait for its `on_start`.
+
+        Raises:
+            StartFailed: it crashed in `on_start`, did not finish in time, or its
+                start function raised.
+        """
+        slot.incarnation += 1
+        link = Link(path=slot.path, incarnation=slot.incarnation, notify=self.actor_ref.tell)
+        try:
+            ref = slot.spec.start(link)
+        except Exception as error:
+            log.exception("starting %s failed", slot.path)
+            raise StartFailed(child=slot.path, reason=repr(error)) from error
+        if not issubclass(ref.actor_class, Actor):
+            ref.stop(block=False)
+            raise StartFailed(child=slot.path, reason="not a hostvisor Actor; cannot be linked")
+        try:
+            link.started.get(timeout=slot.spec.start_timeout)
+        except pykka.Timeout:
+            ref.stop(block=False)
+            self._report("start timed out; abandoned", child=slot.path)
+            raise StartFailed(child=slot.path, reason="on_start timed out") from None
+        except StartFailed as error:
+            self._report("start failed", child=slot.path, error=error.context.get("reason"))
+            raise
+        slot.ref = ref
+        self._registry.register(
+            slot.path, ref, stats=link.stats, parent=self.path, restarts=slot.restarts
+        )
+
+    def _stop_slot(self, slot: _Slot) -> None:
+        """Stop `slot`'s actor, waiting at most its shutdown timeout; no restart follows."""
+        ref, slot.ref = slot.ref, None
+        if ref is None:
+            return
+        self._registry.unregister(slot.path, ref)
+        try:
+            ref.stop(block=False).get(timeout=slot.spec.shutdown_timeout)
+        except pykka.Timeout:
+            self._report(
+                "child did not stop in time; abandoned",
+                child=slot.path,
+                shutdown_timeout=slot.spec.shutdown_timeout,
+            )
+        except pykka.ActorDeadError:
+            pass
+
+    def _stop_all(self) -> None:
+        for slot in reversed(list(self._slots.values())):
+            self._stop_slot(slot)
+        self._publish_children()
+
+    def _publish_children(self) -> None:
+        self.stats.children = tuple(s.path for s in self._slots.values() if s.ref is not None)
+
+    def _report(self, event: str, **fields: object) -> None:
+        """Log a supervisor report: one line, key=value, greppable."""
+        details = " ".join(f"{key}={value}" for key, value in fields.items())
+        log.warning("supervisor report: supervisor=%s event=%r %s", self.path, event, details)
+
+
+def _wants_restart(restart: Restart, reason: ExitReason) -> bool:
+    if restart is Restart.PERMANENT:
+        return True
+    if restart is Restart.TRANSIENT:
+        return reason is ExitReason.CRASH
+    return False
+
+
+def supervisor_spec(
+    child_id: str,
+    *,
+    flags: SupervisorFlags,
+    children: Sequence[ChildSpec] = (),
+    registry: Registry,
+    clock: Clock | None = None,
+    restart: Restart = Restart.PERMANENT,
+    shutdown_timeout: float = 30.0,
+) -> ChildSpec:
+    """Return the spec of a child that is itself a supervisor.
+
+    The children are validated now, so a bad tree fails where it is described.
+    """
+    flags.validate()
+    validate_children(children)
+
+    def start(link: Link) -> pykka.ActorRef[Any]:
+        return Supervisor.spawn(link, flags=flags, children=children, registry=registry, clock=clock)
+
+    return ChildSpec(
+        id=child_id,
+        start=start,
+        restart=restart,
+        shutdown_timeout=shutdown_timeout,
+        kind=ChildKind.SUPERVISOR,
+    )
+
+
+# -- the caller's side --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorHandle:
+    """A typed way to talk to a supervisor; every call has a deadline.
+
+    Blocks the calling thread for at most `timeout` seconds (plus the child's own
+    start timeout for the calls that start one). Never call it from the
+    supervisor's own children: asks go down, not up.
+    """
+
+    ref: pykka.ActorRef[Supervisor]
+    timeout: float = 10.0
+
+    def start_child(self, spec: ChildSpec) -> str:
+        """Add and start a child; return its path. Raises AlreadyExists, StartFailed."""
+        path: str = ask(self.ref, StartChild(spec), timeout=self.timeout + spec.start_timeout)
+        return path
+
+    def terminate_child(self, child_id: str) -> None:
+        """Stop a child for good (until restart_child). Raises NotFound."""
+        ask(self.ref, TerminateChild(child_id), timeout=self.timeout)
+
+    def delete_child(self, child_id: str) -> None:
+        """Forget a terminated child. Raises NotFound, Conflict if it runs."""
+        ask(self.ref, DeleteChild(child_id), timeout=self.timeout)
+
+    def restart_child(self, child_id: str) -> str:
+        """Start a terminated child again. Raises NotFound, Conflict, StartFailed."""
+        path: str = ask(self.ref, RestartChild(child_id), timeout=self.timeout)
+        return path
+
+    def which_children(self) -> tuple[ChildInfo, ...]:
+        """Return the children in start order."""
+        children: tuple[ChildInfo, ...] = ask(self.ref, WhichChildren(), timeout=self.timeout)
+        return children
+
+    def with_timeout(self, timeout: float) -> SupervisorHandle:
+        """Return the same handle with another deadline."""
+        return replace(self, timeout=timeout)
