@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,7 @@ class Registry:
     def __init__(self) -> None:
         """Start empty."""
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._entries: dict[str, _Entry] = {}
 
     def register(
@@ -80,15 +82,26 @@ class Registry:
         restarts: RestartInfo,
     ) -> None:
         """Record that `ref` now lives at `path`, replacing any earlier incarnation."""
-        with self._lock:
+        with self._changed:
             self._entries[path] = _Entry(ref, stats, parent, restarts)
+            self._changed.notify_all()
 
     def unregister(self, path: str, ref: pykka.ActorRef[Any] | None = None) -> None:
         """Forget `path`; with `ref`, only if that is still the actor registered there."""
-        with self._lock:
+        with self._changed:
             entry = self._entries.get(path)
             if entry is not None and (ref is None or entry.ref is ref):
                 del self._entries[path]
+                self._changed.notify_all()
+
+    def wait_for(self, predicate: Callable[[Registry], bool], timeout: float) -> bool:
+        """Block until `predicate(self)` holds after a change, or `timeout` passes.
+
+        The predicate runs with the registry's lock held: it may call `get` and
+        `paths` but not `register`/`unregister`. Returns whether it held.
+        """
+        with self._changed:
+            return self._changed.wait_for(lambda: predicate(self), timeout)
 
     def get(self, path: str) -> pykka.ActorRef[Any] | None:
         """Return the actor at `path`, or None."""
@@ -108,8 +121,7 @@ class Registry:
 
     def paths(self) -> tuple[str, ...]:
         """Return every registered path."""
-        with self._lock:
-            return tuple(self._entries)
+        return tuple(self._entries)
 
     def status(self, path: str) -> ActorStatus:
         """Return a snapshot of the actor at `path`, without asking the actor.
