@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pykka
 import pytest
@@ -31,3 +32,77 @@ def _stop_all_actors() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _debug_logging(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="hostvisor")
+
+
+# -- libvirt ------------------------------------------------------------------------------
+
+log = logging.getLogger("hostvisor.tests")
+
+
+def _libvirt() -> object:
+    try:
+        import libvirt  # noqa: PLC0415 - optional at collection time outside CI
+    except ImportError as error:
+        need(False, f"libvirt-python is not importable: {error}")
+    return libvirt
+
+
+@pytest.fixture(scope="session")
+def accelerator() -> object:
+    """KVM when /dev/kvm opens, TCG otherwise; the test log says which ran."""
+    from hostvisor.actors.hypervisor.connection import detect_accelerator  # noqa: PLC0415
+
+    chosen = detect_accelerator()
+    log.warning("guests run with %s", "KVM" if chosen.value == "kvm" else "TCG (no usable /dev/kvm)")
+    return chosen
+
+
+@pytest.fixture(scope="session")
+def embed_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one embedded-QEMU root of this test process.
+
+    libvirt binds its embedded QEMU driver to the first root a process opens and
+    refuses any other root until the process exits (checked with libvirt 9.0), so
+    every in-process test that uses `qemu:///embed` shares this root. Reopening
+    the same root after closing it works.
+    """
+    _libvirt()
+    from hostvisor.actors.hypervisor.connection import prepare_embed_root  # noqa: PLC0415
+
+    need(os.path.exists("/usr/bin/qemu-system-x86_64"), "qemu-system-x86 is not installed")
+    root = tmp_path_factory.mktemp("embed")
+    prepare_embed_root(root)
+    return root
+
+
+@pytest.fixture
+def qemu_embed(embed_root: Path, accelerator: object) -> Iterator[object]:
+    """An open `qemu:///embed` connection on this process's embed root.
+
+    Every domain still defined when the test ends is destroyed and undefined.
+    """
+    from hostvisor.actors.hypervisor.connection import embed_uri, open_connection  # noqa: PLC0415
+
+    conn = open_connection(embed_uri(embed_root))
+    try:
+        yield conn
+    finally:
+        for domain in conn.listAllDomains():
+            if domain.isActive():
+                domain.destroy()
+            if domain.isPersistent():
+                domain.undefine()
+        conn.close()
+
+
+@pytest.fixture
+def libvirt_test() -> Iterator[object]:
+    """A connection to libvirt's in-memory test driver (`test:///default`): fast, not a hypervisor."""
+    _libvirt()
+    from hostvisor.actors.hypervisor.connection import open_connection  # noqa: PLC0415
+
+    conn = open_connection("test:///default")
+    try:
+        yield conn
+    finally:
+        conn.close()

@@ -1,0 +1,132 @@
+"""The thin blocking adapter to libvirt: roots, the event loop, and connections.
+
+Plain blocking code with no actor in it. The one thread it owns is libvirt's
+default event loop, which libvirt makes process-global: `ensure_event_loop` starts
+it once per process, before any connection is opened, and it runs until exit.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+log = logging.getLogger(__name__)
+
+_QEMU_CONF = """\
+# Written by Hostvisor for an embedded QEMU driver (qemu:///embed) rooted here.
+user = "root"
+group = "root"
+security_driver = "none"
+# No virtlogd daemon runs beside an embedded driver: QEMU writes its log itself.
+stdio_handler = "file"
+"""
+
+_event_loop_lock = threading.Lock()
+_event_loop_thread: threading.Thread | None = None
+
+
+class Accelerator(enum.Enum):
+    """How guests run: KVM when /dev/kvm opens, TCG (software emulation) otherwise."""
+
+    KVM = "kvm"
+    TCG = "qemu"
+
+    @property
+    def domain_type(self) -> str:
+        """The `<domain type=…>` value for this accelerator."""
+        return self.value
+
+
+def detect_accelerator(device: str = "/dev/kvm") -> Accelerator:
+    """Return KVM if `device` can be opened read-write, else TCG."""
+    try:
+        fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return Accelerator.TCG
+    os.close(fd)
+    return Accelerator.KVM
+
+
+def embed_uri(root: Path) -> str:
+    """Return the URI of an embedded QEMU driver rooted at `root`."""
+    return f"qemu:///embed?root={root}"
+
+
+def prepare_embed_root(root: Path) -> str:
+    """Create `root` with the qemu.conf an embedded driver needs; return its URI.
+
+    Idempotent: an existing qemu.conf is rewritten with the same content.
+    """
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    conf = root / "etc" / "qemu.conf"
+    if not conf.exists() or conf.read_text() != _QEMU_CONF:
+        conf.write_text(_QEMU_CONF)
+    return embed_uri(root)
+
+
+def ensure_event_loop() -> None:
+    """Register libvirt's default event implementation and run it in a daemon thread.
+
+    Must run before the first connection is opened. Safe to call from any thread,
+    any number of times; only the first call starts the loop.
+    """
+    global _event_loop_thread  # noqa: PLW0603 - libvirt's event loop is process-global
+    with _event_loop_lock:
+        if _event_loop_thread is not None:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        thread = threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True)
+        thread.start()
+        _event_loop_thread = thread
+
+
+def _run_event_loop() -> None:
+    while True:
+        if libvirt.virEventRunDefaultImpl() < 0:
+            log.error("libvirt event loop iteration failed")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HypervisorInfo:
+    """What a connection says about the hypervisor behind it."""
+
+    uri: str
+    driver: str
+    hostname: str
+    libvirt_version: str
+    hypervisor_version: str
+    accelerator: Accelerator
+
+
+def open_connection(uri: str) -> Any:
+    """Open a read-write libvirt connection to `uri` (blocking).
+
+    Starts the event loop first. Raises `libvirt.libvirtError` on failure.
+    """
+    ensure_event_loop()
+    return libvirt.open(uri)
+
+
+def describe(conn: Any, accelerator: Accelerator) -> HypervisorInfo:
+    """Return the facts of an open connection (blocking, fast)."""
+    return HypervisorInfo(
+        uri=conn.getURI(),
+        driver=conn.getType(),
+        hostname=conn.getHostname(),
+        libvirt_version=_version(conn.getLibVersion()),
+        hypervisor_version=_version(conn.getVersion()),
+        accelerator=accelerator,
+    )
+
+
+def _version(number: int) -> str:
+    major, rest = divmod(number, 1_000_000)
+    minor, micro = divmod(rest, 1000)
+    return f"{major}.{minor}.{micro}"
