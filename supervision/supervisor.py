@@ -369,6 +369,7 @@ def supervisor_spec(
     registry: Registry,
     clock: Clock | None = None,
     restart: Restart = Restart.PERMANENT,
+    start_timeout: float = 120.0,
     shutdown_timeout: float = 30.0,
 ) -> ChildSpec:
     """Return the spec of a child that is itself a supervisor.
@@ -385,6 +386,7 @@ def supervisor_spec(
         id=child_id,
         start=start,
         restart=restart,
+        start_timeout=start_timeout,
         shutdown_timeout=shutdown_timeout,
         kind=ChildKind.SUPERVISOR,
     )

@@ -39,7 +39,8 @@ class Daemon:
         return self.process.poll() is None
 
     def log_text(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, ready: Callable[[], bool], timeout: float = 30.0) -> None:

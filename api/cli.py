@@ -1,0 +1,44 @@
+"""The `hostvisor` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hostvisor.actors.errors import InvalidArgument
+from hostvisor.api.server import serve
+from hostvisor.supervision.config import load_config
+
+EXIT_USAGE = 2
+LOG_FORMAT = "%(asctime)s %(levelname)s (%(threadName)s) [%(name)s] %(message)s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of `hostvisor`."""
+    parser = argparse.ArgumentParser(prog="hostvisor", description="Hostvisor host agent")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("serve", help="run the agent in the foreground")
+    run.add_argument("--config", type=Path, help="INI file in vdsm.conf style (default: none)")
+    run.add_argument("--state-dir", type=Path, help="override the state directory")
+    run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `hostvisor`; return the process exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        level = args.log_level.upper() if args.log_level else None
+        config = load_config(args.config, state_dir=args.state_dir, log_level=level)
+    except InvalidArgument as error:
+        print(f"hostvisor: bad configuration: {error}", file=sys.stderr)  # noqa: T201
+        return EXIT_USAGE
+    logging.basicConfig(level=config.log_level, format=LOG_FORMAT, stream=sys.stderr)
+    return serve(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""The host's configuration: one frozen object, built once at start, passed down.
+
+Read from an INI file in VDSM's style (`/etc/vdsm/vdsm.conf`: sections such as
+`[vars]` and `[addresses]`). Keys Hostvisor does not know are logged and ignored,
+so an existing vdsm.conf keeps working; a known key with a bad value is an error
+that names the file, section and key. With no file at all, the result is the
+embedded default: libvirt `qemu:///embed` rooted in the state directory, storage
+under it, plain STOMP on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hostvisor.actors.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
+
+
+def default_state_dir() -> Path:
+    """Return /var/lib/hostvisor for root, else a directory under XDG_STATE_HOME."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/hostvisor")
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "hostvisor"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Everything a host needs to know at start. Immutable; built by `load_config`."""
+
+    state_dir: Path = field(default_factory=default_state_dir)
+    libvirt_uri: str = ""
+    """Empty: an embedded QEMU driver rooted at `state_dir/libvirt`."""
+    management_ip: str = "127.0.0.1"
+    management_port: int = 54321
+    ssl: bool = False
+    key_file: Path = Path("/etc/pki/vdsm/keys/vdsmkey.pem")
+    cert_file: Path = Path("/etc/pki/vdsm/certs/vdsmcert.pem")
+    ca_file: Path = Path("/etc/pki/vdsm/certs/cacert.pem")
+    vm_sample_interval: float = 15.0
+    host_sample_interval: float = 15.0
+    start_timeout: float = 60.0
+    """Seconds the whole tree may take to start."""
+    stop_timeout: float = 10.0
+    """Seconds the whole tree may take to stop before it is abandoned."""
+    log_level: str = "INFO"
+
+    @property
+    def embed_root(self) -> Path:
+        """Where an embedded QEMU driver keeps its state."""
+        return self.state_dir / "libvirt"
+
+    @property
+    def storage_root(self) -> Path:
+        """VDSM's data-center mount root (`/rhev/data-center`) for this host."""
+        return self.state_dir / "data-center"
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _positive(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = convert(text)
+        if value <= 0:
+            raise ValueError(f"must be > 0: {text!r}")
+        return value
+
+    return parse
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:  # noqa: PLR2004
+        raise ValueError(f"not a TCP port: {text!r}")
+    return value
+
+
+def _level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError(f"not a log level: {text!r}")
+    return level
+
+
+# (section, key) -> (Config field, parser). VDSM's names where VDSM has the setting.
+_KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
+    ("vars", "ssl"): ("ssl", _bool),
+    ("vars", "vm_sample_interval"): ("vm_sample_interval", _positive(float)),
+    ("vars", "host_sample_stats_interval"): ("host_sample_interval", _positive(float)),
+    ("addresses", "management_ip"): ("management_ip", str),
+    ("addresses", "management_port"): ("management_port", _port),
+    ("hostvisor", "state_dir"): ("state_dir", Path),
+    ("hostvisor", "libvirt_uri"): ("libvirt_uri", str),
+    ("hostvisor", "key_file"): ("key_file", Path),
+    ("hostvisor", "cert_file"): ("cert_file", Path),
+    ("hostvisor", "ca_file"): ("ca_file", Path),
+    ("hostvisor", "start_timeout"): ("start_timeout", _positive(float)),
+    ("hostvisor", "stop_timeout"): ("stop_timeout", _positive(float)),
+    ("hostvisor", "log_level"): ("log_level", _level),
+}
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> Config:
+    """Build the config from `path` (or the embedded default), then `overrides`.
+
+    Raises:
+        InvalidArgument: the file cannot be read or parsed, a known key has a bad
+            value, or an override names no field.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(_read_ini(path))
+    fields = {f.name for f in dataclasses.fields(Config)}
+    for name, value in overrides.items():
+        if name not in fields:
+            raise InvalidArgument(setting=name, reason="no such setting")
+        if value is not None:
+            values[name] = value
+    return Config(**values)
+
+
+def _read_ini(path: Path) -> dict[str, Any]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with path.open(encoding="utf-8") as stream:
+            parser.read_file(stream)
+    except (OSError, configparser.Error) as error:
+        raise InvalidArgument(config=str(path), reason=str(error)) from None
+    values: dict[str, Any] = {}
+    for section in parser.sections():
+        for key, text in parser.items(section):
+            known = _KEYS.get((section, key))
+            if known is None:
+                log.info("config %s: [%s] %s is not used by Hostvisor; ignored", path, section, key)
+                continue
+            name, parse = known
+            try:
+                values[name] = parse(text)
+            except ValueError as error:
+                raise InvalidArgument(
+                    config=str(path), section=section, key=key, reason=str(error)
+                ) from None
+    return values
