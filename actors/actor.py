@@ -12,8 +12,8 @@ Crash policy ("crash, don't limp"):
   logged with its traceback, the caller of an ask gets `ActorCrashed`, pending asks
   get `pykka.ActorDeadError`, and the supervisor is told.
 
-This module overrides four of pykka 4's loop hooks (`_start_actor_loop`,
-`_actor_loop`, `_actor_loop_setup`, `_actor_loop_running`, plus `_handle_failure`).
+This module overrides pykka 4's loop hooks (`_start_actor_loop`, `_actor_loop`,
+`_actor_loop_setup`, `_actor_loop_running`, `_stop` and `_handle_failure`).
 They are private, so pykka is pinned to 4.x and tests/supervision covers each path.
 """
 
@@ -30,7 +30,6 @@ from types import TracebackType
 from typing import Any, Self
 
 import pykka
-from pykka import messages as pykka_messages
 
 from hostvisor.actors.errors import (
     ActorCrashed,
@@ -166,7 +165,6 @@ class Actor(pykka.ThreadingActor):
         """
         self._exit_reason = reason
         self._exit_error = error
-        self.stats.state = ActorState.STOPPING
         self._stop()
 
     # -- pykka loop hooks -------------------------------------------------------------
@@ -226,10 +224,9 @@ class Actor(pykka.ThreadingActor):
         else:
             self._crash(exc_info)
 
-    def _handle_receive(self, message: Any) -> Any:
-        if isinstance(message, pykka_messages._ActorStop):  # noqa: SLF001
-            self.stats.state = ActorState.STOPPING
-        return super()._handle_receive(message)
+    def _stop(self) -> None:
+        self.stats.state = ActorState.STOPPING
+        super()._stop()
 
     def _handle_failure(
         self,
