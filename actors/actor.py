@@ -91,6 +91,10 @@ class ActorStats:
     children: tuple[str, ...] = ()
 
 
+def _ignore_exit(_exit: Exit) -> None:
+    """Where an unsupervised actor reports its exit: nowhere."""
+
+
 @dataclass(slots=True, kw_only=True)
 class Link:
     """What a supervisor hands a child it starts; the child's only tie to it.
@@ -102,9 +106,9 @@ class Link:
 
     path: str
     incarnation: int = 0
-    notify: Callable[[Exit], None] = lambda _exit: None
+    notify: Callable[[Exit], None] = _ignore_exit
     started: pykka.ThreadingFuture[None] = field(default_factory=pykka.ThreadingFuture)
-    stats: ActorStats = field(default_factory=lambda: ActorStats())
+    stats: ActorStats = field(default_factory=ActorStats)
 
     @classmethod
     def unsupervised(cls, path: str) -> Link:
@@ -135,11 +139,11 @@ class Actor(pykka.ThreadingActor):
         actor = cls(*args, **kwargs)
         actor.link = link
         actor.stats = link.stats
-        actor._exit_reason = ExitReason.NORMAL  # noqa: SLF001
-        actor._exit_error = None  # noqa: SLF001
-        actor._crash_info = None  # noqa: SLF001
+        actor._exit_reason = ExitReason.NORMAL
+        actor._exit_error = None
+        actor._crash_info = None
         pykka.ActorRegistry.register(actor.actor_ref)
-        actor._start_actor_loop()  # noqa: SLF001
+        actor._start_actor_loop()
         return actor.actor_ref
 
     _exit_reason: ExitReason

@@ -9,6 +9,7 @@ Test harnesses of every later issue start hosts this way.
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Self
 
 from hostvisor.supervision.clock import Clock
 from hostvisor.supervision.config import Config
@@ -48,9 +49,10 @@ class EmbeddedHost:
         """Return the status of every actor, depth first."""
         return self.runner.snapshot()
 
-    def __enter__(self) -> EmbeddedHost:
+    def __enter__(self) -> Self:
         """Start the tree."""
-        return self.start()
+        self.start()
+        return self
 
     def __exit__(
         self,

@@ -51,14 +51,21 @@ def serve(config: Config) -> int:
         return EXIT_FAILED
     actors = len(host.status())
     log.info(
-        "hostvisor is up: %d actors in %.2f s; state in %s", actors, time.monotonic() - started, config.state_dir
+        "hostvisor is up: %d actors in %.2f s; state in %s",
+        actors,
+        time.monotonic() - started,
+        config.state_dir,
     )
     sdnotify.notify(f"READY=1\nSTATUS=serving, {actors} actors")
     failure = _wait(host, stop_requested)
     sdnotify.notify("STOPPING=1")
     stopping = time.monotonic()
     clean = host.stop()
-    log.info("hostvisor stopped in %.2f s%s", time.monotonic() - stopping, "" if clean else " (some actors abandoned)")
+    log.info(
+        "hostvisor stopped in %.2f s%s",
+        time.monotonic() - stopping,
+        "" if clean else " (some actors abandoned)",
+    )
     return EXIT_FAILED if failure else EXIT_OK
 
 

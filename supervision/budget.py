@@ -26,7 +26,7 @@ class RestartBudget:
             the caller must escalate instead of restarting.
         """
         window_start = now - self.period
-        recent = tuple(t for t in self.restarts if t > window_start) + (now,)
+        recent = (*(t for t in self.restarts if t > window_start), now)
         if len(recent) > self.intensity:
             return None
         return RestartBudget(self.intensity, self.period, recent)

@@ -115,6 +115,9 @@ _KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
 }
 
 
+_PATH_FIELDS = frozenset({"state_dir", "key_file", "cert_file", "ca_file"})
+
+
 def load_config(path: Path | None = None, **overrides: Any) -> Config:
     """Build the config from `path` (or the embedded default), then `overrides`.
 
@@ -130,7 +133,7 @@ def load_config(path: Path | None = None, **overrides: Any) -> Config:
         if name not in fields:
             raise InvalidArgument(setting=name, reason="no such setting")
         if value is not None:
-            values[name] = value
+            values[name] = Path(value) if name in _PATH_FIELDS else value
     return Config(**values)
 
 

@@ -65,14 +65,20 @@ class TreeRunner:
         """
         link = Link(path=ROOT, notify=self._on_root_exit)
         self._ref = Supervisor.spawn(
-            link, flags=self._flags, children=self._children, registry=self.registry, clock=self._clock
+            link,
+            flags=self._flags,
+            children=self._children,
+            registry=self.registry,
+            clock=self._clock,
         )
         try:
             link.started.get(timeout=timeout)
         except pykka.Timeout:
             self.stop(timeout)
             raise StartFailed(child=ROOT, reason=f"tree not up after {timeout} s") from None
-        self.registry.register(ROOT, self._ref, stats=link.stats, parent=None, restarts=RestartInfo())
+        self.registry.register(
+            ROOT, self._ref, stats=link.stats, parent=None, restarts=RestartInfo()
+        )
 
     def stop(self, timeout: float) -> bool:
         """Stop the tree in reverse order; return False if it did not stop in `timeout` s.
@@ -86,7 +92,7 @@ class TreeRunner:
         try:
             ref.stop(block=True, timeout=timeout)
         except pykka.Timeout:
-            log.error("the tree did not stop within %s s; abandoning it", timeout)
+            log.error("the tree did not stop within %s s; abandoning it", timeout)  # noqa: TRY400
             return False
         finally:
             self.registry.unregister(ROOT, ref)

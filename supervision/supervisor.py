@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pykka
@@ -99,7 +99,7 @@ class _Slot:
     path: str
     ref: pykka.ActorRef[Any] | None = None
     incarnation: int = 0
-    restarts: RestartInfo = RestartInfo()
+    restarts: RestartInfo = field(default_factory=RestartInfo)
 
 
 # -- the actor --------------------------------------------------------------------------
@@ -361,7 +361,7 @@ def _wants_restart(restart: Restart, reason: ExitReason) -> bool:
     return False
 
 
-def supervisor_spec(
+def supervisor_spec(  # noqa: PLR0913 - keyword-only settings of one spec
     child_id: str,
     *,
     flags: SupervisorFlags,
@@ -380,7 +380,9 @@ def supervisor_spec(
     validate_children(children)
 
     def start(link: Link) -> pykka.ActorRef[Any]:
-        return Supervisor.spawn(link, flags=flags, children=children, registry=registry, clock=clock)
+        return Supervisor.spawn(
+            link, flags=flags, children=children, registry=registry, clock=clock
+        )
 
     return ChildSpec(
         id=child_id,

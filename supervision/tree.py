@@ -29,7 +29,9 @@ RESOURCE_FLAGS = SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=10, pe
 """Per-resource supervisors: one flapping VM must not take all VMs down with it quickly."""
 
 
-def host_tree(config: Config, *, registry: Registry, clock: Clock | None = None) -> Sequence[ChildSpec]:
+def host_tree(
+    config: Config, *, registry: Registry, clock: Clock | None = None
+) -> Sequence[ChildSpec]:
     """Return the root supervisor's children for `config`, in start order."""
 
     def branch(name: str, flags: SupervisorFlags, children: Sequence[ChildSpec] = ()) -> ChildSpec:

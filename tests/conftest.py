@@ -13,7 +13,7 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
-def need(condition: bool, reason: str) -> None:  # noqa: FBT001
+def need(condition: bool, reason: str) -> None:
     """Skip the test when a real component is missing; with CI=true, fail instead."""
     if condition:
         return
@@ -53,7 +53,9 @@ def accelerator() -> object:
     from hostvisor.actors.hypervisor.connection import detect_accelerator  # noqa: PLC0415
 
     chosen = detect_accelerator()
-    log.warning("guests run with %s", "KVM" if chosen.value == "kvm" else "TCG (no usable /dev/kvm)")
+    log.warning(
+        "guests run with %s", "KVM" if chosen.value == "kvm" else "TCG (no usable /dev/kvm)"
+    )
     return chosen
 
 
@@ -69,7 +71,7 @@ def embed_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _libvirt()
     from hostvisor.actors.hypervisor.connection import prepare_embed_root  # noqa: PLC0415
 
-    need(os.path.exists("/usr/bin/qemu-system-x86_64"), "qemu-system-x86 is not installed")
+    need(Path("/usr/bin/qemu-system-x86_64").exists(), "qemu-system-x86 is not installed")
     root = tmp_path_factory.mktemp("embed")
     prepare_embed_root(root)
     return root
@@ -97,7 +99,7 @@ def qemu_embed(embed_root: Path, accelerator: object) -> Iterator[object]:
 
 @pytest.fixture
 def libvirt_test() -> Iterator[object]:
-    """A connection to libvirt's in-memory test driver (`test:///default`): fast, not a hypervisor."""
+    """A connection to libvirt's in-memory test driver (`test:///default`); not a hypervisor."""
     _libvirt()
     from hostvisor.actors.hypervisor.connection import open_connection  # noqa: PLC0415
 

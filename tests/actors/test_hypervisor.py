@@ -7,8 +7,8 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from harness.guests import domain_xml, make_halting_base, make_overlay
 
+from harness.guests import domain_xml, make_halting_base, make_overlay
 from hostvisor.actors.actor import Link
 from hostvisor.actors.hypervisor.actor import HypervisorActor
 from hostvisor.actors.hypervisor.connection import Accelerator

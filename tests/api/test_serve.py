@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from harness.daemons import Daemon
 
 SERVE = [sys.executable, "-m", "hostvisor.api.cli", "serve"]
@@ -29,7 +30,9 @@ def start_serve(tmp_path: Path, *args: str, notify: socket.socket | None = None)
     env = dict(os.environ)
     if notify is not None:
         env["NOTIFY_SOCKET"] = notify.getsockname()
-    return Daemon([*SERVE, "--state-dir", str(tmp_path / "state"), *args], tmp_path / "serve.log", env=env)
+    return Daemon(
+        [*SERVE, "--state-dir", str(tmp_path / "state"), *args], tmp_path / "serve.log", env=env
+    )
 
 
 def wait_message(sock: socket.socket, wanted: str) -> str:
@@ -76,7 +79,9 @@ def test_sigusr1_dumps_every_thread_stack(tmp_path, notify_socket):
 def test_a_bad_config_value_is_a_clear_error(tmp_path):
     conf = tmp_path / "vdsm.conf"
     conf.write_text("[addresses]\nmanagement_port = lots\n[irs]\nunknown_key = 1\n")
-    result = subprocess.run([*SERVE, "--config", str(conf)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*SERVE, "--config", str(conf)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 2
     assert "management_port" in result.stderr
     assert "Traceback" not in result.stderr
@@ -91,6 +96,7 @@ def test_a_tree_that_cannot_start_exits_non_zero(tmp_path):
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert result.returncode == 1
     assert "the tree failed to start" in result.stderr

@@ -113,7 +113,9 @@ def measure_start_supervised(count: int) -> dict[str, float]:
     before = _rss()
     started = time.perf_counter()
     for n in range(count):  # start_child returns once the child's on_start has run
-        root.start_child(ChildSpec(id=f"a{n}", start=SupervisedEcho.spawn, restart=Restart.TEMPORARY))
+        root.start_child(
+            ChildSpec(id=f"a{n}", start=SupervisedEcho.spawn, restart=Restart.TEMPORARY)
+        )
     elapsed = time.perf_counter() - started
     rss = _rss() - before
     runner.stop(timeout=60)
@@ -163,10 +165,25 @@ def main() -> None:
     start_sup = _in_child("start_supervised", args.actors)
 
     rows = [
-        (f"ask round trip p50 (us, median of {args.rounds})", ask_raw["p50_us"], ask_sup["p50_us"], "<= 1.3x"),
+        (
+            f"ask round trip p50 (us, median of {args.rounds})",
+            ask_raw["p50_us"],
+            ask_sup["p50_us"],
+            "<= 1.3x",
+        ),
         ("ask round trip p99 (us)", ask_raw["p99_us"], ask_sup["p99_us"], ""),
-        (f"start per actor at {args.actors} (us)", start_raw["start_us"], start_sup["start_us"], ""),
-        (f"RSS per idle actor at {args.actors} (KiB)", start_raw["rss_kib"], start_sup["rss_kib"], "<= 64 KiB"),
+        (
+            f"start per actor at {args.actors} (us)",
+            start_raw["start_us"],
+            start_sup["start_us"],
+            "",
+        ),
+        (
+            f"RSS per idle actor at {args.actors} (KiB)",
+            start_raw["rss_kib"],
+            start_sup["rss_kib"],
+            "<= 64 KiB",
+        ),
     ]
     print(f"{'measure':<44} {'raw pykka':>12} {'hostvisor':>12} {'ratio':>8}  target")
     for name, raw, ours, target in rows:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pykka
 import pytest
-from harness.probes import Crash, CrashAsk, ExitWith, Hang, Journal, Ping, probe_start
 
+from harness.probes import Crash, CrashAsk, ExitWith, Hang, Journal, Ping, probe_start
 from hostvisor.actors.actor import Actor, Exit, ExitReason, Link, ask
 from hostvisor.actors.errors import (
     ActorCrashed,
@@ -21,7 +21,7 @@ from hostvisor.actors.errors import (
     Timeout,
 )
 from hostvisor.supervision.clock import ManualClock
-from hostvisor.supervision.registry import ROOT, Registry
+from hostvisor.supervision.registry import ROOT, Registry, RestartInfo
 from hostvisor.supervision.spec import ChildSpec, Restart, Strategy, SupervisorFlags
 from hostvisor.supervision.supervisor import Supervisor, SupervisorHandle, supervisor_spec
 
@@ -46,7 +46,9 @@ class Tree:
             clock=self.clock,
         )
         link.started.get(timeout=10)
-        self.registry.register(ROOT, self.ref, stats=link.stats, parent=None, restarts=_no())
+        self.registry.register(
+            ROOT, self.ref, stats=link.stats, parent=None, restarts=RestartInfo()
+        )
         return SupervisorHandle(self.ref, timeout=5)
 
     def _on_exit(self, notice: Exit) -> None:
@@ -55,12 +57,6 @@ class Tree:
 
     def ref_of(self, path: str) -> pykka.ActorRef[Any]:
         return self.registry.lookup(path)
-
-
-def _no() -> Any:
-    from hostvisor.supervision.registry import RestartInfo
-
-    return RestartInfo()
 
 
 @pytest.fixture
@@ -160,7 +156,9 @@ def test_start_failure_at_init_fails_the_supervisor_and_stops_started_children(
     tree: Tree, journal: Journal
 ):
     with pytest.raises(StartFailed):
-        tree.start(spec("a", journal), spec("b", journal, fail_start=lambda: True), spec("c", journal))
+        tree.start(
+            spec("a", journal), spec("b", journal, fail_start=lambda: True), spec("c", journal)
+        )
     assert journal.starts == ["a"]
     assert journal.stops == ["b", "a"]
     assert tree.exited.wait(5)

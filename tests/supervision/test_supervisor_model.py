@@ -12,11 +12,11 @@ import threading
 from typing import Any
 
 import pykka
-from harness.probes import Crash, ExitWith, Journal, Ping, probe_start
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from harness.probes import Crash, ExitWith, Journal, Ping, probe_start
 from hostvisor.actors.actor import Exit, ExitReason, Link, ask
 from hostvisor.supervision.clock import ManualClock
 from hostvisor.supervision.registry import ROOT, Registry
@@ -65,7 +65,9 @@ class SupervisorModel(RuleBasedStateMachine):
     @rule(data=st.data(), restart=RESTARTS)
     def start(self, data: st.DataObject, restart: Restart) -> None:
         name = data.draw(st.sampled_from(sorted(set(ALL_NAMES) - set(self.known))))
-        self.sup.start_child(ChildSpec(id=name, start=probe_start(name, self.journal), restart=restart))
+        self.sup.start_child(
+            ChildSpec(id=name, start=probe_start(name, self.journal), restart=restart)
+        )
         self.live[name] = self.known[name] = restart
 
     @precondition(lambda self: not self.dead and self.live)

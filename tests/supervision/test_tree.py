@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness.probes import Crash, Journal, probe_start
 
+from harness.probes import Crash, Journal, probe_start
 from hostvisor.actors.actor import ExitReason
 from hostvisor.actors.errors import InvalidArgument
 from hostvisor.actors.hypervisor.connection import embed_uri
