@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import pykka
+from pykka import messages as pykka_messages
 
 from hostvisor.actors.errors import (
     ActorCrashed,
@@ -116,6 +117,47 @@ class Link:
         return cls(path=path)
 
 
+class CallbackFuture(pykka.ThreadingFuture[Any]):
+    """A pykka future that also runs callbacks once it is settled.
+
+    Lets code that must not block (the API's event loop) wait for an ask: the
+    callback runs in the thread that settles the future (the actor's), or at once
+    in the caller's if it is already settled, and must only hand the result on.
+    """
+
+    def __init__(self) -> None:
+        """Create an unsettled future."""
+        super().__init__()
+        self._callbacks: list[Callable[[CallbackFuture], None]] | None = []
+
+    def add_done_callback(self, callback: Callable[[CallbackFuture], None]) -> None:
+        """Run `callback(self)` once the future is settled (at once if it is)."""
+        with self._condition:  # pykka's own guard of this future's result
+            if self._callbacks is not None:
+                self._callbacks.append(callback)
+                return
+        callback(self)
+
+    def set(self, value: Any | None = None) -> None:
+        """Settle with a value, then run the callbacks."""
+        super().set(value)
+        self._settled()
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        """Settle with an exception, then run the callbacks."""
+        super().set_exception(exc_info)
+        self._settled()
+
+    def _settled(self) -> None:
+        with self._condition:
+            callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
+            try:
+                callback(self)
+            except Exception:
+                log.exception("future callback %r failed", callback)
+
+
 class Actor(pykka.ThreadingActor):
     """Base of every Hostvisor actor and supervisor.
 
@@ -128,7 +170,12 @@ class Actor(pykka.ThreadingActor):
     """An actor abandoned after its shutdown timeout must not keep the process alive."""
 
     link: Link
-    stats: ActorStats
+    actor_stats: ActorStats
+    """Counters read by introspection (named like pykka's `actor_*` attributes)."""
+
+    @staticmethod
+    def _create_future() -> pykka.Future[Any]:
+        return CallbackFuture()
 
     @classmethod
     def spawn(cls, link: Link, /, *args: Any, **kwargs: Any) -> pykka.ActorRef[Self]:
@@ -138,7 +185,7 @@ class Actor(pykka.ThreadingActor):
         """
         actor = cls(*args, **kwargs)
         actor.link = link
-        actor.stats = link.stats
+        actor.actor_stats = link.stats
         actor._exit_reason = ExitReason.NORMAL
         actor._exit_error = None
         actor._crash_info = None
@@ -193,11 +240,11 @@ class Actor(pykka.ThreadingActor):
             failure = StartFailed(child=self.path, reason=f"{type(error).__name__}: {error}")
             self.link.started.set_exception(exc_info=(StartFailed, failure, None))
         else:
-            self.stats.state = ActorState.RUNNING
+            self.actor_stats.state = ActorState.RUNNING
             self.link.started.set(None)
 
     def _actor_loop_running(self) -> None:
-        stats = self.stats
+        stats = self.actor_stats
         inbox = self.actor_inbox
         clock = time.perf_counter
         while not self.actor_stopped.is_set():
@@ -229,7 +276,7 @@ class Actor(pykka.ThreadingActor):
             self._crash(exc_info)
 
     def _stop(self) -> None:
-        self.stats.state = ActorState.STOPPING
+        self.actor_stats.state = ActorState.STOPPING
         super()._stop()
 
     def _handle_failure(
@@ -242,7 +289,7 @@ class Actor(pykka.ThreadingActor):
         if self._crash_info is None and exception_type and exception_value:
             self._crash_info = (exception_type, exception_value, traceback)
             self._exit_reason = ExitReason.CRASH
-            self.stats.state = ActorState.CRASHED
+            self.actor_stats.state = ActorState.CRASHED
             log.error(
                 "actor %s (%s) crashed",
                 self.path,
@@ -261,7 +308,7 @@ class Actor(pykka.ThreadingActor):
 
     def _report_exit(self) -> None:
         if self._exit_reason is not ExitReason.CRASH:
-            self.stats.state = ActorState.STOPPED
+            self.actor_stats.state = ActorState.STOPPED
         error = self._exit_error
         if self._crash_info is not None:
             error = f"{self._crash_info[0].__name__}: {self._crash_info[1]}"
@@ -300,3 +347,15 @@ def _ref_path(ref: pykka.ActorRef[Any]) -> str:
     actor = getattr(ref, "_actor", None)
     link = getattr(actor, "link", None)
     return link.path if isinstance(link, Link) else ref.actor_class.__name__
+
+
+def call(ref: pykka.ActorRef[Any], method: str, /, *args: Any, **kwargs: Any) -> pykka.Future[Any]:
+    """Call `method` on the actor behind `ref` without waiting; return the future.
+
+    The same message a pykka proxy sends, without building a proxy (which inspects
+    the whole actor) on every call. Read the future with a timeout, or bridge it
+    with `CallbackFuture.add_done_callback`.
+    """
+    message = pykka_messages.ProxyCall(attr_path=(method,), args=args, kwargs=kwargs)
+    future: pykka.Future[Any] = ref.ask(message, block=False)
+    return future

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from hostvisor.actors.errors import InvalidArgument
+from hostvisor.api.embedded import verb_table
 from hostvisor.api.server import serve
 from hostvisor.supervision.config import load_config
+from hostvisor.supervision.registry import Registry
 
 EXIT_USAGE = 2
 LOG_FORMAT = "%(asctime)s %(levelname)s (%(threadName)s) [%(name)s] %(message)s"
@@ -24,12 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="INI file in vdsm.conf style (default: none)")
     run.add_argument("--state-dir", type=Path, help="override the state directory")
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    commands.add_parser("schema", help="print the API schema (every verb) as JSON")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `hostvisor`; return the process exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "schema":
+        schema = verb_table(Registry()).schema()
+        print(json.dumps(schema, indent=4, sort_keys=True, default=str))  # noqa: T201
+        return 0
     try:
         level = args.log_level.upper() if args.log_level else None
         config = load_config(args.config, state_dir=args.state_dir, log_level=level)

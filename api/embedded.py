@@ -1,7 +1,8 @@
 """The embedded host: the same tree `hostvisor serve` runs, started in-process.
 
-    with EmbeddedHost(load_config(state_dir=tmp)) as host:
+    with EmbeddedHost(load_config(state_dir=tmp, management_port=0)) as host:
         host.registry.lookup("infra/hypervisor")
+        host.address            # where the API listens
 
 Test harnesses of every later issue start hosts this way.
 """
@@ -11,34 +12,63 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Self
 
+from hostvisor.actors.actor import call
+from hostvisor.api.front import RpcFront
+from hostvisor.api.rpc.host_verbs import HostApi, host_verbs
+from hostvisor.api.rpc.verbs import VerbTable
 from hostvisor.supervision.clock import Clock
 from hostvisor.supervision.config import Config
+from hostvisor.supervision.gate import Gate
 from hostvisor.supervision.registry import ActorStatus, Registry
 from hostvisor.supervision.runner import TreeRunner
+from hostvisor.supervision.spec import ChildSpec
 from hostvisor.supervision.tree import host_tree
+
+FRONT = "api/front"
+
+
+def verb_table(registry: Registry) -> VerbTable:
+    """Return every verb the host serves."""
+    return VerbTable.of(host_verbs(HostApi(registry)))
 
 
 class EmbeddedHost:
     """A running host tree for the length of a `with` block.
 
-    Entering blocks until the tree is up (at most `config.start_timeout`); leaving
-    stops it in reverse order within `config.stop_timeout`.
+    Entering blocks until the tree is up (at most `config.start_timeout`) and the
+    recovery gate is open; leaving stops it in reverse order within
+    `config.stop_timeout`.
     """
 
     def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
         """Prepare the tree for `config`; start it with `start()` or `with`."""
         self.config = config
         self.registry = Registry()
+        self.gate = Gate()
+        table = verb_table(self.registry)
+        front = ChildSpec(
+            id="front",
+            start=lambda link: RpcFront.spawn(
+                link, config=config, table=table, is_ready=self.gate.is_open
+            ),
+        )
         self.runner = TreeRunner(
-            host_tree(config, registry=self.registry, clock=clock),
+            host_tree(config, registry=self.registry, api_children=[front], clock=clock),
             registry=self.registry,
             clock=clock,
         )
 
-    def start(self) -> EmbeddedHost:
-        """Start the tree (blocking). Raises StartFailed."""
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) the API listens on."""
+        address: tuple[str, int] = call(self.registry.lookup(FRONT), "address").get(timeout=5)
+        return address
+
+    def start(self) -> Self:
+        """Start the tree and open the gate (blocking). Raises StartFailed."""
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         self.runner.start(self.config.start_timeout)
+        self.gate.open()
         return self
 
     def stop(self) -> bool:
@@ -51,8 +81,7 @@ class EmbeddedHost:
 
     def __enter__(self) -> Self:
         """Start the tree."""
-        self.start()
-        return self
+        return self.start()
 
     def __exit__(
         self,

@@ -52,6 +52,13 @@ class Config:
     stop_timeout: float = 10.0
     """Seconds the whole tree may take to stop before it is abandoned."""
     log_level: str = "INFO"
+    allow_plain_remote: bool = False
+    """Plain STOMP on a non-loopback address: refused unless forced."""
+    max_pending_requests: int = 64
+    """Requests one API connection may have in flight."""
+    max_frame_bytes: int = 16 * 1024 * 1024
+    detect_timeout: float = 10.0
+    """Seconds a new API connection has to finish TLS and send its first frame."""
 
     @property
     def embed_root(self) -> Path:
@@ -112,6 +119,10 @@ _KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("hostvisor", "start_timeout"): ("start_timeout", _positive(float)),
     ("hostvisor", "stop_timeout"): ("stop_timeout", _positive(float)),
     ("hostvisor", "log_level"): ("log_level", _level),
+    ("hostvisor", "allow_plain_remote"): ("allow_plain_remote", _bool),
+    ("hostvisor", "max_pending_requests"): ("max_pending_requests", _positive(int)),
+    ("hostvisor", "max_frame_bytes"): ("max_frame_bytes", _positive(int)),
+    ("hostvisor", "detect_timeout"): ("detect_timeout", _positive(float)),
 }
 
 

@@ -345,7 +345,7 @@ class Supervisor(Actor):
         self._publish_children()
 
     def _publish_children(self) -> None:
-        self.stats.children = tuple(s.path for s in self._slots.values() if s.ref is not None)
+        self.actor_stats.children = tuple(s.path for s in self._slots.values() if s.ref is not None)
 
     def _report(self, event: str, **fields: object) -> None:
         """Log a supervisor report: one line, key=value, greppable."""

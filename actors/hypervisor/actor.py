@@ -9,6 +9,7 @@ their own threads or workers; libvirt connections are thread-safe.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,11 @@ from hostvisor.actors.hypervisor.connection import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class GetConnection:
+    """Ask: answer the open libvirt connection."""
 
 
 class HypervisorActor(Actor):
@@ -71,6 +77,12 @@ class HypervisorActor(Actor):
                 self._conn.close()
             finally:
                 self._conn = None
+
+    def on_receive(self, message: Any) -> Any:
+        """Answer `GetConnection`."""
+        if isinstance(message, GetConnection):
+            return self._conn
+        return super().on_receive(message)
 
     def info(self) -> HypervisorInfo:
         """Return the hypervisor's facts. Non-blocking; idempotent."""

@@ -20,13 +20,16 @@ from hostvisor.supervision.spec import ChildSpec, SupervisorFlags
 
 @pytest.mark.libvirt
 def test_the_embedded_host_runs_the_tree_of_the_design(tmp_path: Path, embed_root: Path):
-    config = load_config(state_dir=tmp_path / "state", libvirt_uri=embed_uri(embed_root))
+    config = load_config(
+        state_dir=tmp_path / "state", libvirt_uri=embed_uri(embed_root), management_port=0
+    )
     with EmbeddedHost(config) as host:
         paths = [status.path for status in host.status()]
         assert paths == [
             ROOT,
             "infra",
             "infra/hypervisor",
+            "infra/events",
             "hosts",
             "hosts/host",
             "vms",
@@ -34,6 +37,7 @@ def test_the_embedded_host_runs_the_tree_of_the_design(tmp_path: Path, embed_roo
             "storage",
             "networks",
             "api",
+            "api/front",
         ]
         hypervisor = host.registry.lookup("infra/hypervisor").proxy()
         assert hypervisor.connection().get(timeout=5).isAlive()

@@ -1,0 +1,146 @@
+"""RpcFront: the actor that owns the API edge.
+
+It runs the STOMP server on an asyncio loop in a thread of its own and serves
+requests with the dispatcher. Routing a request does not pass through this
+actor's mailbox: the dispatcher runs on the loop and sends each call straight
+to the owning actor by message, with the verb's timeout, so one slow verb never
+queues the others behind it. The actor's own mailbox carries what the edge is
+told: events to publish.
+
+Why one actor for the front and the listener: the loop, the server and the
+dispatcher live and die together; splitting them would add a hop to every call
+and a restart order to keep, for no isolation gained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from hostvisor.actors.actor import Actor
+from hostvisor.actors.errors import InvalidArgument
+from hostvisor.actors.events import Publish
+from hostvisor.api.rpc import codec
+from hostvisor.api.rpc.dispatch import Dispatcher
+from hostvisor.api.rpc.verbs import VerbTable
+from hostvisor.api.stomp.frames import Limits
+from hostvisor.api.stomp.server import EVENT_QUEUE, ServerSettings, StompServer
+from hostvisor.api.tls import server_context
+from hostvisor.supervision.config import Config
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 10.0
+
+
+class RpcFront(Actor):
+    """Serves JSON-RPC over STOMP for one host.
+
+    Args:
+        config: where to listen, TLS files and limits.
+        table: the verbs served.
+        is_ready: whether the host has recovered (until then: code 99).
+    """
+
+    def __init__(self, *, config: Config, table: VerbTable, is_ready: Callable[[], bool]) -> None:
+        """Prepare; bind in `on_start`."""
+        super().__init__()
+        self._config = config
+        self._is_ready = is_ready
+        self._dispatcher = Dispatcher(table, is_ready=is_ready)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: StompServer | None = None
+        self._address: tuple[str, int] | None = None
+
+    def on_start(self) -> None:
+        """Start the loop thread and listen (blocks at most START_TIMEOUT s).
+
+        Raises:
+            InvalidArgument: plain STOMP on a non-loopback address not forced.
+            OSError: the address cannot be bound.
+        """
+        config = self._config
+        _check_plain_is_local(config)
+        context = _ssl_context(config)
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name="api-loop", daemon=True)
+        self._thread.start()
+        self._server = StompServer(
+            self._dispatcher.handle_body,
+            settings=ServerSettings(
+                max_pending=config.max_pending_requests,
+                limits=Limits(max_body=config.max_frame_bytes),
+                detect_timeout=config.detect_timeout,
+            ),
+            ssl_context=context,
+        )
+        listening = asyncio.run_coroutine_threadsafe(
+            self._server.listen(config.management_ip, config.management_port), loop
+        )
+        self._address = listening.result(timeout=START_TIMEOUT)
+
+    def on_stop(self) -> None:
+        """Close every connection and the loop."""
+        self._shutdown()
+
+    def on_failure(self, *_exc_info: object) -> None:
+        """Release the port before the restart binds it again."""
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        loop, server = self._loop, self._server
+        if loop is None:
+            return
+        if server is not None and loop.is_running():
+            closing = asyncio.run_coroutine_threadsafe(server.close(), loop)
+            try:
+                closing.result(timeout=START_TIMEOUT)
+            except TimeoutError:
+                log.warning("API connections did not close in time")
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=START_TIMEOUT)
+        loop.close()
+        self._loop = None
+
+    def on_receive(self, message: Any) -> Any:
+        """Publish events told by the event bus (dropped while recovering)."""
+        if isinstance(message, Publish):
+            if self._server is not None and self._is_ready():
+                event = message.event
+                self._server.publish(EVENT_QUEUE, codec.notification(event.method, event.params))
+            return None
+        return super().on_receive(message)
+
+    def address(self) -> tuple[str, int]:
+        """Return the bound (host, port)."""
+        assert self._address is not None  # noqa: S101 - set by on_start
+        return self._address
+
+
+def _check_plain_is_local(config: Config) -> None:
+    if config.ssl or config.allow_plain_remote:
+        return
+    try:
+        loopback = ipaddress.ip_address(config.management_ip).is_loopback
+    except ValueError:
+        loopback = config.management_ip == "localhost"
+    if not loopback:
+        raise InvalidArgument(
+            management_ip=config.management_ip,
+            reason="plain STOMP only on loopback; set [vars] ssl=true or "
+            "[hostvisor] allow_plain_remote=true",
+        )
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    if not config.ssl:
+        return None
+    return server_context(cert=config.cert_file, key=config.key_file, ca=config.ca_file)

@@ -1,0 +1,231 @@
+r"""STOMP 1.2 frames: an incremental parser with limits, and an encoder.
+
+The dialect is VDSM's (reference/vdsm-wire.md §1.2): `COMMAND\n`, `key:value\n`
+headers, a blank line, the body and a NUL. A trailing `\r` on a line is tolerated;
+empty lines between frames are heart-beats. With `content-length` exactly that many
+body bytes are read and the next byte must be NUL; without it the body runs to the
+first NUL. Header values use STOMP 1.2 escapes (except in CONNECT and CONNECTED);
+a repeated header keeps its first value. Every frame we send carries
+`content-length`, because the Engine's parser depends on it.
+
+Plain code, no I/O: the server feeds bytes in and writes bytes out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+NUL = b"\x00"
+EOL = b"\n"
+
+CLIENT_COMMANDS = frozenset({"CONNECT", "SEND", "SUBSCRIBE", "UNSUBSCRIBE", "DISCONNECT"})
+"""The commands the server accepts; any other command closes the connection."""
+DETECT_PREFIXES = (
+    b"CONNECT",
+    b"SEND",
+    b"SUBSCRIBE",
+    b"UNSUBSCRIBE",
+    b"DISCONNECT",
+    b"MESSAGE",
+    b"CONNECTED",
+    b"ERROR",
+    b"RECEIPT",
+)
+"""What VDSM's protocol detector takes for STOMP (the bare `STOMP` command is not)."""
+DETECT_BYTES = max(len(prefix) for prefix in DETECT_PREFIXES)
+
+_UNESCAPE = {b"\\\\": b"\\", b"\\n": b"\n", b"\\r": b"\r", b"\\c": b":"}
+_RAW_COMMANDS = frozenset({"CONNECT", "CONNECTED"})
+
+
+class FrameError(Exception):
+    """The peer sent something that is not a STOMP frame we accept.
+
+    Attributes:
+        reason: what was wrong, safe to send back in an ERROR frame.
+    """
+
+    def __init__(self, reason: str) -> None:
+        """Describe what was wrong."""
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one connection may send; past any of them the frame is refused."""
+
+    max_body: int = 16 * 1024 * 1024
+    max_headers: int = 64
+    max_header_line: int = 8192
+    max_command: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One STOMP frame. Header names and values are decoded text."""
+
+    command: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+def looks_like_stomp(prefix: bytes) -> bool:
+    """Return whether the first bytes of a connection start a STOMP frame.
+
+    Call it once `DETECT_BYTES` bytes or a whole first line have arrived.
+    """
+    return prefix.startswith(DETECT_PREFIXES)
+
+
+def _unescape(raw: bytes) -> str:
+    if b"\\" not in raw:
+        return raw.decode()
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        if raw[i : i + 1] == b"\\":
+            pair = raw[i : i + 2]
+            if pair not in _UNESCAPE:
+                raise FrameError(f"bad escape {pair!r} in header")
+            out += _UNESCAPE[pair]
+            i += 2
+        else:
+            out.append(raw[i])
+            i += 1
+    return out.decode()
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace(":", "\\c")
+
+
+def encode(command: str, headers: Mapping[str, str] | None = None, body: bytes = b"") -> bytes:
+    """Return the bytes of one frame, with `content-length` always set."""
+    lines = [command]
+    escape = command not in _RAW_COMMANDS
+    for name, value in (headers or {}).items():
+        if name == "content-length":
+            continue
+        lines.append(f"{_escape(name)}:{_escape(value)}" if escape else f"{name}:{value}")
+    lines.append(f"content-length:{len(body)}")
+    return ("\n".join(lines) + "\n\n").encode() + body + NUL
+
+
+class FrameParser:
+    """Turns a byte stream into frames, enforcing `limits`.
+
+    Feed it whatever arrived; iterate `frames()` for every complete frame. After a
+    `FrameError` the stream is unusable: send an ERROR and close.
+    """
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        """Start with an empty buffer."""
+        self.limits = limits or Limits()
+        self._buffer = bytearray()
+        self.heartbeats = 0
+        """Heart-beat EOLs seen between frames: any byte counts as life."""
+
+    def feed(self, data: bytes) -> None:
+        """Append received bytes."""
+        self._buffer += data
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield every complete frame in the buffer, in order.
+
+        Raises:
+            FrameError: a frame breaks the protocol or a limit.
+        """
+        while True:
+            frame = self._next()
+            if frame is None:
+                return
+            yield frame
+
+    def _skip_heartbeats(self) -> None:
+        buf = self._buffer
+        start = 0
+        while start < len(buf) and buf[start] in b"\r\n":
+            if buf[start] == ord("\n"):
+                self.heartbeats += 1
+            start += 1
+        if start:
+            del buf[:start]
+
+    def _next(self) -> Frame | None:
+        self._skip_heartbeats()
+        buf = self._buffer
+        head_end = buf.find(b"\n\n")
+        crlf_end = buf.find(b"\r\n\r\n")
+        if crlf_end != -1 and (head_end == -1 or crlf_end < head_end):
+            head_end, separator = crlf_end, 4
+        else:
+            separator = 2
+        if head_end == -1:
+            self._check_partial_head()
+            return None
+        command, headers = self._parse_head(bytes(buf[:head_end]))
+        body_start = head_end + separator
+        body_end = self._body_end(headers, body_start)
+        if body_end is None:
+            return None
+        body = bytes(buf[body_start:body_end])
+        del buf[: body_end + 1]
+        return Frame(command, headers, body)
+
+    def _check_partial_head(self) -> None:
+        limits = self.limits
+        if len(self._buffer) > limits.max_header_line * (limits.max_headers + 1):
+            raise FrameError("frame header too large")
+        first_line = self._buffer.split(b"\n", 1)[0]
+        if len(first_line) > limits.max_header_line:
+            raise FrameError("header line too long")
+
+    def _parse_head(self, head: bytes) -> tuple[str, dict[str, str]]:
+        limits = self.limits
+        lines = head.split(b"\n")
+        command = lines[0].rstrip(b"\r").decode(errors="replace")
+        if len(command) > limits.max_command or not command.isalpha() or not command.isupper():
+            raise FrameError(f"not a STOMP command: {command[: limits.max_command]!r}")
+        if len(lines) - 1 > limits.max_headers:
+            raise FrameError(f"too many headers (limit {limits.max_headers})")
+        headers: dict[str, str] = {}
+        raw = command in _RAW_COMMANDS
+        for line in lines[1:]:
+            line = line.rstrip(b"\r")  # noqa: PLW2901
+            if len(line) > limits.max_header_line:
+                raise FrameError(f"header line too long (limit {limits.max_header_line})")
+            name, colon, value = line.partition(b":")
+            if not colon or not name:
+                raise FrameError(f"malformed header line {line[:64]!r}")
+            try:
+                key = name.decode() if raw else _unescape(name)
+                text = value.decode() if raw else _unescape(value)
+            except UnicodeDecodeError:
+                raise FrameError("header is not UTF-8") from None
+            headers.setdefault(key, text)
+        return command, headers
+
+    def _body_end(self, headers: Mapping[str, str], body_start: int) -> int | None:
+        buf = self._buffer
+        limit = self.limits.max_body
+        length_text = headers.get("content-length")
+        if length_text is not None:
+            if not length_text.isdigit():
+                raise FrameError(f"bad content-length {length_text!r}")
+            length = int(length_text)
+            if length > limit:
+                raise FrameError(f"body of {length} bytes exceeds the limit of {limit}")
+            end = body_start + length
+            if len(buf) <= end:
+                return None
+            if buf[end] != 0:
+                raise FrameError("frame does not end with NUL after content-length bytes")
+            return end
+        end = buf.find(NUL, body_start)
+        if end == -1:
+            if len(buf) - body_start > limit:
+                raise FrameError(f"body exceeds the limit of {limit} bytes")
+            return None
+        return end
