@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Self
 
 from hostvisor.actors.actor import call
+from hostvisor.api.client import Client, connect
 from hostvisor.api.front import RpcFront
 from hostvisor.api.rpc.host_verbs import HostApi, host_verbs
 from hostvisor.api.rpc.verbs import VerbTable
@@ -63,6 +64,11 @@ class EmbeddedHost:
         """The (host, port) the API listens on."""
         address: tuple[str, int] = call(self.registry.lookup(FRONT), "address").get(timeout=5)
         return address
+
+    def client(self, *, timeout: float = 30.0) -> Client:
+        """Return a connected API client (plain STOMP; the embedded default)."""
+        host, port = self.address
+        return connect(host, port, timeout=timeout)
 
     def start(self) -> Self:
         """Start the tree and open the gate (blocking). Raises StartFailed."""

@@ -23,10 +23,17 @@ def need(condition: bool, reason: str) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _stop_all_actors() -> Iterator[None]:
-    """Stop every pykka actor a test left running (pykka's own test suite does this)."""
+def _stop_actors_left_behind() -> Iterator[None]:
+    """Stop every pykka actor a test started and left running.
+
+    Actors of wider-scoped fixtures (a module's host) were alive before the test
+    and are left alone.
+    """
+    before = {ref.actor_urn for ref in pykka.ActorRegistry.get_all()}
     yield
-    pykka.ActorRegistry.stop_all(block=True, timeout=5)
+    for ref in reversed(pykka.ActorRegistry.get_all()):
+        if ref.actor_urn not in before:
+            ref.stop(block=False)
 
 
 @pytest.fixture(autouse=True)

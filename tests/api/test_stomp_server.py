@@ -12,6 +12,7 @@ import pytest
 
 from harness.front import Front
 from harness.stompclient import EVENTS, REQUESTS, RawClient, StompPyClient
+from hostvisor.actors.actor import call
 from hostvisor.actors.events import Event, Publish
 from hostvisor.api.stomp.frames import encode
 
@@ -190,3 +191,15 @@ def test_heartbeats_both_ways(front: Front):
         assert time.monotonic() - started < 5
     finally:
         raw.close()
+
+
+def test_events_are_dropped_while_recovering(front: Front, client: StompPyClient):
+    client.subscribe(EVENTS, receipt=True)
+    front.ready.clear()
+    front.ref.tell(Publish(Event(method="|virt|VM_status|early", params={})))
+    call(front.ref, "address").get(timeout=5)  # the front has handled the event
+    front.ready.set()
+    front.ref.tell(Publish(Event(method="|virt|VM_status|late", params={})))
+    _headers, body = client.listener.next_message()
+    assert json.loads(body)["method"] == "|virt|VM_status|late"
+    assert not client.listener.messages

@@ -1,0 +1,195 @@
+"""Host.ping over STOMP through our client: Hostvisor's edge against a bare echo server.
+
+    .venv/bin/python tests/benchmarks/bench_rpc.py [--calls N] [--seconds S]
+
+Both servers run in a process of their own (so the client's threads do not share
+their interpreter lock) on loopback, and the same client library drives both:
+- baseline: a bare asyncio STOMP server that reads a SEND, takes the id out of
+  the JSON body and answers a MESSAGE with `result: true` — the least a STOMP
+  JSON-RPC server can do — with the same frame parser, ujson and TCP_NODELAY;
+- hostvisor: the RpcFront actor with the real Host verb table.
+Prints sequential latency (p50, p99) and throughput with 1, 8 and 32 clients,
+with the ratio to the baseline. Targets: p50 <= 1.5x; 8 clients >= 0.7x.
+Not a test: it never gates CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import ujson
+
+from hostvisor.api.client import Client, connect
+from hostvisor.api.stomp.frames import FrameParser, encode
+
+# -- the two servers (each runs in its own process) ---------------------------------------
+
+
+async def _echo_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the real server does
+    parser = FrameParser()
+    subscriptions: dict[str, str] = {}
+    while chunk := await reader.read(65536):
+        parser.feed(chunk)
+        for frame in parser.frames():
+            if frame.command == "CONNECT":
+                writer.write(encode("CONNECTED", {"version": "1.2", "heart-beat": "0,0"}))
+            elif frame.command == "SUBSCRIBE":
+                subscriptions[frame.headers["destination"]] = frame.headers["id"]
+            elif frame.command == "SEND":
+                request_id = ujson.loads(frame.body)["id"]
+                reply_to = frame.headers["reply-to"]
+                body = ujson.dumps({"jsonrpc": "2.0", "id": request_id, "result": True}).encode()
+                headers = {
+                    "destination": reply_to,
+                    "subscription": subscriptions.get(reply_to, ""),
+                    "content-type": "application/json",
+                }
+                writer.write(encode("MESSAGE", headers, body))
+    writer.close()
+
+
+def serve_echo(port: int) -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(_echo_connection, "127.0.0.1", port)
+        print("ready", flush=True)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def serve_front(port: int) -> None:
+    from hostvisor.actors.actor import Link  # noqa: PLC0415 - only in the server process
+    from hostvisor.api.embedded import verb_table  # noqa: PLC0415
+    from hostvisor.api.front import RpcFront  # noqa: PLC0415
+    from hostvisor.supervision.config import load_config  # noqa: PLC0415
+    from hostvisor.supervision.registry import Registry  # noqa: PLC0415
+
+    config = load_config(state_dir=Path(tempfile.mkdtemp()), management_port=port)
+    link = Link(path="api/front")
+    RpcFront.spawn(link, config=config, table=verb_table(Registry()), is_ready=lambda: True)
+    link.started.get(timeout=10)
+    print("ready", flush=True)
+    threading.Event().wait()
+
+
+# -- the client side ----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    def __init__(self, role: str) -> None:
+        self.port = _free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve", role, "--port", str(self.port)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"{role} server did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def latency(port: int, calls: int) -> tuple[float, float]:
+    with connect("127.0.0.1", port) as cli:
+        for _ in range(200):
+            cli.Host.ping()
+        samples = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            cli.Host.ping()
+            samples.append(time.perf_counter() - started)
+    samples.sort()
+    return statistics.median(samples) * 1e6, samples[int(len(samples) * 0.99)] * 1e6
+
+
+def throughput(port: int, clients: int, seconds: float) -> float:
+    connections: list[Client] = [connect("127.0.0.1", port) for _ in range(clients)]
+    counts = [0] * clients
+    start = threading.Barrier(clients + 1)
+    deadline = 0.0
+
+    def run(index: int) -> None:
+        cli = connections[index]
+        start.wait()
+        while time.perf_counter() < deadline:
+            cli.Host.ping()
+            counts[index] += 1
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    deadline = time.perf_counter() + seconds
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    for cli in connections:
+        cli.close()
+    return sum(counts) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=5000)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--serve", choices=["echo", "front"])
+    parser.add_argument("--port", type=int)
+    args = parser.parse_args()
+    if args.serve == "echo":
+        serve_echo(args.port)
+        return
+    if args.serve == "front":
+        serve_front(args.port)
+        return
+
+    results: dict[str, dict[str, float]] = {}
+    for role in ("echo", "front"):
+        server = Server(role)
+        try:
+            p50, p99 = latency(server.port, args.calls)
+            figures = {"p50": p50, "p99": p99}
+            for clients in (1, 8, 32):
+                figures[f"x{clients}"] = throughput(server.port, clients, args.seconds)
+            results[role] = figures
+        finally:
+            server.stop()
+
+    base, ours = results["echo"], results["front"]
+    rows = [
+        ("Host.ping p50, sequential (us)", "p50", "<= 1.5x"),
+        ("Host.ping p99, sequential (us)", "p99", ""),
+        ("calls/s, 1 client", "x1", ""),
+        ("calls/s, 8 clients", "x8", ">= 0.7x"),
+        ("calls/s, 32 clients", "x32", ""),
+    ]
+    print(f"{'measure':<34} {'bare echo':>11} {'hostvisor':>11} {'ratio':>7}  target")
+    for name, key, target in rows:
+        print(
+            f"{name:<34} {base[key]:>11.1f} {ours[key]:>11.1f} {ours[key] / base[key]:>6.2f}x  {target}"
+        )
+
+
+if __name__ == "__main__":
+    main()
