@@ -18,16 +18,29 @@ log = logging.getLogger(__name__)
 class Ticker:
     """Tells `message` to `ref` every `interval` seconds until stopped or `ref` dies."""
 
-    def __init__(self, ref: pykka.ActorRef[Any], message: Any, interval: float, name: str) -> None:
-        """Start ticking at once (the first tell comes after one interval)."""
+    def __init__(
+        self,
+        ref: pykka.ActorRef[Any],
+        message: Any,
+        interval: float,
+        name: str,
+        *,
+        first: float | None = None,
+    ) -> None:
+        """Start ticking: the first tell after `first` s (default: one interval)."""
         self._stopped = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, args=(ref, message, interval), name=f"ticker:{name}", daemon=True
+            target=self._run,
+            args=(ref, message, interval, interval if first is None else first),
+            name=f"ticker:{name}",
+            daemon=True,
         )
         self._thread.start()
 
-    def _run(self, ref: pykka.ActorRef[Any], message: Any, interval: float) -> None:
-        while not self._stopped.wait(interval):
+    def _run(self, ref: pykka.ActorRef[Any], message: Any, interval: float, first: float) -> None:
+        wait = first
+        while not self._stopped.wait(wait):
+            wait = interval
             try:
                 ref.tell(message)
             except pykka.ActorDeadError:

@@ -30,6 +30,7 @@ from hostvisor.actors.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
+FIRST_SAMPLE_DELAY = 1.0
 SOFTWARE_VERSION = "4.50.7"
 """The VDSM API level Hostvisor speaks (reference/vdsm-wire.md, API version 4.50.7)."""
 
@@ -95,7 +96,11 @@ class HostActor(Actor):
             host_uuid=host_uuid(self._state_dir),
         )
         self._sampler.sample()
-        self._ticker = Ticker(self.actor_ref, Sample(), self._sample_interval, self.path)
+        # A second sample soon after start, so that rates exist within a second.
+        first = min(self._sample_interval, FIRST_SAMPLE_DELAY)
+        self._ticker = Ticker(
+            self.actor_ref, Sample(), self._sample_interval, self.path, first=first
+        )
 
     def on_stop(self) -> None:
         """Stop sampling."""
