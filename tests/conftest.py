@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pykka
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def need(condition: bool, reason: str) -> None:
-    """Skip the test when a real component is missing; with CI=true, fail instead."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"CI=true and a required component is missing: {reason}")
-    pytest.skip(reason)
+from harness.components import need
 
 
 @pytest.fixture(autouse=True)

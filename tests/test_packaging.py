@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.components import need
+
 REPO = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 SETUPTOOLS = PYPROJECT["tool"]["setuptools"]
@@ -29,7 +31,6 @@ PACKAGES: list[str] = SETUPTOOLS["packages"]
 UNIT = REPO / "contrib" / "hostvisor.service"
 DEBIAN_PYTHON = "/usr/bin/python3"
 STRAY_TOP_LEVEL = ("actors", "supervision", "api")
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # Run in a child interpreter, from a directory outside the work tree, so that neither the
 # current directory nor pytest's sys.path entries can make an import succeed. Prints, as
@@ -46,15 +47,6 @@ for top in tops:
 strays = [n for n in ("actors", "supervision", "api") if importlib.util.find_spec(n) is not None]
 print(json.dumps({"modules": modules, "strays": strays}))
 """
-
-
-def need(condition: bool, reason: str) -> None:
-    """Skip when a real component is missing; with CI=true, fail instead."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"CI=true and a required component is missing: {reason}")
-    pytest.skip(reason)
 
 
 def clean_env() -> dict[str, str]:

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import need
 
+from harness.components import need
 from hostvisor.actors.host.netinfo import nameservers, network_caps
 
 NIC_FIELDS = {
