@@ -10,10 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hostvisor.actors.errors import InvalidArgument
-from hostvisor.api.embedded import verb_table
+from hostvisor.api.embedded import offline_verb_table
 from hostvisor.api.server import serve
 from hostvisor.supervision.config import load_config
-from hostvisor.supervision.registry import Registry
 
 EXIT_USAGE = 2
 LOG_FORMAT = "%(asctime)s %(levelname)s (%(threadName)s) [%(name)s] %(message)s"
@@ -35,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run `hostvisor`; return the process exit status."""
     args = build_parser().parse_args(argv)
     if args.command == "schema":
-        schema = verb_table(Registry()).schema()
+        schema = offline_verb_table().schema()
         print(json.dumps(schema, indent=4, sort_keys=True, default=str))  # noqa: T201
         return 0
     try:

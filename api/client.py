@@ -9,7 +9,10 @@
 
 A call blocks its caller until the answer or its timeout; answers are matched to
 calls by JSON-RPC id, so any number of threads may call at once. One reader
-thread per client parses frames; writes are serialized by a lock.
+thread per client parses frames; writes are serialized by a lock. The socket is
+non-blocking and every operation on it holds one I/O lock, because an OpenSSL
+connection must not be read and written by two threads at once (doing so corrupts
+TLS records); threads wait for readiness with poll, outside the lock.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import json
 import logging
 import queue
+import select
 import socket
 import ssl
 import threading
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 
 REQUEST_QUEUE = "jms.topic.vdsm_requests"
 DEFAULT_PORT = 54321
+READ_SIZE = 65536
 
 
 class ServerError(Exception):
@@ -67,35 +72,54 @@ class Client:
         self.timeout = timeout
         self._sock = sock
         self._write_lock = threading.Lock()
+        self._io_lock = threading.Lock()
+        self._close_lock = threading.Lock()
+        self._released = False
+        self._lost = ""
         self._pending: dict[str, _Pending] = {}
         self._subscriptions: dict[str, queue.Queue[tuple[str, dict[str, Any]]]] = {}
         self._reply_to = str(uuid.uuid4())
         self._connected = threading.Event()
         self._closed = threading.Event()
+        self._settled = threading.Event()  # CONNECTED arrived, or the reader ended
         self._reader = threading.Thread(target=self._read, name="hostvisor-client", daemon=True)
 
     # -- connection ------------------------------------------------------------------------
 
     def _handshake(self) -> None:
         self._reader.start()
-        self._send(
-            "SUBSCRIBE", {"destination": self._reply_to, "id": self._reply_to, "ack": "auto"}
-        )
-        self._send("CONNECT", {"accept-version": "1.2", "heart-beat": "0,24000"})
-        if not self._connected.wait(self.timeout):
-            self.close()
-            raise CallTimeout("no CONNECTED from the server")
+        try:
+            self._send(
+                "SUBSCRIBE", {"destination": self._reply_to, "id": self._reply_to, "ack": "auto"}
+            )
+            self._send("CONNECT", {"accept-version": "1.2", "heart-beat": "0,24000"})
+        except ClientClosed:
+            self._settled.wait(self.timeout)  # the reader's reason, if it has one
+            raise ClientClosed(self._why_closed("before CONNECTED")) from None
+        settled = self._settled.wait(self.timeout)
+        if not self._connected.is_set():
+            if not settled:
+                raise CallTimeout("no CONNECTED from the server")
+            raise ClientClosed(self._why_closed("before CONNECTED"))
 
     def close(self) -> None:
-        """Disconnect (idempotent); pending calls fail with `ClientClosed`."""
-        if self._closed.is_set():
-            return
+        """Disconnect (idempotent); pending calls fail with `ClientClosed`.
+
+        Also releases the socket when the server closed the connection first.
+        """
+        with self._close_lock:
+            if self._released:
+                return
+            self._released = True
         with contextlib.suppress(OSError):
             self._send("DISCONNECT", {})
         self._closed.set()
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
+        if self._reader.is_alive() and threading.current_thread() is not self._reader:
+            self._reader.join(self.timeout)  # the shutdown wakes it
+        with self._write_lock, self._io_lock:
+            self._sock.close()
         self._fail_pending()
 
     def __enter__(self) -> Self:
@@ -141,10 +165,11 @@ class Client:
         }
         if flow_id:
             headers["ovirtCorrelationId"] = flow_id
+        wait = self.timeout if timeout is None else timeout
         try:
             self._send("SEND", headers, body)
-            if not pending.done.wait(self.timeout if timeout is None else timeout):
-                raise CallTimeout(f"{method}: no answer within {timeout or self.timeout} s")
+            if not pending.done.wait(wait):
+                raise CallTimeout(f"{method}: no answer within {wait} s")
         finally:
             self._pending.pop(request_id, None)
         response = pending.response
@@ -171,31 +196,70 @@ class Client:
 
     def _send(self, command: str, headers: dict[str, str], body: bytes = b"") -> None:
         if self._closed.is_set():
-            raise ClientClosed("the connection is closed")
-        data = encode(command, headers, body)
+            raise ClientClosed(self._why_closed())
+        data = memoryview(encode(command, headers, body))
         with self._write_lock:
-            self._sock.sendall(data)
+            try:
+                while data:
+                    data = data[self._write_some(data) :]
+            except (OSError, ValueError) as error:  # ValueError: the socket was closed
+                raise ClientClosed(f"the connection is closed: {error}") from error
+
+    def _why_closed(self, when: str = "") -> str:
+        if self._released:
+            return "the connection is closed"
+        what = f"the server closed the connection {when}".rstrip()
+        return f"{what}: {self._lost}" if self._lost else what
+
+    def _write_some(self, data: memoryview) -> int:
+        """Write what the socket takes now; wait for it (outside the lock) if nothing."""
+        with self._io_lock:
+            try:
+                return self._sock.send(data)
+            except (ssl.SSLWantWriteError, BlockingIOError):
+                wanted = select.POLLOUT
+            except ssl.SSLWantReadError:
+                wanted = select.POLLIN
+        _wait(self._sock, wanted)
+        return 0
+
+    def _receive(self) -> bytes | None:
+        """Return what arrived (b"" at the end), or None after waiting for more."""
+        with self._io_lock:
+            try:
+                return self._sock.recv(READ_SIZE)
+            except (ssl.SSLWantReadError, BlockingIOError):
+                wanted = select.POLLIN
+            except ssl.SSLWantWriteError:
+                wanted = select.POLLOUT
+        _wait(self._sock, wanted)
+        return None
 
     def _read(self) -> None:
         parser = FrameParser()
         try:
             while not self._closed.is_set():
-                chunk = self._sock.recv(65536)
+                chunk = self._receive()
+                if chunk is None:
+                    continue
                 if not chunk:
                     break
                 parser.feed(chunk)
                 for frame in parser.frames():
                     self._on_frame(frame)
-        except (OSError, FrameError) as error:
+        except (OSError, ValueError, FrameError) as error:  # ValueError: closed under us
             if not self._closed.is_set():
+                self._lost = str(error)
                 log.warning("connection lost: %s", error)
         finally:
             self._closed.set()
             self._fail_pending()
+            self._settled.set()
 
     def _on_frame(self, frame: Frame) -> None:
         if frame.command == "CONNECTED":
             self._connected.set()
+            self._settled.set()
         elif frame.command == "MESSAGE":
             self._on_message(frame)
         elif frame.command == "ERROR":
@@ -223,6 +287,13 @@ class Client:
     def _fail_pending(self) -> None:
         for pending in list(self._pending.values()):
             pending.done.set()
+
+
+def _wait(sock: socket.socket, events: int) -> None:
+    """Block until `sock` is ready for `events` (or hung up). ValueError once it is closed."""
+    poller = select.poll()
+    poller.register(sock.fileno(), events)
+    poller.poll()
 
 
 class _Namespace:
@@ -267,7 +338,11 @@ def connect(
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if tls is not None:
         sock = tls.wrap_socket(sock, server_hostname=host)
-    sock.settimeout(None)
+    sock.settimeout(0.0)  # non-blocking: see the module's docstring
     client = Client(sock, timeout=timeout)
-    client._handshake()  # noqa: SLF001 - part of construction
+    try:
+        client._handshake()  # noqa: SLF001 - part of construction
+    except BaseException:
+        client.close()
+        raise
     return client

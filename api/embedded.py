@@ -17,20 +17,28 @@ from hostvisor.api.client import Client, connect
 from hostvisor.api.front import RpcFront
 from hostvisor.api.rpc.host_verbs import HostApi, host_verbs
 from hostvisor.api.rpc.verbs import VerbTable
+from hostvisor.api.rpc.vm_verbs import VmApi, vm_verbs
 from hostvisor.supervision.clock import Clock
 from hostvisor.supervision.config import Config
 from hostvisor.supervision.gate import Gate
+from hostvisor.supervision.recovery import recover_vms
 from hostvisor.supervision.registry import ActorStatus, Registry
 from hostvisor.supervision.runner import TreeRunner
 from hostvisor.supervision.spec import ChildSpec
-from hostvisor.supervision.tree import host_tree
+from hostvisor.supervision.tree import HostTree
 
 FRONT = "api/front"
 
 
-def verb_table(registry: Registry) -> VerbTable:
+def verb_table(tree: HostTree) -> VerbTable:
     """Return every verb the host serves."""
-    return VerbTable.of(host_verbs(HostApi(registry)))
+    vms = VmApi(tree.registry, tree.vm_child)
+    return VerbTable.of(host_verbs(HostApi(tree.registry)), vm_verbs(vms))
+
+
+def offline_verb_table() -> VerbTable:
+    """Return the verb table for describing the API (schema, CLI help); serves nothing."""
+    return verb_table(HostTree(Config(), registry=Registry()))
 
 
 class EmbeddedHost:
@@ -46,7 +54,8 @@ class EmbeddedHost:
         self.config = config
         self.registry = Registry()
         self.gate = Gate()
-        table = verb_table(self.registry)
+        self.tree = HostTree(config, registry=self.registry, clock=clock)
+        table = verb_table(self.tree)
         front = ChildSpec(
             id="front",
             start=lambda link: RpcFront.spawn(
@@ -54,7 +63,7 @@ class EmbeddedHost:
             ),
         )
         self.runner = TreeRunner(
-            host_tree(config, registry=self.registry, api_children=[front], clock=clock),
+            self.tree.children(api_children=[front]),
             registry=self.registry,
             clock=clock,
         )
@@ -74,6 +83,7 @@ class EmbeddedHost:
         """Start the tree and open the gate (blocking). Raises StartFailed."""
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         self.runner.start(self.config.start_timeout)
+        recover_vms(self.tree)
         self.gate.open()
         return self
 

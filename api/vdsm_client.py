@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from hostvisor.api.client import DEFAULT_PORT, CallTimeout, ServerError, connect
-from hostvisor.api.embedded import verb_table
+from hostvisor.api.embedded import offline_verb_table
 from hostvisor.api.tls import client_context
-from hostvisor.supervision.registry import Registry
 
 PKI = Path("/etc/pki/vdsm")
 EXIT_ERROR = 1
@@ -89,7 +88,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `vdsm-client`; return the exit status."""
-    schema = verb_table(Registry()).schema()
+    schema = offline_verb_table().schema()
     args = build_parser(schema).parse_args(argv)
     try:
         params = _params(args)

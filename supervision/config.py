@@ -57,6 +57,8 @@ class Config:
     max_pending_requests: int = 64
     """Requests one API connection may have in flight."""
     max_frame_bytes: int = 16 * 1024 * 1024
+    vm_powering_up_seconds: float = 60.0
+    """Seconds a started VM reports "Powering up" before "Up" (no guest agent yet)."""
     detect_timeout: float = 10.0
     """Seconds a new API connection has to finish TLS and send its first frame."""
 
@@ -123,6 +125,7 @@ _KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("hostvisor", "max_pending_requests"): ("max_pending_requests", _positive(int)),
     ("hostvisor", "max_frame_bytes"): ("max_frame_bytes", _positive(int)),
     ("hostvisor", "detect_timeout"): ("detect_timeout", _positive(float)),
+    ("hostvisor", "vm_powering_up_seconds"): ("vm_powering_up_seconds", float),
 }
 
 

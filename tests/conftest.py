@@ -87,9 +87,10 @@ def qemu_embed(embed_root: Path, accelerator: object) -> Iterator[object]:
         yield conn
     finally:
         for domain in conn.listAllDomains():
+            persistent = domain.isPersistent()  # a transient domain vanishes on destroy
             if domain.isActive():
                 domain.destroy()
-            if domain.isPersistent():
+            if persistent:
                 domain.undefine()
         conn.close()
 

@@ -22,6 +22,7 @@ from hostvisor.actors.hypervisor.connection import (
     open_connection,
     prepare_embed_root,
 )
+from hostvisor.actors.hypervisor.events import Deliver, unwatch, watch_lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,19 @@ class HypervisorActor(Actor):
         embed_root: where the embedded driver keeps its state.
     """
 
-    def __init__(self, *, uri: str, embed_root: Path) -> None:
-        """Remember where to connect; connect in `on_start`."""
+    def __init__(
+        self, *, uri: str, embed_root: Path, deliver: Deliver = lambda _event: None
+    ) -> None:
+        """Remember where to connect; connect in `on_start`.
+
+        `deliver` receives every domain lifecycle event, on libvirt's event thread.
+        """
         super().__init__()
         self._uri = uri
         self._embed_root = embed_root
+        self._deliver = deliver
         self._conn: Any = None
+        self._watch: int | None = None
         self._info: HypervisorInfo | None = None
 
     def on_start(self) -> None:
@@ -54,6 +62,7 @@ class HypervisorActor(Actor):
         if uri.startswith("test:"):
             accelerator = Accelerator.TCG
         self._conn = open_connection(uri)
+        self._watch = watch_lifecycle(self._conn, self._deliver)
         self._info = describe(self._conn, accelerator)
         log.info(
             "hypervisor connected: uri=%s driver=%s libvirt=%s accelerator=%s",
@@ -73,6 +82,9 @@ class HypervisorActor(Actor):
 
     def _close(self) -> None:
         if self._conn is not None:
+            if self._watch is not None:
+                unwatch(self._conn, self._watch)
+                self._watch = None
             try:
                 self._conn.close()
             finally:

@@ -15,7 +15,7 @@ import psutil
 import pykka
 
 from hostvisor.actors.actor import call
-from hostvisor.actors.errors import InvalidArgument, NotFound, Unavailable
+from hostvisor.actors.errors import InvalidArgument, Unavailable
 from hostvisor.api.rpc.bridge import settled
 from hostvisor.api.rpc.verbs import Call, Kind, Param, Verb
 from hostvisor.supervision.registry import Registry
@@ -23,7 +23,6 @@ from hostvisor.supervision.registry import Registry
 log = logging.getLogger(__name__)
 
 HOST_ACTOR = "hosts/host"
-VMS = "vms"
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -53,14 +52,6 @@ class HostApi:
             raise Unavailable(actor=HOST_ACTOR, reason="not running")
         return ref
 
-    def vm_ids(self) -> list[str]:
-        """Return the ids of the VMs this host runs, from the supervision tree."""
-        try:
-            children = self.registry.status(VMS).children
-        except NotFound:
-            return []
-        return [path.rsplit("/", 1)[-1] for path in children]
-
 
 def host_verbs(api: HostApi) -> list[Verb]:
     """Return the Host verbs served by `api`."""
@@ -69,13 +60,6 @@ def host_verbs(api: HostApi) -> list[Verb]:
         info = await settled(call(api.host(), "capabilities"))
         iface = api.interface_of(request.local.rsplit(":", 1)[0]) if request.local else ""
         return {**info, "lastClientIface": iface}
-
-    def vm_list(request: Call) -> list[Any]:
-        wanted = request.args["vmList"]
-        ids = [vm for vm in api.vm_ids() if not wanted or vm in wanted]
-        if request.args["onlyUUID"]:
-            return ids
-        return [{"vmId": vm, "status": "Unknown"} for vm in ids]
 
     return [
         Verb(
@@ -128,24 +112,6 @@ def host_verbs(api: HostApi) -> list[Verb]:
             doc="The host's DMI data.",
             handler=lambda _call: call(api.host(), "hardware_info"),
             returns="HardwareInfo",
-        ),
-        Verb(
-            namespace="Host",
-            name="getVMList",
-            doc="The VMs on this host.",
-            params=(
-                Param(name="vmList", kind=Kind.ARRAY, doc="only these ids", default=[]),
-                Param(name="onlyUUID", kind=Kind.BOOL, doc="ids only", default=True),
-            ),
-            handler=vm_list,
-            returns="[UUID] | [{vmId, status}]",
-        ),
-        Verb(
-            namespace="Host",
-            name="getAllVmStats",
-            doc="Statistics of every VM.",
-            handler=lambda _call: [],
-            returns="[VmStats]",
         ),
         Verb(
             namespace="Host",

@@ -75,5 +75,9 @@ def test_errors_arrive_as_exceptions_with_vdsm_codes(host: EmbeddedHost):
         assert raised.value.code == 91  # InvalidParameter, raised by the handler
         with pytest.raises(ServerError) as raised:
             cli.VM.getStats(vmID="nope")
+        assert raised.value.code == 1
+        assert "Virtual machine does not exist" in raised.value.message
+        with pytest.raises(ServerError) as raised:
+            cli.VM.migrate(vmID="nope")
         assert raised.value.code == -32601
         assert cli.Host.getVMList() == []

@@ -13,11 +13,12 @@ from harness.front import Front
 from harness.pki import Pki, make_pki
 from harness.stompclient import StompPyClient
 from hostvisor.actors.errors import StartFailed
-from hostvisor.api.client import CallTimeout, connect
+from hostvisor.api.client import ClientClosed, connect
 from hostvisor.api.stomp.frames import encode
 from hostvisor.api.tls import client_context
 
 CONNECT = encode("CONNECT", {"accept-version": "1.2", "heart-beat": "0,0"})
+ANY_ADDRESS = "0.0.0.0"  # noqa: S104 - the point of these tests
 TLS_VERSIONS = {"tls1.2": ssl.TLSVersion.TLSv1_2, "tls1.3": ssl.TLSVersion.TLSv1_3}
 
 
@@ -91,9 +92,7 @@ def test_a_client_without_a_certificate_is_refused(front: Front, pki: Pki, versi
 
 @pytest.mark.parametrize("version", sorted(TLS_VERSIONS))
 def test_a_certificate_from_another_ca_is_refused(front: Front, pki: Pki, version: str):
-    rogue = pinned(
-        client_context(ca=pki.ca_cert, cert=pki.rogue_cert, key=pki.rogue_key), version
-    )
+    rogue = pinned(client_context(ca=pki.ca_cert, cert=pki.rogue_cert, key=pki.rogue_key), version)
     outcome = assert_refused(front.port, rogue)
     if version == "tls1.2":
         assert outcome.startswith("handshake")
@@ -104,9 +103,8 @@ def test_the_client_library_fails_fast_on_a_refused_certificate(front: Front, pk
     """With TLS 1.3 the refusal arrives after the client's handshake: still an error, not a
     wait for CONNECTED until the call timeout."""
     rogue = client_context(ca=pki.ca_cert, cert=pki.rogue_cert, key=pki.rogue_key)
-    with pytest.raises(OSError) as raised:
+    with pytest.raises((ssl.SSLError, ClientClosed)):  # not CallTimeout after 30 s
         connect("127.0.0.1", front.port, tls=rogue, timeout=30)
-    assert not isinstance(raised.value, CallTimeout)
     assert_served(front.port, pki)
 
 
@@ -139,15 +137,15 @@ def test_stomp_py_with_a_good_certificate_is_served(front: Front, pki: Pki):
 
 def test_plain_stomp_is_refused_on_a_non_loopback_address(tmp_path: Path):
     with pytest.raises(StartFailed) as raised:
-        Front(tmp_path, management_ip="0.0.0.0")
+        Front(tmp_path, management_ip=ANY_ADDRESS)
     message = str(raised.value)
     assert "InvalidArgument" in message
     assert "plain STOMP only on loopback" in message
-    assert "0.0.0.0" in message
+    assert ANY_ADDRESS in message
 
 
 def test_plain_stomp_on_a_non_loopback_address_when_forced(tmp_path: Path):
-    front = Front(tmp_path, management_ip="0.0.0.0", allow_plain_remote=True)
+    front = Front(tmp_path, management_ip=ANY_ADDRESS, allow_plain_remote=True)
     try:
         with connect("127.0.0.1", front.port, timeout=10) as cli:
             assert cli.Host.ping() is True
@@ -158,7 +156,7 @@ def test_plain_stomp_on_a_non_loopback_address_when_forced(tmp_path: Path):
 def test_tls_on_a_non_loopback_address_needs_no_forcing(tmp_path: Path, pki: Pki):
     front = Front(
         tmp_path,
-        management_ip="0.0.0.0",
+        management_ip=ANY_ADDRESS,
         ssl=True,
         cert_file=pki.server_cert,
         key_file=pki.server_key,

@@ -71,14 +71,13 @@ def serve_echo(port: int) -> None:
 
 def serve_front(port: int) -> None:
     from hostvisor.actors.actor import Link  # noqa: PLC0415 - only in the server process
-    from hostvisor.api.embedded import verb_table  # noqa: PLC0415
+    from hostvisor.api.embedded import offline_verb_table  # noqa: PLC0415
     from hostvisor.api.front import RpcFront  # noqa: PLC0415
     from hostvisor.supervision.config import load_config  # noqa: PLC0415
-    from hostvisor.supervision.registry import Registry  # noqa: PLC0415
 
     config = load_config(state_dir=Path(tempfile.mkdtemp()), management_port=port)
     link = Link(path="api/front")
-    RpcFront.spawn(link, config=config, table=verb_table(Registry()), is_ready=lambda: True)
+    RpcFront.spawn(link, config=config, table=offline_verb_table(), is_ready=lambda: True)
     link.started.get(timeout=10)
     print("ready", flush=True)
     threading.Event().wait()
@@ -186,9 +185,8 @@ def main() -> None:
     ]
     print(f"{'measure':<34} {'bare echo':>11} {'hostvisor':>11} {'ratio':>7}  target")
     for name, key, target in rows:
-        print(
-            f"{name:<34} {base[key]:>11.1f} {ours[key]:>11.1f} {ours[key] / base[key]:>6.2f}x  {target}"
-        )
+        ratio = ours[key] / base[key]
+        print(f"{name:<34} {base[key]:>11.1f} {ours[key]:>11.1f} {ratio:>6.2f}x  {target}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ def test_the_embedded_host_runs_the_tree_of_the_design(tmp_path: Path, embed_roo
             "infra/events",
             "hosts",
             "hosts/host",
+            "hosts/vmstats",
             "vms",
             "containers",
             "storage",

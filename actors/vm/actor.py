@@ -1,0 +1,378 @@
+"""VmActor: one guest, its status, its operations and its statistics.
+
+libvirt is the source of truth. A new VmActor either launches its domain (VM.create)
+or, after any restart, reads the running domain back (`recover=True`); everything
+else it needs is in the domain XML's metadata. It never blocks on libvirt: every
+call that reaches QEMU runs on a thread of its own (`_blocking`) and comes back as
+a message, so a VM whose QEMU is frozen still answers status and stats, and only
+its own operations time out.
+
+Operations (`pause`, `cont`, `reset`, `shutdown`, `destroy`) return at once with a
+future that settles when libvirt has done the work; the API awaits that future.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+import pykka
+
+from hostvisor.actors.actor import Actor, CallbackFuture
+from hostvisor.actors.errors import Conflict, HostvisorError, Unavailable
+from hostvisor.actors.events import Event, notify_time
+from hostvisor.actors.hypervisor.events import DomainLifecycle
+from hostvisor.actors.vm import domxml
+from hostvisor.actors.vm.errors import VmIsDown, VmOperationFailed
+from hostvisor.actors.vm.lifecycle import Exit, pause_code, status_of_state, stopped_exit
+from hostvisor.actors.vm.sampling import BulkSample
+from hostvisor.actors.vm.stats import VmSample, vm_stats
+from hostvisor.actors.vm.status import ExitReason, PauseCode, VmStatus
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[Event], None]
+
+
+class ActorGone(Unavailable):
+    """The VM's actor stopped before its operation finished."""
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """Tell (from an operation's thread): the blocking call finished."""
+
+    op: CallbackFuture
+    then: Callable[[Any], Any]
+    result: Any = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatsSample:
+    """Tell (from the sampler): this VM's record of a bulk sample; None if it had none."""
+
+    sample: BulkSample
+    record: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownTimedOut:
+    """Tell (from a timer): a graceful shutdown did not finish in time."""
+
+    attempt: int
+
+
+class VmActor(Actor):
+    """Owns one VM. Runs in its own thread; its blocking calls run in helper threads.
+
+    Args:
+        spec: the VM's domain XML, parsed.
+        connection: returns the open libvirt connection.
+        publish: sends an event up to the event bus (never blocks).
+        recover: adopt a running domain instead of launching one.
+        powering_up: seconds a started VM reports "Powering up" (VDSM: 60).
+    """
+
+    def __init__(
+        self,
+        *,
+        spec: domxml.DomainSpec,
+        connection: Callable[[], Any],
+        publish: Publish,
+        recover: bool = False,
+        powering_up: float = 60.0,
+    ) -> None:
+        """Remember the VM; launch or recover in `on_start`."""
+        super().__init__()
+        self.spec = spec
+        self._connection = connection
+        self._publish = publish
+        self._recover = recover
+        self._powering_up = powering_up
+        self._status = VmStatus.WAIT_FOR_LAUNCH
+        self._status_time = notify_time()
+        self._exit: Exit | None = None
+        self._pause_code = PauseCode.NOERR
+        self._started: float | None = None  # monotonic
+        self._shutdown_requested = False
+        self._shutdown_attempt = 0
+        self._samples: tuple[VmSample | None, VmSample | None] = (None, None)
+        self._monitor_response = 0
+
+    # -- life ---------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        """Recover the running domain, or start launching it (returns at once)."""
+        if self._recover:
+            self._adopt()
+        else:
+            self._launch()
+
+    def _adopt(self) -> None:
+        try:
+            domain = self._connection().lookupByUUIDString(self.spec.vm_id)
+            state, _reason = domain.state()
+        except libvirt.libvirtError:
+            self._down(Exit.of(ExitReason.LIBVIRT_DOMAIN_MISSING), publish=False)
+            return
+        self._status = status_of_state(state)
+        started = self.spec.start_time
+        self._started = time.monotonic() - (time.time() - started if started else 0.0)
+        if self._status is VmStatus.DOWN:
+            self._down(Exit.of(ExitReason.LOST_QEMU_CONNECTION), publish=False)
+
+    def _launch(self) -> None:
+        xml = domxml.with_start_time(self.spec.xml)
+        flags = libvirt.VIR_DOMAIN_START_PAUSED if self.spec.launch_paused else 0
+
+        def launch() -> int:
+            domain = self._connection().createXML(xml, flags)
+            state: int = domain.state()[0]
+            return state
+
+        self._blocking("launch", launch, then=self._launched, failed=self._launch_failed)
+
+    def _launched(self, state: int) -> None:
+        self._started = time.monotonic()
+        if self._status is VmStatus.WAIT_FOR_LAUNCH:
+            self._set_status(status_of_state(state))
+
+    def _launch_failed(self, error: BaseException) -> None:
+        self._down(Exit.of(ExitReason.LIBVIRT_START_FAILED, str(error)))
+
+    # -- messages -----------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle lifecycle events, finished operations, samples and timers."""
+        match message:
+            case DomainLifecycle():
+                self._on_lifecycle(message)
+            case Done():
+                self._on_done(message)
+            case StatsSample(sample, record):
+                self._on_sample(sample, record)
+            case ShutdownTimedOut(attempt):
+                self._on_shutdown_timeout(attempt)
+            case _:
+                return super().on_receive(message)
+        return None
+
+    def _on_lifecycle(self, event: DomainLifecycle) -> None:
+        kind, detail = event.event, event.detail
+        if kind == libvirt.VIR_DOMAIN_EVENT_STARTED:
+            if self._started is None:
+                self._started = time.monotonic()
+            self._set_status(VmStatus.UP)
+        elif kind == libvirt.VIR_DOMAIN_EVENT_SUSPENDED:
+            self._pause_code = pause_code(detail)
+            self._set_status(VmStatus.PAUSED)
+        elif kind == libvirt.VIR_DOMAIN_EVENT_RESUMED:
+            self._pause_code = PauseCode.NOERR
+            self._set_status(VmStatus.UP)
+        elif kind == libvirt.VIR_DOMAIN_EVENT_STOPPED and self._status is not VmStatus.DOWN:
+            self._down(stopped_exit(detail, shutdown_requested=self._shutdown_requested))
+        elif kind == libvirt.VIR_DOMAIN_EVENT_CRASHED:
+            self._down(Exit.of(ExitReason.LOST_QEMU_CONNECTION))
+
+    def _on_done(self, done: Done) -> None:
+        if done.error is None:
+            value = done.then(done.result)
+            done.op.set(value)
+        else:
+            failure = done.then(done.error)
+            if isinstance(failure, BaseException):
+                done.op.set_exception(exc_info=(type(failure), failure, None))
+            else:
+                done.op.set(failure)
+
+    def _on_sample(self, sample: BulkSample, record: dict[str, Any] | None) -> None:
+        if record is None:
+            self._monitor_response = -1 if self._status is not VmStatus.DOWN else 0
+            return
+        self._monitor_response = 0
+        self._samples = (self._samples[1], VmSample(taken_at=sample.taken_at, record=record))
+
+    # -- operations (asked by the API; each returns a future) ----------------------------
+
+    def pause(self) -> CallbackFuture:
+        """Suspend the guest's vCPUs."""
+        return self._operate("pause", lambda domain: domain.suspend())
+
+    def cont(self) -> CallbackFuture:
+        """Resume a paused guest."""
+        return self._operate("cont", lambda domain: domain.resume())
+
+    def reset(self) -> CallbackFuture:
+        """Reset the guest, like pressing its reset button."""
+        return self._operate("reset", lambda domain: domain.reset(0))
+
+    def shutdown(self, *, timeout: float, reboot: bool = False) -> CallbackFuture:
+        """Ask the guest to shut down (ACPI); force it off after `timeout` seconds."""
+        self._require_running("shutdown")
+        self._shutdown_requested = not reboot
+        self._shutdown_attempt += 1
+        attempt = self._shutdown_attempt
+        self._set_status(VmStatus.REBOOT_IN_PROGRESS if reboot else VmStatus.POWERING_DOWN)
+        action = (lambda d: d.reboot(0)) if reboot else (lambda d: d.shutdown())
+        future = self._operate("reboot" if reboot else "shutdown", action)
+        if not reboot:
+            timer = threading.Timer(timeout, self.actor_ref.tell, args=(ShutdownTimedOut(attempt),))
+            timer.daemon = True
+            timer.start()
+        return future
+
+    def _on_shutdown_timeout(self, attempt: int) -> None:
+        if attempt == self._shutdown_attempt and self._status is VmStatus.POWERING_DOWN:
+            log.info("VM %s did not shut down in time; forcing it off", self.spec.vm_id)
+            self._operate("force off", lambda domain: domain.destroy())
+
+    def destroy(self) -> CallbackFuture:
+        """Kill the guest if it runs. Its VmActor is removed by the caller afterwards."""
+        if self._status is VmStatus.DOWN:
+            done = CallbackFuture()
+            done.set(None)
+            return done
+        self._shutdown_requested = True
+
+        def kill() -> None:
+            try:
+                self._connection().lookupByUUIDString(self.spec.vm_id).destroy()
+            except libvirt.libvirtError as error:
+                if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+
+        return self._blocking("destroy", kill, then=lambda _r: self._destroyed())
+
+    def _destroyed(self) -> None:
+        if self._status is not VmStatus.DOWN:
+            self._down(Exit.of(ExitReason.ADMIN_SHUTDOWN))
+
+    # -- answers --------------------------------------------------------------------------
+
+    @property
+    def status(self) -> VmStatus:
+        """The status as reported (Powering up for the first seconds of Up)."""
+        started = self._started
+        powering_up = started is not None and time.monotonic() - started < self._powering_up
+        if self._status is VmStatus.UP and powering_up:
+            return VmStatus.POWERING_UP
+        return self._status
+
+    def brief(self) -> dict[str, Any]:
+        """Return `{vmId, status}` (getVMList with onlyUUID=false)."""
+        return {"vmId": self.spec.vm_id, "status": self.status.value}
+
+    def info(self) -> dict[str, Any]:
+        """Return the VM's status fields, as VM.getStats reports them for any status."""
+        info: dict[str, Any] = {
+            "vmId": self.spec.vm_id,
+            "status": self.status.value,
+            "statusTime": str(self._status_time),
+            **domxml.describe(self.spec),
+        }
+        if self._status is VmStatus.DOWN and self._exit is not None:
+            info.update(
+                exitCode=int(self._exit.code),
+                exitReason=int(self._exit.reason),
+                exitMessage=self._exit.message,
+                timeOffset="0",
+            )
+        return info
+
+    def stats(self) -> dict[str, Any]:
+        """Return VM.getStats' entry: status fields plus the last sampled figures."""
+        info = self.info()
+        if self._status is VmStatus.DOWN:
+            return info
+        previous, current = self._samples
+        if current is not None:
+            info.update(vm_stats(current, previous))
+        info.update(
+            monitorResponse=str(self._monitor_response),
+            elapsedTime=str(int(time.monotonic() - self._started)) if self._started else "0",
+            kvmEnable="true",
+            acpiEnable="true",
+            pauseCode=self._pause_code.value,
+        )
+        return info
+
+    def definition(self) -> str:
+        """Return the domain XML as the VM was created."""
+        return self.spec.xml
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _set_status(self, status: VmStatus) -> None:
+        if status is self._status:
+            return
+        self._status = status
+        self._status_time = notify_time()
+        self._publish(
+            Event(
+                method=f"|virt|VM_status|{self.spec.vm_id}", params={self.spec.vm_id: self.info()}
+            )
+        )
+
+    def _down(self, exit_: Exit, *, publish: bool = True) -> None:
+        self._exit = exit_
+        if publish:
+            self._set_status(VmStatus.DOWN)
+        else:
+            self._status = VmStatus.DOWN
+            self._status_time = notify_time()
+
+    def _require_running(self, op: str) -> None:
+        if self._status is VmStatus.DOWN:
+            raise VmIsDown(vmId=self.spec.vm_id, operation=op)
+        if self._status is VmStatus.WAIT_FOR_LAUNCH:
+            raise Conflict(vmId=self.spec.vm_id, operation=op, status=self._status.value)
+
+    def _operate(self, op: str, action: Callable[[Any], Any]) -> CallbackFuture:
+        self._require_running(op)
+        vm_id = self.spec.vm_id
+
+        def run() -> None:
+            action(self._connection().lookupByUUIDString(vm_id))
+
+        return self._blocking(op, run, then=lambda _result: None)
+
+    def _blocking(
+        self,
+        op: str,
+        call: Callable[[], Any],
+        *,
+        then: Callable[[Any], Any],
+        failed: Callable[[BaseException], Any] | None = None,
+    ) -> CallbackFuture:
+        """Run `call` on a new thread; `then`/`failed` run back in the actor's thread."""
+        future = CallbackFuture()
+        ref = self.actor_ref
+        vm_id = self.spec.vm_id
+
+        def fail(error: BaseException) -> BaseException:
+            if failed is not None:
+                failed(error)
+            if isinstance(error, HostvisorError):
+                return error
+            return VmOperationFailed(vmId=vm_id, operation=op, reason=str(error))
+
+        def run() -> None:
+            try:
+                result = call()
+            except Exception as error:  # noqa: BLE001 - reported to the actor, then the caller
+                done = Done(future, fail, error=error)
+            else:
+                done = Done(future, then, result=result)
+            try:
+                ref.tell(done)
+            except pykka.ActorDeadError:
+                future.set_exception(exc_info=(ActorGone, ActorGone(vmId=vm_id), None))
+
+        threading.Thread(target=run, name=f"vm:{vm_id}:{op}", daemon=True).start()
+        return future

@@ -1,0 +1,72 @@
+"""What a libvirt lifecycle event or domain state means for a VM's status (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libvirt
+
+from hostvisor.actors.vm.status import EXIT_MESSAGES, ExitCode, ExitReason, PauseCode, VmStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """How a VM went Down."""
+
+    code: ExitCode
+    reason: ExitReason
+    message: str
+
+    @classmethod
+    def of(cls, reason: ExitReason, message: str | None = None) -> Exit:
+        """Build the exit for `reason`, with VDSM's message unless one is given."""
+        code = ExitCode.NORMAL if reason in _NORMAL else ExitCode.ERROR
+        return cls(code, reason, message or EXIT_MESSAGES.get(reason, reason.name))
+
+
+_NORMAL = frozenset(
+    {
+        ExitReason.SUCCESS,
+        ExitReason.ADMIN_SHUTDOWN,
+        ExitReason.USER_SHUTDOWN,
+        ExitReason.MIGRATION_SUCCEEDED,
+        ExitReason.SAVE_STATE_SUCCEEDED,
+    }
+)
+
+_PAUSE_CODES = {
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR: PauseCode.EIO,
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY: PauseCode.POSTCOPY,
+}
+
+
+def status_of_state(state: int) -> VmStatus:
+    """Map `virDomain.state()[0]` to the status a recovered VM has."""
+    if state in (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PMSUSPENDED):
+        return VmStatus.PAUSED
+    if state == libvirt.VIR_DOMAIN_SHUTDOWN:
+        return VmStatus.POWERING_DOWN
+    if state in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED):
+        return VmStatus.DOWN
+    return VmStatus.UP
+
+
+def pause_code(detail: int) -> PauseCode:
+    """The pauseCode of a SUSPENDED event's detail."""
+    return _PAUSE_CODES.get(detail, PauseCode.NOERR)
+
+
+def stopped_exit(detail: int, *, shutdown_requested: bool) -> Exit:
+    """How a VM that libvirt reported STOPPED with `detail` went Down."""
+    if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN:
+        reason = ExitReason.ADMIN_SHUTDOWN if shutdown_requested else ExitReason.USER_SHUTDOWN
+        return Exit.of(reason)
+    if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED:
+        if shutdown_requested:
+            return Exit.of(ExitReason.ADMIN_SHUTDOWN)
+        return Exit.of(ExitReason.HOST_SHUTDOWN)
+    if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED:
+        return Exit.of(ExitReason.MIGRATION_SUCCEEDED, "Migration succeeded")
+    if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_SAVED:
+        return Exit.of(ExitReason.SAVE_STATE_SUCCEEDED, "SaveState succeeded")
+    return Exit.of(ExitReason.LOST_QEMU_CONNECTION)

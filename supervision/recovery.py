@@ -1,0 +1,47 @@
+"""Recovery at start: every running domain Hostvisor launched becomes a VmActor again.
+
+libvirt is the source of truth: the domain list and each domain's XML metadata
+hold everything a VmActor needs. No guest is touched. Until this is done the API
+answers 99 (the gate stays closed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import libvirt
+
+from hostvisor.actors.errors import AlreadyExists, InvalidArgument
+from hostvisor.actors.vm import domxml
+from hostvisor.supervision.supervisor import SupervisorHandle
+from hostvisor.supervision.tree import VMS, HostTree
+
+log = logging.getLogger(__name__)
+
+
+def recover_vms(tree: HostTree) -> int:
+    """Start a VmActor for every running domain that carries oVirt metadata.
+
+    Blocks; returns how many VMs were recovered.
+    """
+    started = time.monotonic()
+    conn = tree.connection()
+    supervisor = SupervisorHandle(tree.registry.lookup(VMS))
+    recovered = 0
+    for domain in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        try:
+            spec = domxml.parse(domain.XMLDesc(0))
+        except (InvalidArgument, libvirt.libvirtError) as error:
+            log.warning("domain %s not recovered: %s", domain.name(), error)
+            continue
+        if not spec.managed:
+            log.debug("domain %s has no oVirt metadata; left alone", spec.name)
+            continue
+        try:
+            supervisor.start_child(tree.vm_child(spec, recover=True))
+        except AlreadyExists:
+            continue
+        recovered += 1
+    log.info("recovered %d VMs in %.2f s", recovered, time.monotonic() - started)
+    return recovered
