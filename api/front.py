@@ -99,7 +99,7 @@ class RpcFront(Actor):
         if loop is None:
             return
         if server is not None and loop.is_running():
-            closing = asyncio.run_coroutine_threadsafe(server.close(), loop)
+            closing = asyncio.run_coroutine_threadsafe(_close(server), loop)
             try:
                 closing.result(timeout=START_TIMEOUT)
             except TimeoutError:
@@ -123,6 +123,22 @@ class RpcFront(Actor):
         """Return the bound (host, port)."""
         assert self._address is not None  # noqa: S101 - set by on_start
         return self._address
+
+
+async def _close(server: StompServer) -> None:
+    """Close the server, then end every task left on the loop before it is closed.
+
+    Connection handlers outlive `server.close()` (on Python 3.11 `wait_closed` does
+    not wait for them, and a TLS close waits for the peer's close_notify); a task
+    still pending when the loop closes fails later, at garbage collection, with
+    "Event loop is closed".
+    """
+    await server.close()
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _check_plain_is_local(config: Config) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from hostvisor.api.embedded import offline_verb_table
 from hostvisor.api.tls import client_context
 
 PKI = Path("/etc/pki/vdsm")
+DEFAULT_CA = PKI / "certs" / "cacert.pem"
 EXIT_ERROR = 1
 
 
@@ -35,7 +37,7 @@ def build_parser(schema: dict[str, Any]) -> argparse.ArgumentParser:
     parser.add_argument("--insecure", action="store_true", help="connect without TLS")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
     parser.add_argument("--flow-id", help="correlation id logged by the host")
-    parser.add_argument("--cafile", type=Path, default=PKI / "certs" / "cacert.pem")
+    parser.add_argument("--cafile", type=Path, default=DEFAULT_CA)
     parser.add_argument("--certfile", type=Path, default=PKI / "certs" / "vdsmcert.pem")
     parser.add_argument("--keyfile", type=Path, default=PKI / "keys" / "vdsmkey.pem")
     parser.add_argument("-f", "--file", help="read the params as JSON from FILE, or - for stdin")
@@ -86,19 +88,30 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """TLS with the PKI files; plain only with --insecure or when the default PKI is absent."""
+    if args.insecure:
+        return None
+    if not args.cafile.exists():
+        if args.cafile != DEFAULT_CA:
+            raise ValueError(f"CA file {args.cafile} does not exist")
+        return None
+    return client_context(ca=args.cafile, cert=args.certfile, key=args.keyfile)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `vdsm-client`; return the exit status."""
     schema = offline_verb_table().schema()
     args = build_parser(schema).parse_args(argv)
     try:
         params = _params(args)
-        tls = None
-        if not args.insecure and args.cafile.exists():
-            tls = client_context(ca=args.cafile, cert=args.certfile, key=args.keyfile)
+        tls = _tls(args)
         with connect(args.host, args.port, tls=tls, timeout=args.timeout) as cli:
             result = cli.call(f"{args.namespace}.{args.verb}", params, flow_id=args.flow_id)
     except (ServerError, CallTimeout, OSError, ValueError) as error:
-        print(f"vdsm-client: {error}", file=sys.stderr)  # noqa: T201
+        where = f"{args.host}:{args.port}"
+        message = f"{where}: {error}" if isinstance(error, OSError) else str(error)
+        print(f"vdsm-client: {message}", file=sys.stderr)  # noqa: T201
         return EXIT_ERROR
     print(json.dumps(result, indent=4, sort_keys=True))  # noqa: T201
     return 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,9 +71,38 @@ def embed_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from hostvisor.actors.hypervisor.connection import prepare_embed_root  # noqa: PLC0415
 
     need(Path("/usr/bin/qemu-system-x86_64").exists(), "qemu-system-x86 is not installed")
-    root = tmp_path_factory.mktemp("embed")
+    root = short_directory(tmp_path_factory, "embed")
     prepare_embed_root(root)
     return root
+
+
+def short_directory(factory: pytest.TempPathFactory, name: str) -> Path:
+    """A fresh directory with a short path, removed at the end of the session.
+
+    QEMU's monitor sockets live under the embed root and a UNIX socket path has at
+    most 107 bytes; pytest's own temporary paths grow past that.
+    """
+    path = Path(tempfile.mkdtemp(prefix=f"hv-{name}-", dir="/tmp"))
+    _short_dirs.append(path)
+    factory.getbasetemp()  # keep pytest's own temp handling initialised
+    return path
+
+
+_short_dirs: list[Path] = []
+
+
+@pytest.fixture
+def short_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh directory with a short path (see `short_directory`), removed afterwards."""
+    path = short_directory(tmp_path_factory, "t")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_sessionfinish() -> None:
+    """Remove the short directories of the session."""
+    for path in _short_dirs:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -59,11 +59,24 @@ def embed_uri(root: Path) -> str:
     return f"qemu:///embed?root={root}"
 
 
+MAX_EMBED_ROOT = 44
+"""Longer roots push QEMU's monitor socket (`<root>/run/libvirt/qemu/domain-N-name/
+monitor.sock`) past the 107 bytes a UNIX socket path may have: guests fail to start."""
+
+
 def prepare_embed_root(root: Path) -> str:
     """Create `root` with the qemu.conf an embedded driver needs; return its URI.
 
     Idempotent: an existing qemu.conf is rewritten with the same content.
     """
+    if len(str(root)) > MAX_EMBED_ROOT:
+        log.warning(
+            "embedded libvirt root %s is %d characters long; over %d, guests may fail to "
+            'start ("Monitor path too big"): use a shorter state directory',
+            root,
+            len(str(root)),
+            MAX_EMBED_ROOT,
+        )
     (root / "etc").mkdir(parents=True, exist_ok=True)
     conf = root / "etc" / "qemu.conf"
     if not conf.exists() or conf.read_text() != _QEMU_CONF:

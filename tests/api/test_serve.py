@@ -26,12 +26,16 @@ def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
     sock.close()
 
 
-def start_serve(tmp_path: Path, *args: str, notify: socket.socket | None = None) -> Daemon:
+def start_serve(
+    tmp_path: Path, *args: str, notify: socket.socket | None = None, state: Path | None = None
+) -> Daemon:
     env = dict(os.environ)
     if notify is not None:
         env["NOTIFY_SOCKET"] = notify.getsockname()
     return Daemon(
-        [*SERVE, "--state-dir", str(tmp_path / "state"), *args], tmp_path / "serve.log", env=env
+        [*SERVE, "--state-dir", str(state or tmp_path / "state"), *args],
+        tmp_path / "serve.log",
+        env=env,
     )
 
 
@@ -45,8 +49,10 @@ def wait_message(sock: socket.socket, wanted: str) -> str:
 @pytest.mark.slow
 @pytest.mark.libvirt
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_serve_starts_the_tree_and_stops_cleanly_on_a_signal(tmp_path, notify_socket, signum):
-    daemon = start_serve(tmp_path, notify=notify_socket)
+def test_serve_starts_the_tree_and_stops_cleanly_on_a_signal(
+    tmp_path, short_dir, notify_socket, signum
+):
+    daemon = start_serve(tmp_path, notify=notify_socket, state=short_dir)
     try:
         ready = wait_message(notify_socket, "READY=1")
         assert "actors" in ready
@@ -64,8 +70,8 @@ def test_serve_starts_the_tree_and_stops_cleanly_on_a_signal(tmp_path, notify_so
 
 @pytest.mark.slow
 @pytest.mark.libvirt
-def test_sigusr1_dumps_every_thread_stack(tmp_path, notify_socket):
-    daemon = start_serve(tmp_path, notify=notify_socket)
+def test_sigusr1_dumps_every_thread_stack(tmp_path, short_dir, notify_socket):
+    daemon = start_serve(tmp_path, notify=notify_socket, state=short_dir)
     try:
         wait_message(notify_socket, "READY=1")
         os.kill(daemon.pid, signal.SIGUSR1)

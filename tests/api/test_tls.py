@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import ssl
 from collections.abc import Iterator
@@ -133,6 +134,25 @@ def test_stomp_py_with_a_good_certificate_is_served(front: Front, pki: Pki):
         assert client.call("Host.echo", {"message": [1, {"a": "é"}]})["result"] == [1, {"a": "é"}]
     finally:
         client.close()
+
+
+def test_stopping_with_tls_clients_connected_leaves_nothing_behind(
+    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+):
+    """A TLS connection's handler must end with the front, not be destroyed pending later
+    (which raised "Event loop is closed" at garbage collection)."""
+    front = Front(
+        tmp_path, ssl=True, cert_file=pki.server_cert, key_file=pki.server_key, ca_file=pki.ca_cert
+    )
+    clients = [connect("127.0.0.1", front.port, tls=good_context(pki), timeout=10) for _ in "ab"]
+    assert [cli.Host.ping() for cli in clients] == [True, True]
+    front.stop()
+    for cli in clients:
+        with pytest.raises(ClientClosed):
+            cli.Host.ping()
+        cli.close()
+    gc.collect()
+    assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
 
 
 def test_plain_stomp_is_refused_on_a_non_loopback_address(tmp_path: Path):

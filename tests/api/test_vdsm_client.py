@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -266,8 +267,10 @@ def test_against_hostvisor_serve(tmp_path: Path):
     port = free_port()
     conf = tmp_path / "vdsm.conf"
     conf.write_text(f"[addresses]\nmanagement_port = {port}\n")
+    # Short: QEMU's monitor sockets live under it, and a UNIX socket path has 107 bytes.
+    state = Path(tempfile.mkdtemp(prefix="hv-"))
     daemon = Daemon(
-        [str(HOSTVISOR), "serve", "--config", str(conf), "--state-dir", str(tmp_path / "state")],
+        [str(HOSTVISOR), "serve", "--config", str(conf), "--state-dir", str(state)],
         tmp_path / "serve.log",
     )
     try:
@@ -279,6 +282,7 @@ def test_against_hostvisor_serve(tmp_path: Path):
         assert daemon.process.wait(timeout=15) == 0
     finally:
         daemon.stop()
+        shutil.rmtree(state, ignore_errors=True)
     log = daemon.log_text()
     assert "Traceback" not in log
     assert vdsm_client("Host", "ping", port=port).returncode == 1  # it is gone
