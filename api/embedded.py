@@ -32,7 +32,7 @@ FRONT = "api/front"
 
 def verb_table(tree: HostTree) -> VerbTable:
     """Return every verb the host serves."""
-    vms = VmApi(tree.registry, tree.vm_child)
+    vms = VmApi(tree.registry, tree.vm_child, operation_timeout=tree.config.vm_operation_timeout)
     return VerbTable.of(host_verbs(HostApi(tree.registry)), vm_verbs(vms))
 
 

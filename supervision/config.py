@@ -61,6 +61,8 @@ class Config:
     """Seconds a started VM reports "Powering up" before "Up" (no guest agent yet)."""
     detect_timeout: float = 10.0
     """Seconds a new API connection has to finish TLS and send its first frame."""
+    vm_operation_timeout: float = 30.0
+    """Seconds VM.pause, cont, reset and shutdown wait for libvirt before "timed out"."""
 
     @property
     def embed_root(self) -> Path:
@@ -126,6 +128,7 @@ _KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("hostvisor", "max_frame_bytes"): ("max_frame_bytes", _positive(int)),
     ("hostvisor", "detect_timeout"): ("detect_timeout", _positive(float)),
     ("hostvisor", "vm_powering_up_seconds"): ("vm_powering_up_seconds", float),
+    ("hostvisor", "vm_operation_timeout"): ("vm_operation_timeout", _positive(float)),
 }
 
 

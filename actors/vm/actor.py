@@ -68,6 +68,21 @@ class ShutdownTimedOut:
     attempt: int
 
 
+@dataclass(frozen=True, slots=True)
+class PoweringUpOver:
+    """Tell (from a timer): the "Powering up" window has passed; announce "Up"."""
+
+
+_RUNNING_EVENTS = frozenset(
+    {
+        libvirt.VIR_DOMAIN_EVENT_STARTED,
+        libvirt.VIR_DOMAIN_EVENT_RESUMED,
+        libvirt.VIR_DOMAIN_EVENT_SUSPENDED,
+    }
+)
+"""Lifecycle events that mean QEMU runs."""
+
+
 class VmActor(Actor):
     """Owns one VM. Runs in its own thread; its blocking calls run in helper threads.
 
@@ -101,6 +116,7 @@ class VmActor(Actor):
         self._pause_code = PauseCode.NOERR
         self._started: float | None = None  # monotonic
         self._shutdown_requested = False
+        self._host_signalled = False  # libvirt: SHUTDOWN event, detail HOST (SIGTERM)
         self._shutdown_attempt = 0
         self._samples: tuple[VmSample | None, VmSample | None] = (None, None)
         self._monitor_response = 0
@@ -122,8 +138,10 @@ class VmActor(Actor):
             self._down(Exit.of(ExitReason.LIBVIRT_DOMAIN_MISSING), publish=False)
             return
         self._status = status_of_state(state)
-        started = self.spec.start_time
-        self._started = time.monotonic() - (time.time() - started if started else 0.0)
+        # The spec this actor was made with may be the XML VM.create got, which has no
+        # startTime yet (it is written into the launched XML): read the live domain's.
+        started = self.spec.start_time or _live_start_time(domain)
+        self._mark_started(time.monotonic() - (time.time() - started if started else 0.0))
         if self._status is VmStatus.DOWN:
             self._down(Exit.of(ExitReason.LOST_QEMU_CONNECTION), publish=False)
 
@@ -139,7 +157,8 @@ class VmActor(Actor):
         self._blocking("launch", launch, then=self._launched, failed=self._launch_failed)
 
     def _launched(self, state: int) -> None:
-        self._started = time.monotonic()
+        if self._started is None:
+            self._mark_started(time.monotonic())
         if self._status is VmStatus.WAIT_FOR_LAUNCH:
             self._set_status(status_of_state(state))
 
@@ -159,24 +178,39 @@ class VmActor(Actor):
                 self._on_sample(sample, record)
             case ShutdownTimedOut(attempt):
                 self._on_shutdown_timeout(attempt)
+            case PoweringUpOver():
+                self._on_powering_up_over()
             case _:
                 return super().on_receive(message)
         return None
 
     def _on_lifecycle(self, event: DomainLifecycle) -> None:
         kind, detail = event.event, event.detail
+        if self._started is None and kind in _RUNNING_EVENTS:
+            # At launch libvirt reports RESUMED before STARTED, and both may come before
+            # createXML has returned: the first of them starts the clock.
+            self._mark_started(time.monotonic())
         if kind == libvirt.VIR_DOMAIN_EVENT_STARTED:
-            if self._started is None:
-                self._started = time.monotonic()
-            self._set_status(VmStatus.UP)
+            # Only the launch itself: a late STARTED must not undo a pause seen before it.
+            if self._status is VmStatus.WAIT_FOR_LAUNCH:
+                self._set_status(VmStatus.PAUSED if self.spec.launch_paused else VmStatus.UP)
         elif kind == libvirt.VIR_DOMAIN_EVENT_SUSPENDED:
             self._pause_code = pause_code(detail)
             self._set_status(VmStatus.PAUSED)
         elif kind == libvirt.VIR_DOMAIN_EVENT_RESUMED:
             self._pause_code = PauseCode.NOERR
             self._set_status(VmStatus.UP)
+        elif kind == libvirt.VIR_DOMAIN_EVENT_SHUTDOWN:
+            if detail == libvirt.VIR_DOMAIN_EVENT_SHUTDOWN_HOST:
+                self._host_signalled = True  # QEMU got a signal on the host (SIGTERM)
         elif kind == libvirt.VIR_DOMAIN_EVENT_STOPPED and self._status is not VmStatus.DOWN:
-            self._down(stopped_exit(detail, shutdown_requested=self._shutdown_requested))
+            self._down(
+                stopped_exit(
+                    detail,
+                    shutdown_requested=self._shutdown_requested,
+                    host_signalled=self._host_signalled,
+                )
+            )
         elif kind == libvirt.VIR_DOMAIN_EVENT_CRASHED:
             self._down(Exit.of(ExitReason.LOST_QEMU_CONNECTION))
 
@@ -201,12 +235,12 @@ class VmActor(Actor):
     # -- operations (asked by the API; each returns a future) ----------------------------
 
     def pause(self) -> CallbackFuture:
-        """Suspend the guest's vCPUs."""
-        return self._operate("pause", lambda domain: domain.suspend())
+        """Suspend the guest's vCPUs; the status is Paused once the future settles."""
+        return self._operate("pause", lambda domain: domain.suspend(), then=VmStatus.PAUSED)
 
     def cont(self) -> CallbackFuture:
-        """Resume a paused guest."""
-        return self._operate("cont", lambda domain: domain.resume())
+        """Resume a paused guest; the status is Up once the future settles."""
+        return self._operate("cont", lambda domain: domain.resume(), then=VmStatus.UP)
 
     def reset(self) -> CallbackFuture:
         """Reset the guest, like pressing its reset button."""
@@ -222,9 +256,7 @@ class VmActor(Actor):
         action = (lambda d: d.reboot(0)) if reboot else (lambda d: d.shutdown())
         future = self._operate("reboot" if reboot else "shutdown", action)
         if not reboot:
-            timer = threading.Timer(timeout, self.actor_ref.tell, args=(ShutdownTimedOut(attempt),))
-            timer.daemon = True
-            timer.start()
+            self._tell_later(timeout, ShutdownTimedOut(attempt))
         return future
 
     def _on_shutdown_timeout(self, attempt: int) -> None:
@@ -308,11 +340,48 @@ class VmActor(Actor):
 
     # -- helpers --------------------------------------------------------------------------
 
+    def _mark_started(self, started: float) -> None:
+        """Remember when the guest started (monotonic); time the end of "Powering up"."""
+        self._started = started
+        remaining = started + self._powering_up - time.monotonic()
+        if remaining > 0:
+            self._tell_later(remaining, PoweringUpOver())
+
+    def _on_powering_up_over(self) -> None:
+        """The reported status turns from "Powering up" to "Up": announce it."""
+        started = self._started
+        if self._status is not VmStatus.UP or started is None:
+            return
+        remaining = started + self._powering_up - time.monotonic()
+        if remaining > 0:  # a timer may wake a little early
+            self._tell_later(remaining, PoweringUpOver())
+            return
+        self._status_time = notify_time()
+        self._announce()
+
+    def _tell_later(self, delay: float, message: Any) -> None:
+        """Tell this actor `message` after `delay` seconds, unless it has stopped by then."""
+        ref = self.actor_ref
+
+        def tell() -> None:
+            try:
+                ref.tell(message)
+            except pykka.ActorDeadError:
+                return
+
+        timer = threading.Timer(delay, tell)
+        timer.daemon = True
+        timer.start()
+
     def _set_status(self, status: VmStatus) -> None:
         if status is self._status:
             return
         self._status = status
         self._status_time = notify_time()
+        self._announce()
+
+    def _announce(self) -> None:
+        """Publish `|virt|VM_status|<id>` with the status as reported now."""
         self._publish(
             Event(
                 method=f"|virt|VM_status|{self.spec.vm_id}", params={self.spec.vm_id: self.info()}
@@ -333,14 +402,28 @@ class VmActor(Actor):
         if self._status is VmStatus.WAIT_FOR_LAUNCH:
             raise Conflict(vmId=self.spec.vm_id, operation=op, status=self._status.value)
 
-    def _operate(self, op: str, action: Callable[[Any], Any]) -> CallbackFuture:
+    def _operate(
+        self, op: str, action: Callable[[Any], Any], *, then: VmStatus | None = None
+    ) -> CallbackFuture:
+        """Run `action(domain)` off the actor's thread; on success the status is `then`.
+
+        libvirt's lifecycle event says the same, but may come after the answer: setting
+        it here means a caller that reads the status right after the verb sees it (as
+        VDSM's pause and cont do).
+        """
         self._require_running(op)
         vm_id = self.spec.vm_id
 
         def run() -> None:
             action(self._connection().lookupByUUIDString(vm_id))
 
-        return self._blocking(op, run, then=lambda _result: None)
+        def done(_result: Any) -> None:
+            if then is not None and self._status not in (VmStatus.DOWN, VmStatus.WAIT_FOR_LAUNCH):
+                if then is VmStatus.UP:
+                    self._pause_code = PauseCode.NOERR
+                self._set_status(then)
+
+        return self._blocking(op, run, then=done)
 
     def _blocking(
         self,
@@ -376,3 +459,11 @@ class VmActor(Actor):
 
         threading.Thread(target=run, name=f"vm:{vm_id}:{op}", daemon=True).start()
         return future
+
+
+def _live_start_time(domain: Any) -> float | None:
+    """`ovirt-vm:startTime` of a running domain's XML; None if unreadable or absent."""
+    try:
+        return domxml.parse(domain.XMLDesc(0)).start_time
+    except (libvirt.libvirtError, HostvisorError):
+        return None

@@ -56,15 +56,21 @@ def pause_code(detail: int) -> PauseCode:
     return _PAUSE_CODES.get(detail, PauseCode.NOERR)
 
 
-def stopped_exit(detail: int, *, shutdown_requested: bool) -> Exit:
-    """How a VM that libvirt reported STOPPED with `detail` went Down."""
+def stopped_exit(detail: int, *, shutdown_requested: bool, host_signalled: bool = False) -> Exit:
+    """How a VM that libvirt reported STOPPED with `detail` went Down.
+
+    As VDSM (`Vm._onQemuDeath`): a stop nobody asked for is an ERROR with
+    LOST_QEMU_CONNECTION, whether QEMU died (detail FAILED, e.g. SIGKILL) or was
+    destroyed behind our back (DESTROYED). A guest shutdown is the user's, unless
+    libvirt said the host signalled QEMU (a SHUTDOWN event with detail HOST, e.g.
+    SIGTERM): then it is HOST_SHUTDOWN, an ERROR too.
+    """
     if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN:
-        reason = ExitReason.ADMIN_SHUTDOWN if shutdown_requested else ExitReason.USER_SHUTDOWN
-        return Exit.of(reason)
-    if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED:
         if shutdown_requested:
             return Exit.of(ExitReason.ADMIN_SHUTDOWN)
-        return Exit.of(ExitReason.HOST_SHUTDOWN)
+        return Exit.of(ExitReason.HOST_SHUTDOWN if host_signalled else ExitReason.USER_SHUTDOWN)
+    if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED and shutdown_requested:
+        return Exit.of(ExitReason.ADMIN_SHUTDOWN)
     if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED:
         return Exit.of(ExitReason.MIGRATION_SUCCEEDED, "Migration succeeded")
     if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_SAVED:

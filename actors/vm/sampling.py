@@ -3,8 +3,9 @@
 One `getAllDomainStats` call reads the state, CPU, balloon, vCPU, interface and block
 statistics of every active domain (reference/vdsm-wire.md §5). When some domains are
 stuck, the caller falls back to `sample_domains` over the responsive ones, as VDSM
-does. Plain blocking code with no thread and no state: the caller owns the schedule,
-keeps the window of samples and decides which domains to skip.
+does, and `check_responsive` tells those apart the way VDSM does (libvirt's domain
+control info). Plain blocking code with no thread and no state: the caller owns the
+schedule, keeps the window of samples and decides which domains to skip.
 """
 
 from __future__ import annotations
@@ -91,6 +92,43 @@ def sample_domains(conn: libvirt.virConnect, domains: Sequence[libvirt.virDomain
     taken_at, wall_time = time.monotonic(), time.time()
     pairs = conn.domainListGetStats(list(domains), STATS, BULK_FLAGS) if domains else []
     return BulkSample(taken_at=taken_at, wall_time=wall_time, records=_by_uuid(pairs))
+
+
+@dataclass(frozen=True, slots=True)
+class Responsiveness:
+    """Which domains can be sampled without risk of hanging on their QEMU monitor."""
+
+    responsive: list[libvirt.virDomain]
+    unresponsive: list[str]
+    """UUIDs of the domains whose control interface is busy or broken."""
+
+
+def check_responsive(conn: libvirt.virConnect, vm_ids: Iterable[str]) -> Responsiveness:
+    """Split `vm_ids` into domains ready for commands and the others (VDSM's check).
+
+    A domain is ready when libvirt reports its control interface OK: no job holds it
+    and nothing waits on its monitor. A domain with a call stuck on a frozen QEMU
+    reports OCCUPIED (or JOB) until that call returns. `controlInfo` takes no domain
+    job and never talks to QEMU, so this cannot hang on a stuck guest.
+
+    Args:
+        conn: an open libvirt connection.
+        vm_ids: the UUIDs to check; ones libvirt does not know, or whose domain is
+            not running, are in neither list.
+    """
+    responsive: list[libvirt.virDomain] = []
+    unresponsive: list[str] = []
+    for vm_id in vm_ids:
+        try:
+            domain = conn.lookupByUUIDString(vm_id)
+            state = domain.controlInfo()[0]
+        except libvirt.libvirtError:
+            continue
+        if state == libvirt.VIR_DOMAIN_CONTROL_OK:
+            responsive.append(domain)
+        else:
+            unresponsive.append(vm_id)
+    return Responsiveness(responsive=responsive, unresponsive=unresponsive)
 
 
 def _by_uuid(

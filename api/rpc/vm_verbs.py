@@ -45,6 +45,8 @@ class VmApi:
     registry: Registry
     vm_child: Callable[..., ChildSpec]
     """`vm_child(spec, recover=False)` returns the child spec of a VmActor."""
+    operation_timeout: float = 30.0
+    """Seconds pause, cont, reset and shutdown may take (config.vm_operation_timeout)."""
 
     def vm(self, vm_id: str) -> pykka.ActorRef[Any]:
         """Return the VM's actor, or raise NoSuchVm."""
@@ -220,6 +222,7 @@ def vm_verbs(api: VmApi) -> list[Verb]:
             handler=h.shutdown,
             returns="string",
             errors=(NoSuchVm,),
+            timeout=api.operation_timeout,
         ),
         Verb(
             namespace="VM",
@@ -229,6 +232,7 @@ def vm_verbs(api: VmApi) -> list[Verb]:
             handler=h.pause,
             returns="{vmList: {}}",
             errors=(NoSuchVm,),
+            timeout=api.operation_timeout,
         ),
         Verb(
             namespace="VM",
@@ -238,6 +242,7 @@ def vm_verbs(api: VmApi) -> list[Verb]:
             handler=h.cont,
             returns="{vmList: {}}",
             errors=(NoSuchVm,),
+            timeout=api.operation_timeout,
         ),
         Verb(
             namespace="VM",
@@ -246,6 +251,7 @@ def vm_verbs(api: VmApi) -> list[Verb]:
             params=(VM_ID,),
             handler=h.reset,
             errors=(NoSuchVm,),
+            timeout=api.operation_timeout,
         ),
         Verb(
             namespace="VM",

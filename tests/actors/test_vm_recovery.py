@@ -1,0 +1,246 @@
+"""Recovery after the agent dies: guests keep running and are adopted again (DESIGN rule 1).
+
+The agent runs as a real `hostvisor serve` process on an embedded QEMU driver
+(`qemu:///embed` rooted in its state directory). It is killed with SIGKILL while two real
+guests run, one of them paused; their QEMU processes outlive it (libvirt daemonizes
+QEMU, and with `stdio_handler = "file"` QEMU holds no pipe to the agent), and a new agent
+on the same state directory re-attaches to them through the same embed root.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.daemons import Daemon
+from harness.guests import make_halting_base, make_overlay
+from harness.vms import (
+    kill_qemu,
+    ovirt_guest_xml,
+    qemu_alive,
+    qemu_pid,
+    statuses,
+    td_domain_xml,
+    wait_for,
+    write_test_node,
+)
+from hostvisor.api import embedded
+from hostvisor.api.client import ServerError, connect
+from hostvisor.api.embedded import EmbeddedHost
+from hostvisor.supervision.config import load_config
+
+SERVE = [sys.executable, "-m", "hostvisor.api.cli", "serve"]
+RECOVERING = 99
+
+log = logging.getLogger("hostvisor.tests")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Agent:
+    """`hostvisor serve` on one state directory, restartable; killed or stopped by pid."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.state_dir = directory / "state"
+        self.port = free_port()
+        self.config = directory / "vdsm.conf"
+        self.config.write_text(
+            "[vars]\nvm_sample_interval = 0.5\nhost_sample_stats_interval = 1\n"
+            f"[addresses]\nmanagement_port = {self.port}\n"
+            "[hostvisor]\nvm_powering_up_seconds = 0\n"
+        )
+        self.runs: list[Daemon] = []
+
+    @property
+    def embed_root(self) -> Path:
+        return self.state_dir / "libvirt"
+
+    def start(self) -> Daemon:
+        argv = [*SERVE, "--config", str(self.config), "--state-dir", str(self.state_dir)]
+        log = self.directory / f"serve-{len(self.runs)}.log"
+        daemon = Daemon(argv, log, env=dict(os.environ))
+        self.runs.append(daemon)
+        return daemon
+
+    def call(self, method: str, **params: Any) -> tuple[str, Any]:
+        """One call on a new connection: ("ok", result), ("error", code) or ("down", why)."""
+        try:
+            with connect("127.0.0.1", self.port, timeout=10) as cli:
+                namespace, verb = method.split(".")
+                return "ok", getattr(getattr(cli, namespace), verb)(**params)
+        except ServerError as error:
+            return "error", error.code
+        except OSError as error:
+            return "down", repr(error)
+
+    def stop_all(self) -> None:
+        for daemon in self.runs:
+            daemon.stop()
+
+
+@pytest.fixture
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    # A short directory: QEMU's monitor socket path under it must fit in 108 bytes.
+    running = Agent(tmp_path_factory.mktemp("rec"))
+    try:
+        yield running
+    finally:
+        running.stop_all()
+
+
+def _create_guests(agent: Agent, accelerator: Any, names: list[str]) -> dict[str, str]:
+    base = make_halting_base(agent.directory)
+    guests = {}
+    with connect("127.0.0.1", agent.port, timeout=30) as cli:
+        for name in names:
+            vm_id = str(uuid.uuid4())
+            disk = make_overlay(base, agent.directory / f"{name}.qcow2")
+            xml = ovirt_guest_xml(
+                name=name, vm_id=vm_id, disk=disk, domain_type=accelerator.domain_type
+            )
+            cli.VM.create(vmID=vm_id, vmParams={"xml": xml})
+            guests[name] = vm_id
+    return guests
+
+
+def _stats_flow(cli: Any, vm_ids: list[str]) -> bool:
+    stats = {entry["vmId"]: entry for entry in cli.Host.getAllVmStats()}
+    return all(
+        "cpuUsage" in stats.get(vm, {}) and stats[vm]["monitorResponse"] == "0" for vm in vm_ids
+    )
+
+
+def _probe_until_recovered(agent: Agent, timeout: float) -> list[Any]:
+    """Call getVMList from the agent's start until it succeeds; return every outcome.
+
+    Before recovery ends, every answer must be 99; the first success must already be
+    the whole truth (never a partial list).
+    """
+    outcomes: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kind, value = agent.call("Host.getVMList", onlyUUID=False)
+        if kind == "ok":
+            outcomes.append({vm["vmId"]: vm["status"] for vm in value})
+            return outcomes
+        if kind == "error":
+            outcomes.append(value)
+            assert value == RECOVERING, f"answered error {value} while recovering"
+        assert agent.runs[-1].alive(), agent.runs[-1].log_text()
+        time.sleep(0.01)  # a connection attempt per 10 ms until the port opens
+    pytest.fail(f"the agent did not recover in {timeout} s: {outcomes[-5:]}")
+
+
+@pytest.mark.slow
+@pytest.mark.kvm
+@pytest.mark.libvirt
+def test_kill_9_of_the_agent_leaves_guests_running_and_a_new_agent_adopts_them(
+    agent: Agent, accelerator: Any
+):
+    first = agent.start()
+    first.wait_ready(lambda: agent.call("Host.getVMList")[0] == "ok", timeout=60)
+    guests = _create_guests(agent, accelerator, ["rec-up", "rec-paused"])
+    up, paused = guests["rec-up"], guests["rec-paused"]
+    pids: dict[str, int] = {}
+    try:
+        with connect("127.0.0.1", agent.port, timeout=30) as cli:
+            wait_for(lambda: statuses(cli) == {up: "Up", paused: "Up"}, 60, "both guests Up")
+            cli.VM.pause(vmID=paused)
+            wait_for(lambda: statuses(cli)[paused] == "Paused", 10, "the pause")
+            wait_for(lambda: _stats_flow(cli, [up, paused]), 10, "stats before the kill")
+        pids = {vm_id: qemu_pid(agent.embed_root, name, vm_id) for name, vm_id in guests.items()}
+
+        os.kill(first.pid, signal.SIGKILL)
+        assert first.process.wait(timeout=10) == -signal.SIGKILL
+        for vm_id, pid in pids.items():
+            assert qemu_alive(pid, vm_id), f"QEMU of {vm_id} died with the agent"
+
+        agent.start()
+        outcomes = _probe_until_recovered(agent, timeout=60)
+        log.info("answers 99 before recovery: %d", outcomes.count(RECOVERING))
+        assert outcomes[-1] == {up: "Up", paused: "Paused"}
+        agent_log = agent.runs[-1].log_text()
+        assert "recovered 2 VMs" in agent_log
+        assert "Traceback" not in agent_log
+
+        with connect("127.0.0.1", agent.port, timeout=30) as cli:
+            for name, vm_id in guests.items():
+                assert qemu_pid(agent.embed_root, name, vm_id) == pids[vm_id]  # not restarted
+            wait_for(lambda: _stats_flow(cli, [up, paused]), 10, "stats after recovery")
+            # The adopted actor drives its guest, and libvirt's events reach it.
+            cli.VM.cont(vmID=paused)
+            wait_for(lambda: statuses(cli)[paused] == "Up", 10, "the resume")
+            for vm_id in guests.values():
+                cli.VM.destroy(vmID=vm_id)
+            assert cli.Host.getVMList() == []
+    finally:
+        for vm_id, pid in pids.items():
+            kill_qemu(pid, vm_id)
+        agent.stop_all()
+
+
+# -- the recovery gate, deterministically ---------------------------------------------------
+
+
+@pytest.mark.libvirt
+def test_the_api_answers_99_until_recovery_is_done(tmp_path: Path, monkeypatch):
+    """Recovery is held on an event, so the closed gate is seen for sure."""
+    domains = [td_domain_xml(name=f"gate-{i}", paused=i == 0) for i in range(3)]
+    uri = write_test_node(tmp_path / "node.xml", domains)
+    release = threading.Event()
+    recovering = threading.Event()
+    real_recover = embedded.recover_vms
+
+    def held_recover(tree: Any) -> int:
+        recovering.set()
+        assert release.wait(30)
+        return real_recover(tree)
+
+    monkeypatch.setattr(embedded, "recover_vms", held_recover)
+    config = load_config(
+        state_dir=tmp_path / "state",
+        libvirt_uri=uri,
+        management_port=0,
+        vm_powering_up_seconds=0,
+    )
+    host = EmbeddedHost(config)
+    starting = threading.Thread(target=host.start, name="host-start")
+    starting.start()
+    try:
+        assert recovering.wait(30)
+        with host.client(timeout=10) as cli:
+            for call in (
+                lambda: cli.Host.getVMList(onlyUUID=False),
+                cli.Host.getAllVmStats,
+                lambda: cli.VM.getStats(vmID="whatever"),
+            ):
+                with pytest.raises(ServerError) as raised:
+                    call()
+                assert raised.value.code == RECOVERING
+                assert "Recovering" in raised.value.message
+            release.set()
+            starting.join(30)
+            assert host.gate.is_open()
+            listed = statuses(cli)
+        assert sorted(listed.values()) == ["Paused", "Up", "Up"]
+    finally:
+        release.set()
+        starting.join(30)
+        host.stop()
