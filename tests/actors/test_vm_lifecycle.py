@@ -19,13 +19,12 @@ import psutil
 import pytest
 
 from harness.guests import Guests, StatusEvents, qemu_pid, wait_for
+from harness.hosts import VM_TEST_SETTINGS, embedded_host
 from hostvisor.actors.actor import CallbackFuture
 from hostvisor.actors.events import notify_time
-from hostvisor.actors.hypervisor.connection import embed_uri
 from hostvisor.actors.vm.actor import Done
 from hostvisor.api.client import Client, ServerError
 from hostvisor.api.embedded import EmbeddedHost
-from hostvisor.supervision.config import load_config
 
 pytestmark = [pytest.mark.kvm, pytest.mark.libvirt]
 
@@ -36,15 +35,7 @@ VM_IS_DOWN = 6
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory, embed_root: Path) -> Iterator[EmbeddedHost]:
-    config = load_config(
-        state_dir=tmp_path_factory.mktemp("state"),
-        libvirt_uri=embed_uri(embed_root),
-        management_port=0,
-        vm_sample_interval=0.5,
-        host_sample_interval=5,
-        vm_powering_up_seconds=0,
-    )
-    with EmbeddedHost(config) as running:
+    with embedded_host(tmp_path_factory, embed_root, **VM_TEST_SETTINGS) as running:
         yield running
 
 

@@ -10,22 +10,15 @@ from pathlib import Path
 import psutil
 import pytest
 
+from harness.hosts import embedded_host
 from hostvisor.actors.events import NOTIFY_TIME_BASE, Event, Publish
-from hostvisor.actors.hypervisor.connection import embed_uri
 from hostvisor.api.client import ServerError
 from hostvisor.api.embedded import EmbeddedHost
-from hostvisor.supervision.config import load_config
 
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory, embed_root: Path) -> Iterator[EmbeddedHost]:
-    config = load_config(
-        state_dir=tmp_path_factory.mktemp("state"),
-        libvirt_uri=embed_uri(embed_root),
-        management_port=0,
-        host_sample_interval=0.2,
-    )
-    with EmbeddedHost(config) as running:
+    with embedded_host(tmp_path_factory, embed_root, host_sample_interval=0.2) as running:
         yield running
 
 

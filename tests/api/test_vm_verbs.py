@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 
 from harness.guests import Guests, StatusEvents, wait_for
-from hostvisor.actors.hypervisor.connection import embed_uri
+from harness.hosts import VM_TEST_SETTINGS, embedded_host
 from hostvisor.api.client import Client, ServerError
 from hostvisor.api.embedded import EmbeddedHost
-from hostvisor.supervision.config import load_config
 
 pytestmark = [pytest.mark.kvm, pytest.mark.libvirt]
 
@@ -28,15 +27,7 @@ PERCENT = re.compile(r"^\d+\.\d\d$")
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory, embed_root: Path) -> Iterator[EmbeddedHost]:
-    config = load_config(
-        state_dir=tmp_path_factory.mktemp("state"),
-        libvirt_uri=embed_uri(embed_root),
-        management_port=0,
-        vm_sample_interval=0.5,
-        host_sample_interval=5,
-        vm_powering_up_seconds=0,
-    )
-    with EmbeddedHost(config) as running:
+    with embedded_host(tmp_path_factory, embed_root, **VM_TEST_SETTINGS) as running:
         yield running
 
 
