@@ -151,7 +151,12 @@ class VmActor(Actor):
 
         def launch() -> int:
             domain = self._connection().createXML(xml, flags)
-            state: int = domain.state()[0]
+            try:
+                state: int = domain.state()[0]
+            except libvirt.libvirtError:
+                # It started and is already gone (killed right away): the STOPPED
+                # event that follows says how it went Down; the launch itself worked.
+                state = libvirt.VIR_DOMAIN_RUNNING
             return state
 
         self._blocking("launch", launch, then=self._launched, failed=self._launch_failed)
@@ -163,7 +168,8 @@ class VmActor(Actor):
             self._set_status(status_of_state(state))
 
     def _launch_failed(self, error: BaseException) -> None:
-        self._down(Exit.of(ExitReason.LIBVIRT_START_FAILED, str(error)))
+        if self._status is VmStatus.WAIT_FOR_LAUNCH:
+            self._down(Exit.of(ExitReason.LIBVIRT_START_FAILED, str(error)))
 
     # -- messages -----------------------------------------------------------------------
 

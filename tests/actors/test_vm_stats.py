@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -136,7 +137,9 @@ def test_two_samples_of_a_booted_guest_give_vdsm_stats(qemu_embed, accelerator, 
 
     for field in ("cpuUser", "cpuSys"):
         assert f"{float(stats[field]):.2f}" == stats[field]
-        assert 0 <= float(stats[field]) <= 100  # one vCPU, halted
+        # cpu.time counts QEMU's own threads too, and a loaded host skews the interval:
+        # the bound is what one process can use at all, every host CPU.
+        assert 0 <= float(stats[field]) <= 100 * (os.cpu_count() or 1)
     assert int(stats["cpuUsage"]) > usage
     assert stats["memUsage"] == "0"  # the halted guest has no balloon driver
     assert "memoryStats" not in stats
