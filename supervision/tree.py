@@ -3,7 +3,8 @@
     root (one_for_one)
     ├── infra (rest_for_one)      hypervisor: the libvirt connection; events: the bus
     ├── hosts (one_for_one)       host: facts, capabilities, statistics;
-    │                             vmstats: the bulk VM stats sampler
+    │                             vmstats: the bulk VM stats sampler;
+    │                             vmboard: every VM's last entry, for listings
     ├── vms (one_for_one)         a VmActor per VM id, added at run time
     ├── containers (one_for_one)  a ContainerActor per container-VM id
     ├── storage (one_for_one)     the pool, a StorageDomainActor per domain, the job runner
@@ -30,7 +31,8 @@ from hostvisor.actors.events import Event, EventBus, Publish
 from hostvisor.actors.host.actor import HostActor
 from hostvisor.actors.hypervisor.actor import GetConnection, HypervisorActor
 from hostvisor.actors.hypervisor.events import DomainLifecycle
-from hostvisor.actors.vm.actor import VmActor
+from hostvisor.actors.vm.actor import VmActor, VmServices
+from hostvisor.actors.vm.board import Forget, Post, VmBoard
 from hostvisor.actors.vm.domxml import DomainSpec
 from hostvisor.actors.vm.sampler import VmStatsSampler
 from hostvisor.supervision.clock import Clock
@@ -44,6 +46,7 @@ RESOURCE_FLAGS = SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=10, pe
 
 HYPERVISOR = "infra/hypervisor"
 EVENTS = "infra/events"
+VM_BOARD = "hosts/vmboard"
 VMS = "vms"
 EVENT_SUBSCRIBERS = ("api/front",)
 ASK_TIMEOUT = 10.0
@@ -61,6 +64,9 @@ class HostTree:
         self.config = config
         self.registry = registry
         self.clock = clock
+        self.vm_services = VmServices(
+            connection=self.connection, publish=self.publish, board=self.tell_board
+        )
 
     # -- lookups handed to actors (each runs in the caller's thread) -----------------------
 
@@ -70,21 +76,23 @@ class HostTree:
 
     def publish(self, event: Event) -> None:
         """Tell the event bus to publish `event`; dropped if the bus is down."""
-        bus = self.registry.get(EVENTS)
-        if bus is not None:
+        self._tell(EVENTS, Publish(event))
+
+    def tell_board(self, message: Post | Forget) -> None:
+        """Tell the VM board a VM's entry (or to forget it); dropped if the board is down."""
+        self._tell(VM_BOARD, message)
+
+    def _tell(self, path: str, message: Any) -> None:
+        ref = self.registry.get(path)
+        if ref is not None:
             try:
-                bus.tell(Publish(event))
+                ref.tell(message)
             except pykka.ActorDeadError:
                 return
 
     def deliver(self, event: DomainLifecycle) -> None:
         """Tell a lifecycle event to the VM that owns the domain (libvirt's thread)."""
-        ref = self.registry.get(child_path(VMS, event.vm_id))
-        if ref is not None:
-            try:
-                ref.tell(event)
-            except pykka.ActorDeadError:
-                return
+        self._tell(child_path(VMS, event.vm_id), event)
 
     def vm_refs(self) -> dict[str, pykka.ActorRef[Any]]:
         """Return the live VmActors by VM id."""
@@ -108,16 +116,17 @@ class HostTree:
         that crashes is, and re-reads libvirt with `recover=True`.
         """
         config = self.config
+        services = self.vm_services
 
         def start(link: Any) -> pykka.ActorRef[Any]:
             restarted = link.incarnation > 1
             return VmActor.spawn(
                 link,
                 spec=spec,
-                connection=self.connection,
-                publish=self.publish,
+                services=services,
                 recover=recover or restarted,
                 powering_up=config.vm_powering_up_seconds,
+                operation_timeout=config.vm_operation_timeout,
             )
 
         return ChildSpec(id=spec.vm_id, start=start, restart=Restart.TRANSIENT)
@@ -160,9 +169,10 @@ class HostTree:
                 interval=config.vm_sample_interval,
             ),
         )
+        vmboard = ChildSpec(id="vmboard", start=VmBoard.spawn)
         return (
             branch("infra", SupervisorFlags(strategy=Strategy.REST_FOR_ONE), [hypervisor, events]),
-            branch("hosts", SupervisorFlags(), [host, vmstats]),
+            branch("hosts", SupervisorFlags(), [host, vmstats, vmboard]),
             branch(VMS, RESOURCE_FLAGS),
             branch("containers", RESOURCE_FLAGS),
             branch("storage", RESOURCE_FLAGS),

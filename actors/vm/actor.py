@@ -8,16 +8,22 @@ a message, so a VM whose QEMU is frozen still answers status and stats, and only
 its own operations time out.
 
 Operations (`pause`, `cont`, `reset`, `shutdown`, `destroy`) return at once with a
-future that settles when libvirt has done the work; the API awaits that future.
+future that settles when libvirt has done the work; the API awaits that future. An
+operation still running past its timeout makes the VM report monitorResponse -1,
+as a sample that did not come back does.
+
+Whatever it reports is frozen into a `VmEntry` after each message that changed it
+and posted to the board, which answers listings over all VMs in one ask.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import libvirt
@@ -27,7 +33,10 @@ from hostvisor.actors.actor import Actor, CallbackFuture
 from hostvisor.actors.errors import Conflict, HostvisorError, Unavailable
 from hostvisor.actors.events import Event, notify_time
 from hostvisor.actors.hypervisor.events import DomainLifecycle
+from hostvisor.actors.timers import Timers, shared_timers
 from hostvisor.actors.vm import domxml
+from hostvisor.actors.vm.board import Forget, Post
+from hostvisor.actors.vm.entry import VmEntry
 from hostvisor.actors.vm.errors import VmIsDown, VmOperationFailed
 from hostvisor.actors.vm.lifecycle import Exit, pause_code, status_of_state, stopped_exit
 from hostvisor.actors.vm.sampling import BulkSample
@@ -37,6 +46,28 @@ from hostvisor.actors.vm.status import ExitReason, PauseCode, VmStatus
 log = logging.getLogger(__name__)
 
 Publish = Callable[[Event], None]
+TellBoard = Callable[[Post | Forget], None]
+
+
+def _no_board(_message: Post | Forget) -> None:
+    """Where a VmActor made without a board posts its entries: nowhere."""
+
+
+@dataclass(frozen=True, slots=True)
+class VmServices:
+    """What every VmActor of a host reaches outside itself.
+
+    Attributes:
+        connection: returns the open libvirt connection.
+        publish: sends an event up to the event bus (never blocks).
+        board: tells the board a VM's entries (a `Post` or a `Forget`).
+        timers: the thread that tells VM actors their timers (default: the process's).
+    """
+
+    connection: Callable[[], Any]
+    publish: Publish
+    board: TellBoard = _no_board
+    timers: Timers = field(default_factory=shared_timers)
 
 
 class ActorGone(Unavailable):
@@ -48,6 +79,7 @@ class Done:
     """Tell (from an operation's thread): the blocking call finished."""
 
     op: CallbackFuture
+    op_id: int
     then: Callable[[Any], Any]
     result: Any = None
     error: BaseException | None = None
@@ -88,28 +120,32 @@ class VmActor(Actor):
 
     Args:
         spec: the VM's domain XML, parsed.
-        connection: returns the open libvirt connection.
-        publish: sends an event up to the event bus (never blocks).
+        services: the host's libvirt connection, event bus, board and timers.
         recover: adopt a running domain instead of launching one.
         powering_up: seconds a started VM reports "Powering up" (VDSM: 60).
+        operation_timeout: seconds after which an operation still running makes the
+            VM report monitorResponse -1.
     """
 
     def __init__(
         self,
         *,
         spec: domxml.DomainSpec,
-        connection: Callable[[], Any],
-        publish: Publish,
+        services: VmServices,
         recover: bool = False,
         powering_up: float = 60.0,
+        operation_timeout: float = 30.0,
     ) -> None:
         """Remember the VM; launch or recover in `on_start`."""
         super().__init__()
         self.spec = spec
-        self._connection = connection
-        self._publish = publish
+        self._connection = services.connection
+        self._publish = services.publish
         self._recover = recover
         self._powering_up = powering_up
+        self._operation_timeout = operation_timeout
+        self._board = services.board
+        self._timers = services.timers
         self._status = VmStatus.WAIT_FOR_LAUNCH
         self._status_time = notify_time()
         self._exit: Exit | None = None
@@ -118,8 +154,14 @@ class VmActor(Actor):
         self._shutdown_requested = False
         self._host_signalled = False  # libvirt: SHUTDOWN event, detail HOST (SIGTERM)
         self._shutdown_attempt = 0
-        self._samples: tuple[VmSample | None, VmSample | None] = (None, None)
+        self._last_sample: VmSample | None = None
+        self._figures: dict[str, Any] = {}
         self._monitor_response = 0
+        self._op_ids = itertools.count(1)
+        self._in_flight: dict[int, float] = {}  # operation id -> started (monotonic)
+        self._live_xml = spec.xml
+        self._described = domxml.describe(spec)
+        self._entry: VmEntry | None = None  # None: changed since last posted
 
     # -- life ---------------------------------------------------------------------------
 
@@ -129,6 +171,21 @@ class VmActor(Actor):
             self._adopt()
         else:
             self._launch()
+        self._post()
+
+    def on_stop(self) -> None:
+        """Take this VM off the board."""
+        self._board(Forget(self.spec.vm_id))
+
+    def on_failure(self, *_exc_info: Any) -> None:
+        """Take this VM off the board; the restarted actor posts afresh."""
+        self._board(Forget(self.spec.vm_id))
+
+    def _handle_receive(self, message: Any) -> Any:
+        try:
+            return super()._handle_receive(message)
+        finally:
+            self._post_if_changed()
 
     def _adopt(self) -> None:
         try:
@@ -140,7 +197,10 @@ class VmActor(Actor):
         self._status = status_of_state(state)
         # The spec this actor was made with may be the XML VM.create got, which has no
         # startTime yet (it is written into the launched XML): read the live domain's.
-        started = self.spec.start_time or _live_start_time(domain)
+        live = _live_spec(domain)
+        if live is not None and live.xml != self.spec.xml:  # recovery read the same
+            self._live_xml = live.xml
+        started = self.spec.start_time or (live.start_time if live else None)
         self._mark_started(time.monotonic() - (time.time() - started if started else 0.0))
         if self._status is VmStatus.DOWN:
             self._down(Exit.of(ExitReason.LOST_QEMU_CONNECTION), publish=False)
@@ -149,19 +209,22 @@ class VmActor(Actor):
         xml = domxml.with_start_time(self.spec.xml)
         flags = libvirt.VIR_DOMAIN_START_PAUSED if self.spec.launch_paused else 0
 
-        def launch() -> int:
+        def launch() -> tuple[int, str]:
             domain = self._connection().createXML(xml, flags)
             try:
                 state: int = domain.state()[0]
+                live: str = domain.XMLDesc(0)
             except libvirt.libvirtError:
                 # It started and is already gone (killed right away): the STOPPED
                 # event that follows says how it went Down; the launch itself worked.
-                state = libvirt.VIR_DOMAIN_RUNNING
-            return state
+                return libvirt.VIR_DOMAIN_RUNNING, xml
+            return state, live
 
         self._blocking("launch", launch, then=self._launched, failed=self._launch_failed)
 
-    def _launched(self, state: int) -> None:
+    def _launched(self, launched: tuple[int, str]) -> None:
+        state, self._live_xml = launched
+        self._changed()
         if self._started is None:
             self._mark_started(time.monotonic())
         if self._status is VmStatus.WAIT_FOR_LAUNCH:
@@ -202,6 +265,7 @@ class VmActor(Actor):
                 self._set_status(VmStatus.PAUSED if self.spec.launch_paused else VmStatus.UP)
         elif kind == libvirt.VIR_DOMAIN_EVENT_SUSPENDED:
             self._pause_code = pause_code(detail)
+            self._changed()
             self._set_status(VmStatus.PAUSED)
         elif kind == libvirt.VIR_DOMAIN_EVENT_RESUMED:
             self._pause_code = PauseCode.NOERR
@@ -221,22 +285,25 @@ class VmActor(Actor):
             self._down(Exit.of(ExitReason.LOST_QEMU_CONNECTION))
 
     def _on_done(self, done: Done) -> None:
-        if done.error is None:
-            value = done.then(done.result)
-            done.op.set(value)
+        self._in_flight.pop(done.op_id, None)
+        self._changed()
+        outcome = done.then(done.result if done.error is None else done.error)
+        # The board hears first: a caller that lists VMs after the answer sees it there.
+        self._post_if_changed()
+        if done.error is not None and isinstance(outcome, BaseException):
+            done.op.set_exception(exc_info=(type(outcome), outcome, None))
         else:
-            failure = done.then(done.error)
-            if isinstance(failure, BaseException):
-                done.op.set_exception(exc_info=(type(failure), failure, None))
-            else:
-                done.op.set(failure)
+            done.op.set(outcome)
 
     def _on_sample(self, sample: BulkSample, record: dict[str, Any] | None) -> None:
+        self._changed()
         if record is None:
             self._monitor_response = -1 if self._status is not VmStatus.DOWN else 0
             return
         self._monitor_response = 0
-        self._samples = (self._samples[1], VmSample(taken_at=sample.taken_at, record=record))
+        current = VmSample(taken_at=sample.taken_at, record=record)
+        self._figures = vm_stats(current, self._last_sample)
+        self._last_sample = current
 
     # -- operations (asked by the API; each returns a future) ----------------------------
 
@@ -296,58 +363,75 @@ class VmActor(Actor):
     @property
     def status(self) -> VmStatus:
         """The status as reported (Powering up for the first seconds of Up)."""
-        started = self._started
-        powering_up = started is not None and time.monotonic() - started < self._powering_up
-        if self._status is VmStatus.UP and powering_up:
-            return VmStatus.POWERING_UP
-        return self._status
+        return self.entry().reported_status(time.monotonic())
+
+    def entry(self) -> VmEntry:
+        """What this VM reports now, frozen (made again only after a change)."""
+        if self._entry is None:
+            self._entry = self._make_entry()
+        return self._entry
 
     def brief(self) -> dict[str, Any]:
         """Return `{vmId, status}` (getVMList with onlyUUID=false)."""
-        return {"vmId": self.spec.vm_id, "status": self.status.value}
+        return self.entry().brief(time.monotonic())
 
     def info(self) -> dict[str, Any]:
         """Return the VM's status fields, as VM.getStats reports them for any status."""
-        info: dict[str, Any] = {
-            "vmId": self.spec.vm_id,
-            "status": self.status.value,
-            "statusTime": str(self._status_time),
-            **domxml.describe(self.spec),
-        }
+        return self.entry().info_fields(time.monotonic())
+
+    def stats(self) -> dict[str, Any]:
+        """Return VM.getStats' entry: status fields plus the last sampled figures."""
+        return self.entry().stats(time.monotonic())
+
+    def definition(self) -> dict[str, Any]:
+        """Return getVMFullList's entry: the status fields and the live domain XML."""
+        return self.entry().definition(time.monotonic())
+
+    def _make_entry(self) -> VmEntry:
+        info = self._described
         if self._status is VmStatus.DOWN and self._exit is not None:
+            info = dict(info)
             info.update(
                 exitCode=int(self._exit.code),
                 exitReason=int(self._exit.reason),
                 exitMessage=self._exit.message,
                 timeOffset="0",
             )
-        return info
-
-    def stats(self) -> dict[str, Any]:
-        """Return VM.getStats' entry: status fields plus the last sampled figures."""
-        info = self.info()
-        if self._status is VmStatus.DOWN:
-            return info
-        previous, current = self._samples
-        if current is not None:
-            info.update(vm_stats(current, previous))
-        info.update(
-            monitorResponse=str(self._monitor_response),
-            elapsedTime=str(int(time.monotonic() - self._started)) if self._started else "0",
-            kvmEnable="true",
-            acpiEnable="true",
-            pauseCode=self._pause_code.value,
+        return VmEntry(
+            vm_id=self.spec.vm_id,
+            status=self._status,
+            status_time=self._status_time,
+            info=info,
+            figures=self._figures,
+            extra={
+                "kvmEnable": "true" if self.spec.domain_type == "kvm" else "false",
+                "acpiEnable": "true",
+                "pauseCode": self._pause_code.value,
+            },
+            started=self._started,
+            powering_up=self._powering_up,
+            monitor_response=self._monitor_response,
+            busy_since=min(self._in_flight.values(), default=None),
+            operation_timeout=self._operation_timeout,
+            xml=self._live_xml,
         )
-        return info
 
-    def definition(self) -> str:
-        """Return the domain XML as the VM was created."""
-        return self.spec.xml
+    def _changed(self) -> None:
+        """What this VM reports has changed: post a new entry after this message."""
+        self._entry = None
+
+    def _post(self) -> None:
+        self._board(Post(self.entry()))
+
+    def _post_if_changed(self) -> None:
+        if self._entry is None:
+            self._post()
 
     # -- helpers --------------------------------------------------------------------------
 
     def _mark_started(self, started: float) -> None:
         """Remember when the guest started (monotonic); time the end of "Powering up"."""
+        self._changed()
         self._started = started
         remaining = started + self._powering_up - time.monotonic()
         if remaining > 0:
@@ -362,32 +446,29 @@ class VmActor(Actor):
         if remaining > 0:  # a timer may wake a little early
             self._tell_later(remaining, PoweringUpOver())
             return
+        self._changed()
         self._status_time = notify_time()
         self._announce()
 
     def _tell_later(self, delay: float, message: Any) -> None:
         """Tell this actor `message` after `delay` seconds, unless it has stopped by then."""
-        ref = self.actor_ref
-
-        def tell() -> None:
-            try:
-                ref.tell(message)
-            except pykka.ActorDeadError:
-                return
-
-        timer = threading.Timer(delay, tell)
-        timer.daemon = True
-        timer.start()
+        self._timers.tell_later(delay, self.actor_ref, message)
 
     def _set_status(self, status: VmStatus) -> None:
         if status is self._status:
             return
+        self._changed()
         self._status = status
         self._status_time = notify_time()
         self._announce()
 
     def _announce(self) -> None:
-        """Publish `|virt|VM_status|<id>` with the status as reported now."""
+        """Publish `|virt|VM_status|<id>` with the status as reported now.
+
+        The board hears of the change first: a client that reads a listing on
+        seeing the event must find the new status there.
+        """
+        self._post_if_changed()
         self._publish(
             Event(
                 method=f"|virt|VM_status|{self.spec.vm_id}", params={self.spec.vm_id: self.info()}
@@ -395,6 +476,7 @@ class VmActor(Actor):
         )
 
     def _down(self, exit_: Exit, *, publish: bool = True) -> None:
+        self._changed()
         self._exit = exit_
         if publish:
             self._set_status(VmStatus.DOWN)
@@ -443,6 +525,9 @@ class VmActor(Actor):
         future = CallbackFuture()
         ref = self.actor_ref
         vm_id = self.spec.vm_id
+        op_id = next(self._op_ids)
+        self._in_flight[op_id] = time.monotonic()
+        self._changed()
 
         def fail(error: BaseException) -> BaseException:
             if failed is not None:
@@ -455,9 +540,9 @@ class VmActor(Actor):
             try:
                 result = call()
             except Exception as error:  # noqa: BLE001 - reported to the actor, then the caller
-                done = Done(future, fail, error=error)
+                done = Done(future, op_id, fail, error=error)
             else:
-                done = Done(future, then, result=result)
+                done = Done(future, op_id, then, result=result)
             try:
                 ref.tell(done)
             except pykka.ActorDeadError:
@@ -467,9 +552,9 @@ class VmActor(Actor):
         return future
 
 
-def _live_start_time(domain: Any) -> float | None:
-    """`ovirt-vm:startTime` of a running domain's XML; None if unreadable or absent."""
+def _live_spec(domain: Any) -> domxml.DomainSpec | None:
+    """The running domain's XML, parsed; None if unreadable."""
     try:
-        return domxml.parse(domain.XMLDesc(0)).start_time
+        return domxml.parse(domain.XMLDesc(0))
     except (libvirt.libvirtError, HostvisorError):
         return None

@@ -2,9 +2,10 @@
 
 Each handler finds the VM's actor by path (`vms/<vmID>`), sends it the call and
 awaits the answer on the API loop; an operation's answer is itself a future that
-settles when libvirt is done, so the handler awaits twice. Fan-outs over every
-VM send all the calls first and gather the answers, each bounded by the verb's
-timeout, so one slow actor never delays the others.
+settles when libvirt is done, so the handler awaits twice. Listings over every VM
+ask the VM board once (each VmActor posts its entry there); only VMs the board has
+no entry for are asked directly, all at once and each bounded by a timeout, so one
+slow actor never delays the others.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import pykka
 
 from hostvisor.actors.actor import call
-from hostvisor.actors.errors import AlreadyExists
+from hostvisor.actors.errors import ActorCrashed, AlreadyExists
 from hostvisor.actors.vm import domxml
 from hostvisor.actors.vm.errors import NoSuchVm, VmCreateError, VmExists
 from hostvisor.api.rpc.bridge import settled
@@ -26,6 +27,7 @@ from hostvisor.api.rpc.verbs import Call, Kind, Param, Verb
 from hostvisor.supervision.registry import Registry, child_path
 from hostvisor.supervision.spec import ChildSpec
 from hostvisor.supervision.supervisor import DeleteChild, StartChild, TerminateChild
+from hostvisor.supervision.tree import VM_BOARD
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +67,31 @@ class VmApi:
         ids = [path.rsplit("/", 1)[-1] for path in status.children]
         return [vm for vm in ids if not wanted or vm in wanted]
 
-    async def gather(self, method: str, wanted: list[str] | None = None) -> list[Any]:
-        """Ask every (wanted) VM's actor `method`; return the answers that came in time."""
+    async def gather(self, kind: str, wanted: list[str] | None = None) -> list[Any]:
+        """Return `kind` ("brief", "info", "stats", "definition") of every (wanted) VM.
+
+        One ask to the board; the VMs it has no entry for are asked directly.
+        """
+        vm_ids = self.vm_ids(wanted)
+        board = self.registry.get(VM_BOARD)
+        if board is None:
+            return await self.ask_each(kind, vm_ids)
+        try:
+            rendered = await asyncio.wait_for(
+                settled(call(board, "render", kind, vm_ids)), GATHER_TIMEOUT
+            )
+        except (TimeoutError, pykka.ActorDeadError, ActorCrashed):
+            log.warning("the VM board did not answer; asking each VM")
+            return await self.ask_each(kind, vm_ids)
+        answers: list[Any] = rendered.answers
+        if rendered.missing:
+            answers.extend(await self.ask_each(kind, rendered.missing))
+        return answers
+
+    async def ask_each(self, method: str, vm_ids: list[str]) -> list[Any]:
+        """Ask each VM's actor `method`; return the answers that came in time."""
         futures = []
-        for vm_id in self.vm_ids(wanted):
+        for vm_id in vm_ids:
             ref = self.registry.get(child_path(VMS, vm_id))
             if ref is not None:
                 futures.append(settled(call(ref, method)))
@@ -164,11 +187,8 @@ class VmHandlers:
         return await self.api.gather("brief", request.args["vmList"] or None)
 
     async def full_list(self, request: Call) -> list[Any]:
-        """Host.getVMFullList: each VM's status and domain XML."""
-        infos = await self.api.gather("info", request.args["vmList"] or None)
-        xmls = await self.api.gather("definition", request.args["vmList"] or None)
-        by_id = {domxml.parse(xml).vm_id: xml for xml in xmls}
-        return [{**info, "xml": by_id.get(info["vmId"], "")} for info in infos]
+        """Host.getVMFullList: each VM's status and live domain XML."""
+        return await self.api.gather("definition", request.args["vmList"] or None)
 
     async def all_stats(self, _request: Call) -> list[Any]:
         """Host.getAllVmStats."""
@@ -176,8 +196,8 @@ class VmHandlers:
 
     async def dumpxmls(self, request: Call) -> dict[str, str]:
         """Host.dumpxmls: {vmId: domain XML}."""
-        xmls = await self.api.gather("definition", request.args["vmList"] or None)
-        return {domxml.parse(xml).vm_id: xml for xml in xmls}
+        entries = await self.api.gather("definition", request.args["vmList"] or None)
+        return {entry["vmId"]: entry["xml"] for entry in entries}
 
 
 def vm_verbs(api: VmApi) -> list[Verb]:

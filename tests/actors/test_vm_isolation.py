@@ -46,6 +46,21 @@ def host(tmp_path: Path, embed_root: Path) -> Iterator[EmbeddedHost]:
         yield running
 
 
+@pytest.fixture
+def unsampled_host(tmp_path: Path, embed_root: Path) -> Iterator[EmbeddedHost]:
+    """A host whose stats sampler waits an hour: monitorResponse comes from operations."""
+    config = load_config(
+        state_dir=tmp_path / "state",
+        libvirt_uri=embed_uri(embed_root),
+        management_port=0,
+        vm_sample_interval=3600,
+        vm_operation_timeout=OPERATION_TIMEOUT,
+        vm_powering_up_seconds=0,
+    )
+    with EmbeddedHost(config) as running:
+        yield running
+
+
 def _create(cli: Any, tmp_path: Path, accelerator: Any, name: str) -> str:
     base = tmp_path / "halt.qcow2"
     if not base.exists():
@@ -159,9 +174,9 @@ def _check_isolation(cli: Any, sampler: Any, frozen: str, healthy: str) -> None:
 @pytest.mark.kvm
 @pytest.mark.libvirt
 def test_the_frozen_vms_operation_fails_within_the_verb_timeout(
-    host: EmbeddedHost, embed_root: Path, accelerator: Any, tmp_path: Path
+    unsampled_host: EmbeddedHost, embed_root: Path, accelerator: Any, tmp_path: Path
 ):
-    with host.client() as cli:
+    with unsampled_host.client() as cli:
         vm_id = _create(cli, tmp_path, accelerator, "iso-timeout")
         try:
             wait_for(lambda: statuses(cli) == {vm_id: "Up"}, 30, "the VM to be Up")
@@ -175,12 +190,16 @@ def test_the_frozen_vms_operation_fails_within_the_verb_timeout(
                 assert raised.value.code == 40
                 assert "timed out" in raised.value.message
                 assert OPERATION_TIMEOUT <= took < OPERATION_TIMEOUT + FAST
-                _, took = _timed(lambda: _stats(cli, vm_id))
+                stats, took = _timed(lambda: _stats(cli, vm_id))
                 assert took < FAST
+                # No sample was taken: the overdue operation alone says QEMU is stuck.
+                assert "cpuUsage" not in stats
+                assert stats["monitorResponse"] == "-1"
             finally:
                 os.kill(pid, signal.SIGCONT)
             # The pause that timed out on the API still reaches QEMU once it thaws.
             wait_for(lambda: statuses(cli)[vm_id] == "Paused", 30, "the late pause")
+            assert _stats(cli, vm_id)["monitorResponse"] == "0"
         finally:
             with contextlib.suppress(ServerError):
                 cli.VM.destroy(vmID=vm_id)

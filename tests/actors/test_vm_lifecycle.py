@@ -217,7 +217,7 @@ def test_a_crashed_vm_actor_is_restarted_from_libvirt_and_the_guest_is_untouched
         raise RuntimeError("a bug in a VmActor handler")
 
     # A tell whose handler raises something that is not a HostvisorError is a crash.
-    first.tell(Done(CallbackFuture(), crash))
+    first.tell(Done(CallbackFuture(), 0, crash))
 
     restarted = wait_for(
         lambda: (ref := host.registry.get(path)) is not None and ref is not first and ref,
@@ -291,7 +291,7 @@ def test_a_restarted_vm_actor_does_not_power_up_again(
     def crash(_result: object) -> None:
         raise RuntimeError("a bug in a VmActor handler")
 
-    first.tell(Done(CallbackFuture(), crash))
+    first.tell(Done(CallbackFuture(), 0, crash))
     wait_for(
         lambda: (ref := host.registry.get(path)) is not None and ref is not first,
         10,

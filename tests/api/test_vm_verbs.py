@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from harness.guests import OVIRT_VM_NS as OVIRT_VM
 from harness.guests import Guests, StatusEvents, wait_for
 from harness.hosts import VM_TEST_SETTINGS, embedded_host
 from hostvisor.api.client import Client, ServerError
@@ -171,6 +172,7 @@ def test_stats_after_two_samples_have_vdsm_fields(cli: Client, guests: Guests):
     assert second["vmName"] == "sampled"
     assert second["vcpuCount"] == "1"
     assert second["pauseCode"] == "NOERR"
+    assert second["kvmEnable"] == ("true" if guests.domain_type == "kvm" else "false")
     wait_for(lambda: stats()["monitorResponse"] == "0", 10, "monitorResponse 0")
     all_stats = cli.Host.getAllVmStats()
     assert [s["vmId"] for s in all_stats] == [vm_id]
@@ -181,8 +183,8 @@ def test_stats_after_two_samples_have_vdsm_fields(cli: Client, guests: Guests):
 
 
 def test_host_lists_vms_with_status_definitions_and_xml(cli: Client, guests: Guests):
-    up_id, up_xml = _up(cli, guests, "listed-up")
-    paused_id, paused_xml = _up(cli, guests, "listed-paused", launch_paused=True)
+    up_id, _ = _up(cli, guests, "listed-up")
+    paused_id, _ = _up(cli, guests, "listed-paused", launch_paused=True)
 
     assert sorted(cli.Host.getVMList()) == sorted([up_id, paused_id])
     assert sorted(cli.Host.getVMList(onlyUUID=False), key=lambda vm: vm["vmId"]) == sorted(
@@ -199,13 +201,18 @@ def test_host_lists_vms_with_status_definitions_and_xml(cli: Client, guests: Gue
     assert full[up_id]["status"] == "Up"
     assert full[paused_id]["status"] == "Paused"
     assert full[up_id]["vmName"] == "listed-up"
-    for vm_id, xml in ((up_id, up_xml), (paused_id, paused_xml)):
-        assert full[vm_id]["xml"] == xml
-        assert ET.fromstring(full[vm_id]["xml"]).findtext("uuid") == vm_id  # noqa: S314
+    for vm_id in (up_id, paused_id):
+        # The XML libvirt runs, not the one sent: it has the domain's id, the device
+        # aliases libvirt assigned and the start time in the metadata.
+        live = ET.fromstring(full[vm_id]["xml"])  # noqa: S314
+        assert live.findtext("uuid") == vm_id
+        assert live.get("id") is not None
+        assert live.find("devices/disk/alias") is not None
+        assert live.findtext(f"metadata/{{{OVIRT_VM}}}vm/{{{OVIRT_VM}}}startTime")
     assert [vm["vmId"] for vm in cli.Host.getVMFullList(vmList=[up_id])] == [up_id]
 
     dumped = cli.Host.dumpxmls()
     assert set(dumped) == {up_id, paused_id}
     assert ET.fromstring(dumped[paused_id]).findtext("name") == "listed-paused"  # noqa: S314
-    assert cli.Host.dumpxmls(vmList=[up_id]) == {up_id: up_xml}
+    assert cli.Host.dumpxmls(vmList=[up_id]) == {up_id: full[up_id]["xml"]}
     assert cli.Host.getStats()["vmCount"] == 2

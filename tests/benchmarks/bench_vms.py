@@ -284,7 +284,7 @@ def measure_all_stats(count: int) -> dict[str, float]:
                 started = time.perf_counter()
                 bulk_sample(conn)
                 raw.append(time.perf_counter() - started)
-            # Where the API's time goes: one ask to each VM actor, in this thread.
+            # What the board saves: one ask to each VM actor instead, without the API.
             refs = list(host.tree.vm_refs().values())
             fan_out = []
             for _ in range(rounds):
@@ -661,8 +661,8 @@ def main() -> None:
     )
     notes.append(f"{args.vms} test VMs recovered in {td['recovered_in']:.2f} s (agent's log)")
     notes.append(
-        f"getAllVmStats at {args.vms}: asking every VM actor for its stats, without the API, "
-        f"takes {stats['fan_out'] * 1000:.0f} ms (p50)"
+        f"getAllVmStats at {args.vms} answers from the VM board; asking every VM actor "
+        f"instead takes {stats['fan_out'] * 1000:.0f} ms (p50) before any encoding"
     )
     raw_rss = _in_child("rss_raw", args.vms)
     vm_rss = _in_child("rss_vm_actors", args.vms)
