@@ -33,6 +33,7 @@ APT_PACKAGES := \
 	pkg-config gcc python3-dev python3-venv \
 	sanlock python3-sanlock libsanlock-dev \
 	docker.io busybox-static iptables iproute2 \
+	mount e2fsprogs \
 	systemd
 
 .PHONY: all deps venv test lint types typecheck-tree pytest run bench clean

@@ -15,16 +15,24 @@ from typing import Self
 from hostvisor.actors.actor import call
 from hostvisor.api.client import Client, connect
 from hostvisor.api.front import RpcFront
+from hostvisor.api.rpc.domain_verbs import domain_verbs
 from hostvisor.api.rpc.host_verbs import HostApi, host_verbs
+from hostvisor.api.rpc.network_verbs import NetworkApi, network_verbs
+from hostvisor.api.rpc.pool_verbs import pool_verbs
+from hostvisor.api.rpc.sdm_verbs import sdm_verbs
+from hostvisor.api.rpc.storage_api import StorageApi
+from hostvisor.api.rpc.task_verbs import TaskApi, task_verbs
 from hostvisor.api.rpc.verbs import VerbTable
 from hostvisor.api.rpc.vm_verbs import VmApi, vm_verbs
+from hostvisor.api.rpc.volume_verbs import volume_verbs
 from hostvisor.supervision.clock import Clock
 from hostvisor.supervision.config import Config
 from hostvisor.supervision.gate import Gate
-from hostvisor.supervision.recovery import recover_vms
+from hostvisor.supervision.recovery import recover_containers, recover_vms
 from hostvisor.supervision.registry import ActorStatus, Registry
 from hostvisor.supervision.runner import TreeRunner
 from hostvisor.supervision.spec import ChildSpec
+from hostvisor.supervision.storage_recovery import recover_storage
 from hostvisor.supervision.tree import HostTree
 
 FRONT = "api/front"
@@ -32,8 +40,25 @@ FRONT = "api/front"
 
 def verb_table(tree: HostTree) -> VerbTable:
     """Return every verb the host serves."""
-    vms = VmApi(tree.registry, tree.vm_child, operation_timeout=tree.config.vm_operation_timeout)
-    return VerbTable.of(host_verbs(HostApi(tree.registry)), vm_verbs(vms))
+    storage = StorageApi(tree.registry, tree.config, tree.domain_child, tree.pool_child)
+    vms = VmApi(
+        tree.registry,
+        tree.vm_child,
+        operation_timeout=tree.config.vm_operation_timeout,
+        prepare_disk=storage.prepare_disk,
+        container_child=tree.container_child,
+    )
+    networks = NetworkApi(tree.registry)
+    return VerbTable.of(
+        host_verbs(HostApi(tree.registry, confirm_connectivity=networks.confirm)),
+        network_verbs(networks),
+        vm_verbs(vms),
+        pool_verbs(storage),
+        domain_verbs(storage),
+        volume_verbs(storage),
+        sdm_verbs(storage),
+        task_verbs(TaskApi(tree.registry)),
+    )
 
 
 def offline_verb_table() -> VerbTable:
@@ -83,7 +108,9 @@ class EmbeddedHost:
         """Start the tree and open the gate (blocking). Raises StartFailed."""
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         self.runner.start(self.config.start_timeout)
+        recover_storage(self.tree)
         recover_vms(self.tree)
+        recover_containers(self.tree)
         self.gate.open()
         return self
 

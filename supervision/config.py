@@ -63,6 +63,17 @@ class Config:
     """Seconds a new API connection has to finish TLS and send its first frame."""
     vm_operation_timeout: float = 30.0
     """Seconds VM.pause, cont, reset and shutdown wait for libvirt before "timed out"."""
+    net_namespace: str = ""
+    """The network namespace whose networks the host manages (a name under /run/netns);
+    empty: the agent's own. Tests point an embedded host at a namespace they made."""
+    docker_socket: str = "unix:///var/run/docker.sock"
+    """The docker engine that runs container VMs (`containerType=docker`)."""
+    container_network: str = "bridge"
+    """The docker network container VMs join ("none": no network)."""
+    repository: Path | None = None
+    """VDSM's data-center root (`/rhev/data-center` in production); None: in state_dir."""
+    storage_check_interval: float = 10.0
+    """Seconds between two health checks of a storage domain (VDSM's 10 s)."""
 
     @property
     def embed_root(self) -> Path:
@@ -71,8 +82,13 @@ class Config:
 
     @property
     def storage_root(self) -> Path:
-        """VDSM's data-center mount root (`/rhev/data-center`) for this host."""
-        return self.state_dir / "data-center"
+        """VDSM's data-center root (`/rhev/data-center`) for this host."""
+        return self.repository or self.state_dir / "data-center"
+
+    @property
+    def mount_root(self) -> Path:
+        """Where storage connections are mounted or linked (`<root>/mnt`)."""
+        return self.storage_root / "mnt"
 
 
 def _bool(text: str) -> bool:
@@ -129,10 +145,15 @@ _KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("hostvisor", "detect_timeout"): ("detect_timeout", _positive(float)),
     ("hostvisor", "vm_powering_up_seconds"): ("vm_powering_up_seconds", float),
     ("hostvisor", "vm_operation_timeout"): ("vm_operation_timeout", _positive(float)),
+    ("hostvisor", "net_namespace"): ("net_namespace", str),
+    ("hostvisor", "docker_socket"): ("docker_socket", str),
+    ("hostvisor", "container_network"): ("container_network", str),
+    ("irs", "repository"): ("repository", Path),
+    ("irs", "sd_health_check_delay"): ("storage_check_interval", _positive(float)),
 }
 
 
-_PATH_FIELDS = frozenset({"state_dir", "key_file", "cert_file", "ca_file"})
+_PATH_FIELDS = frozenset({"state_dir", "key_file", "cert_file", "ca_file", "repository"})
 
 
 def load_config(path: Path | None = None, **overrides: Any) -> Config:

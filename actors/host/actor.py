@@ -25,6 +25,7 @@ import psutil
 from hostvisor.actors.actor import Actor
 from hostvisor.actors.host.caps import capabilities
 from hostvisor.actors.host.hardware import hardware_info
+from hostvisor.actors.host.netinfo import interface_stats, network_caps
 from hostvisor.actors.host.stats import HostStatsSampler
 from hostvisor.actors.ticker import Ticker
 
@@ -47,6 +48,25 @@ class HostFacts:
     host_uuid: str
 
 
+def _clean() -> bool:
+    return False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostNetwork:
+    """How the host actor reads the networks of the namespace the host manages.
+
+    Attributes:
+        caps: the network part of getCapabilities (blocking, bounded by a timeout).
+        stats: the network part of getStats: `network`, `rxDropped`, `txDropped`.
+        dirty: whether the running network config is not yet marked safe.
+    """
+
+    caps: Callable[[], dict[str, Any]] = network_caps
+    stats: Callable[[], dict[str, Any]] = interface_stats
+    dirty: Callable[[], bool] = _clean
+
+
 @dataclass(frozen=True, slots=True)
 class Sample:
     """Tell (from the ticker): take a statistics sample now."""
@@ -61,6 +81,7 @@ class HostActor(Actor):
         containers: whether the docker engine answers (for getCapabilities).
         sample_interval: seconds between statistics samples.
         vm_counts: returns VM counters for getStats (vmCount, vmActive, ...).
+        network: reads the managed namespace's networks (default: this process's own).
     """
 
     def __init__(
@@ -71,6 +92,7 @@ class HostActor(Actor):
         containers: Callable[[], bool] = lambda: False,
         sample_interval: float = 15.0,
         vm_counts: Callable[[], Mapping[str, int]] = dict,
+        network: HostNetwork | None = None,
     ) -> None:
         """Remember collaborators; read the machine in `on_start`."""
         super().__init__()
@@ -81,7 +103,8 @@ class HostActor(Actor):
         self._vm_counts = vm_counts
         self._facts: HostFacts | None = None
         self._started_at = 0.0
-        self._sampler = HostStatsSampler(state_dir=state_dir)
+        self._network = network or HostNetwork()
+        self._sampler = HostStatsSampler(state_dir=state_dir, network_stats=self._network.stats)
         self._ticker: Ticker | None = None
 
     def on_start(self) -> None:
@@ -134,11 +157,16 @@ class HostActor(Actor):
             host_uuid=self.facts().host_uuid,
             software_version=SOFTWARE_VERSION,
             containers=self._containers(),
+            network=self._network.caps(),
         )
 
     def stats(self) -> dict[str, Any]:
         """Return Host.getStats' `info` from the last two samples (fast)."""
-        extra: dict[str, Any] = {"elapsedTime": int(self.uptime()), **self._vm_counts()}
+        extra: dict[str, Any] = {
+            "elapsedTime": int(self.uptime()),
+            "netConfigDirty": str(self._network.dirty()),
+            **self._vm_counts(),
+        }
         return self._sampler.stats(extra)
 
     def hardware_info(self) -> dict[str, str]:

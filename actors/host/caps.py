@@ -13,6 +13,7 @@ import logging
 import os
 import platform
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,12 @@ FEATURE_FLAGS: dict[str, Any] = {
 
 
 def capabilities(
-    conn: Any, *, host_uuid: str, software_version: str, containers: bool
+    conn: Any,
+    *,
+    host_uuid: str,
+    software_version: str,
+    containers: bool,
+    network: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return VDSM's `getCapabilities` result for this host.
 
@@ -76,6 +82,8 @@ def capabilities(
         software_version: this agent's version, reported as `software_version`
             and as packages2's `vdsm`.
         containers: whether this host runs containers (VDSM 2016-2018, §6).
+        network: the network capabilities of the namespace the host manages; None:
+            read this process's own namespace now.
 
     Returns:
         The complete capabilities dictionary, ready to be sent as JSON.
@@ -89,7 +97,7 @@ def capabilities(
     caps.update(_version_caps(conn, software_version))
     caps.update(hardware.os_info())
     caps.update(_storage_caps())
-    caps.update(network_caps())
+    caps.update(network if network is not None else network_caps())
     caps.update(FEATURE_FLAGS)
     caps.update(
         uuid=host_uuid,

@@ -74,6 +74,7 @@ class HostStatsSampler:
         state_dir: Path | None = None,
         started_at: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        network_stats: Callable[[], dict[str, Any]] = interface_stats,
     ) -> None:
         """Create a sampler with an empty window.
 
@@ -82,7 +83,10 @@ class HostStatsSampler:
                 space beside /tmp and /var/log, where VDSM reports /run/vdsm.
             started_at: the agent's start on `clock`, for `elapsedTime`; now if None.
             clock: a monotonic clock in seconds (injected in tests).
+            network_stats: reads the network part of getStats (`network`,
+                `rxDropped`, `txDropped`) of the namespace the host manages.
         """
+        self._network_stats = network_stats
         self._clock = clock
         self._started_at = clock() if started_at is None else started_at
         self._disk_paths = (*DISK_PATHS, str(state_dir) if state_dir else VDSM_RUN)
@@ -123,7 +127,7 @@ class HostStatsSampler:
         result = _cpu_stats(first, last)
         result.update(_memory_stats())
         result.update(_ksm_stats(first, last))
-        result.update(interface_stats())
+        result.update(self._network_stats())
         result.update(
             diskStats=disk_stats(self._disk_paths),
             elapsedTime=f"{self._clock() - self._started_at:.2f}",

@@ -37,6 +37,10 @@ def interface_of(address: str) -> str:
     return ""
 
 
+def _no_network_check() -> None:
+    """Where connectivity is confirmed when no network configurator is wired in."""
+
+
 @dataclass(frozen=True, slots=True)
 class HostApi:
     """What the Host verbs reach: the registry, and the local interface lookup."""
@@ -44,6 +48,13 @@ class HostApi:
     registry: Registry
     interface_of: Callable[[str], str] = interface_of
     """Returns the name of the NIC that owns a local address (lastClientIface)."""
+    confirm_connectivity: Callable[[], None] = _no_network_check
+    """Tells the network configurator a client reached the host (never blocks)."""
+
+    def confirmed(self, _call: Call) -> bool:
+        """Confirm connectivity (Host.ping, Host.confirmConnectivity); answer true."""
+        self.confirm_connectivity()
+        return True
 
     def host(self) -> pykka.ActorRef[Any]:
         """Return the HostActor, or raise Unavailable."""
@@ -66,7 +77,7 @@ def host_verbs(api: HostApi) -> list[Verb]:
             namespace="Host",
             name="ping",
             doc="Check the agent answers; confirms connectivity.",
-            handler=lambda _call: True,
+            handler=api.confirmed,
             returns="boolean",
         ),
         Verb(
@@ -80,7 +91,7 @@ def host_verbs(api: HostApi) -> list[Verb]:
             namespace="Host",
             name="confirmConnectivity",
             doc="Confirm that the Engine still reaches the host after setupNetworks.",
-            handler=lambda _call: True,
+            handler=api.confirmed,
             returns="boolean",
         ),
         Verb(

@@ -1,6 +1,7 @@
 """The VM namespace and the Host verbs about VMs (reference/vdsm-wire.md §3.1, §4, §5).
 
-Each handler finds the VM's actor by path (`vms/<vmID>`), sends it the call and
+Each handler finds the VM's actor by path (`vms/<vmID>`, or `containers/<vmID>` for a
+VM that runs as a docker container: same method names), sends it the call and
 awaits the answer on the API loop; an operation's answer is itself a future that
 settles when libvirt is done, so the handler awaits twice. Listings over every VM
 ask the VM board once (each VmActor posts its entry there); only VMs the board has
@@ -12,15 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pykka
 
 from hostvisor.actors.actor import call
-from hostvisor.actors.errors import ActorCrashed, AlreadyExists
+from hostvisor.actors.errors import ActorCrashed, AlreadyExists, NotFound
 from hostvisor.actors.vm import domxml
+from hostvisor.actors.vm.disks import DiskVolume, PreparedDisk, disk_volumes, with_disk_paths
 from hostvisor.actors.vm.errors import NoSuchVm, VmCreateError, VmExists
 from hostvisor.api.rpc.bridge import settled
 from hostvisor.api.rpc.verbs import Call, Kind, Param, Verb
@@ -32,6 +34,7 @@ from hostvisor.supervision.tree import VM_BOARD
 log = logging.getLogger(__name__)
 
 VMS = "vms"
+CONTAINERS = "containers"
 GATHER_TIMEOUT = 10.0
 VM_ID = Param(name="vmID", kind=Kind.STR, doc="the VM's UUID")
 XML_REQUIRED = (
@@ -49,22 +52,54 @@ class VmApi:
     """`vm_child(spec, recover=False)` returns the child spec of a VmActor."""
     operation_timeout: float = 30.0
     """Seconds pause, cont, reset and shutdown may take (config.vm_operation_timeout)."""
+    prepare_disk: Callable[[DiskVolume], Awaitable[PreparedDisk]] | None = None
+    """Prepares a disk the XML names by storage ids; None: such disks are refused."""
+    container_child: Callable[..., ChildSpec] | None = None
+    """`container_child(spec)` returns the child spec of a ContainerActor (a VM whose
+    custom properties say `containerType`); None: such VMs are refused."""
+
+    async def prepared_xml(self, xml: str) -> str:
+        """Return `xml` with each storage disk's path and format filled in by the host."""
+        volumes = disk_volumes(xml)
+        if not volumes:
+            return xml
+        if self.prepare_disk is None:
+            raise VmCreateError(reason="this host has no storage to prepare disks from")
+        prepared = {}
+        for volume in volumes:
+            prepared[volume.name] = await self.prepare_disk(volume)
+        return with_disk_paths(xml, prepared)
 
     def vm(self, vm_id: str) -> pykka.ActorRef[Any]:
-        """Return the VM's actor, or raise NoSuchVm."""
-        ref = self.registry.get(child_path(VMS, vm_id))
+        """Return the VM's actor (a VmActor or a ContainerActor), or raise NoSuchVm."""
+        ref = self.ref(vm_id)
         if ref is None:
             raise NoSuchVm(vmId=vm_id)
         return ref
 
-    def supervisor(self) -> pykka.ActorRef[Any]:
-        """Return the `vms` supervisor."""
-        return self.registry.lookup(VMS)
+    def ref(self, vm_id: str) -> pykka.ActorRef[Any] | None:
+        """Return the VM's actor, under `vms` or `containers`; None if there is none."""
+        return self.registry.get(child_path(VMS, vm_id)) or self.registry.get(
+            child_path(CONTAINERS, vm_id)
+        )
+
+    def supervisor(self, branch: str = VMS) -> pykka.ActorRef[Any]:
+        """Return the `vms` supervisor (or the one of `branch`)."""
+        return self.registry.lookup(branch)
+
+    def branch_of(self, vm_id: str) -> str:
+        """Return the supervisor the VM's actor lives under."""
+        return VMS if self.registry.get(child_path(VMS, vm_id)) is not None else CONTAINERS
 
     def vm_ids(self, wanted: list[str] | None = None) -> list[str]:
         """Return the ids of the running VM actors (only `wanted` ones, if given)."""
-        status = self.registry.status(VMS)
-        ids = [path.rsplit("/", 1)[-1] for path in status.children]
+        ids: list[str] = []
+        for branch in (VMS, CONTAINERS):
+            try:
+                children = self.registry.status(branch).children
+            except NotFound:
+                continue
+            ids.extend(path.rsplit("/", 1)[-1] for path in children)
         return [vm for vm in ids if not wanted or vm in wanted]
 
     async def gather(self, kind: str, wanted: list[str] | None = None) -> list[Any]:
@@ -92,7 +127,7 @@ class VmApi:
         """Ask each VM's actor `method`; return the answers that came in time."""
         futures = []
         for vm_id in vm_ids:
-            ref = self.registry.get(child_path(VMS, vm_id))
+            ref = self.ref(vm_id)
             if ref is not None:
                 futures.append(settled(call(ref, method)))
         if not futures:
@@ -119,12 +154,19 @@ class VmHandlers:
         if not isinstance(xml, str) or not xml.strip():
             raise VmCreateError(reason=XML_REQUIRED)
         spec = domxml.parse(xml)
-        if self.api.registry.get(child_path(VMS, spec.vm_id)) is not None:
+        if self.api.ref(spec.vm_id) is not None:
             raise VmExists(vmId=spec.vm_id)
+        launched = await self.api.prepared_xml(xml)
+        if launched is not xml:
+            xml = launched
+            spec = domxml.parse(xml)
+        branch, child = VMS, self.api.vm_child
+        if spec.container_type is not None:  # a container VM (reference/vdsm-wire.md §6)
+            if self.api.container_child is None:
+                raise VmCreateError(vmId=spec.vm_id, reason="this host runs no containers")
+            branch, child = CONTAINERS, self.api.container_child
         try:
-            await settled(
-                self.api.supervisor().ask(StartChild(self.api.vm_child(spec)), block=False)
-            )
+            await settled(self.api.supervisor(branch).ask(StartChild(child(spec)), block=False))
         except AlreadyExists:
             raise VmExists(vmId=spec.vm_id) from None
         info: dict[str, Any] = await settled(call(self.api.vm(spec.vm_id), "info"))
@@ -144,7 +186,7 @@ class VmHandlers:
         """VM.destroy: kill the VM, then forget it."""
         vm_id = request.args["vmID"]
         await self.operate(request, "destroy")
-        supervisor = self.api.supervisor()
+        supervisor = self.api.supervisor(self.api.branch_of(vm_id))
         await settled(supervisor.ask(TerminateChild(vm_id), block=False))
         await settled(supervisor.ask(DeleteChild(vm_id), block=False))
         return True

@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
-import sys
 import threading
 import time
 import uuid
@@ -23,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from harness.daemons import Daemon
+from harness.agent import Agent
 from harness.guests import make_halting_base, make_overlay
 from harness.vms import (
     kill_qemu,
@@ -40,59 +38,9 @@ from hostvisor.api.client import ServerError, connect
 from hostvisor.api.embedded import EmbeddedHost
 from hostvisor.supervision.config import load_config
 
-SERVE = [sys.executable, "-m", "hostvisor.api.cli", "serve"]
 RECOVERING = 99
 
 log = logging.getLogger("hostvisor.tests")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Agent:
-    """`hostvisor serve` on one state directory, restartable; killed or stopped by pid."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.state_dir = directory / "state"
-        self.port = free_port()
-        self.config = directory / "vdsm.conf"
-        self.config.write_text(
-            "[vars]\nvm_sample_interval = 0.5\nhost_sample_stats_interval = 1\n"
-            f"[addresses]\nmanagement_port = {self.port}\n"
-            "[hostvisor]\nvm_powering_up_seconds = 0\n"
-        )
-        self.runs: list[Daemon] = []
-
-    @property
-    def embed_root(self) -> Path:
-        return self.state_dir / "libvirt"
-
-    def start(self) -> Daemon:
-        argv = [*SERVE, "--config", str(self.config), "--state-dir", str(self.state_dir)]
-        log = self.directory / f"serve-{len(self.runs)}.log"
-        daemon = Daemon(argv, log, env=dict(os.environ))
-        self.runs.append(daemon)
-        return daemon
-
-    def call(self, method: str, **params: Any) -> tuple[str, Any]:
-        """One call on a new connection: ("ok", result), ("error", code) or ("down", why)."""
-        try:
-            with connect("127.0.0.1", self.port, timeout=10) as cli:
-                namespace, verb = method.split(".")
-                return "ok", getattr(getattr(cli, namespace), verb)(**params)
-        except ServerError as error:
-            return "error", error.code
-        except OSError as error:
-            return "down", repr(error)
-
-    def stop_all(self) -> None:
-        for daemon in self.runs:
-            daemon.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,586 @@
+"""ContainerActor: one VM that runs as a docker container, reported as any other VM.
+
+Docker is the source of truth: the container carries the VM id and its domain XML
+in labels (`spec`), so a new ContainerActor either launches the container (VM.create)
+or, after any restart, reads it back (`recover=True`). It never blocks on docker:
+every call runs on a thread of its own and comes back as a message, so a hung
+docker engine only makes this VM's operations time out.
+
+It answers the VM verbs through the same method names as a VmActor (`pause`,
+`cont`, `reset`, `shutdown`, `destroy` return a future that settles when docker
+has done the work; `info`, `stats`, `brief`, `definition`), and posts a `VmEntry`
+to the VM board after each change, so listings show it with the KVM guests. Any
+other VM operation (migrate, snapshot, hotplug…) is refused with code 75, naming
+the runtime.
+
+What it hears:
+- `ContainerEvent`s from docker's event stream (start, die, pause, unpause, oom,
+  destroy), told by the docker watcher;
+- `EngineReconnected` when that stream opens again (docker restarted): events were
+  missed, so it re-inspects its container and reports what docker says now, e.g.
+  Down with the exit status of a container that died meanwhile; `EngineLost` while
+  docker does not answer (monitorResponse -1);
+- `Sampled` from the container stats sampler.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+from pykka import messages as pykka_messages
+
+from hostvisor.actors.actor import Actor, CallbackFuture
+from hostvisor.actors.container import lifecycle
+from hostvisor.actors.container.engine import ContainerEvent, ContainerState, DockerEngine
+from hostvisor.actors.container.spec import RUNTIME, ContainerSpec
+from hostvisor.actors.container.stats import ContainerSample, CpuLimits, container_stats
+from hostvisor.actors.errors import Conflict, HostvisorError
+from hostvisor.actors.events import Event, notify_time
+from hostvisor.actors.timers import Timers, shared_timers
+from hostvisor.actors.vm import domxml
+from hostvisor.actors.vm.actor import ActorGone, Done, PoweringUpOver, ShutdownTimedOut
+from hostvisor.actors.vm.board import Forget, Post
+from hostvisor.actors.vm.entry import VmEntry
+from hostvisor.actors.vm.errors import UnsupportedOperation, VmIsDown, VmOperationFailed
+from hostvisor.actors.vm.lifecycle import Exit
+from hostvisor.actors.vm.status import ExitReason, PauseCode, VmStatus
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[Event], None]
+TellBoard = Callable[[Post | Forget], None]
+
+
+def _no_board(_message: Post | Forget) -> None:
+    """Where a ContainerActor made without a board posts its entries: nowhere."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerServices:
+    """What every ContainerActor of a host reaches outside itself.
+
+    Attributes:
+        engine: returns the host's docker engine (an ask to the docker actor).
+        publish: sends an event up to the event bus (never blocks).
+        board: tells the board a VM's entries (a `Post` or a `Forget`).
+        timers: the thread that tells actors their timers (default: the process's).
+    """
+
+    engine: Callable[[], DockerEngine]
+    publish: Publish
+    board: TellBoard = _no_board
+    timers: Timers = field(default_factory=shared_timers)
+
+
+@dataclass(frozen=True, slots=True)
+class Inspected:
+    """Tell (from a refresh thread): what docker inspect said; `error` if it failed."""
+
+    seq: int
+    state: ContainerState | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineReconnected:
+    """Tell (from the docker watcher): the event stream is open again; re-read docker."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLost:
+    """Tell (from the docker watcher): docker's event stream ended; docker is not answering."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sampled:
+    """Tell (from the container sampler): this container's stats; None if it had none."""
+
+    sample: ContainerSample | None
+
+
+class ContainerActor(Actor):
+    """Owns one container VM. Runs in its own thread; docker calls run in helper threads.
+
+    Args:
+        spec: the VM's container settings (and its domain XML).
+        services: the host's docker engine, event bus, board and timers.
+        recover: adopt the existing container instead of launching one.
+        powering_up: seconds a started VM reports "Powering up" (VDSM: 60).
+        operation_timeout: seconds after which an operation still running makes the
+            VM report monitorResponse -1.
+    """
+
+    def __init__(
+        self,
+        *,
+        spec: ContainerSpec,
+        services: ContainerServices,
+        recover: bool = False,
+        powering_up: float = 60.0,
+        operation_timeout: float = 30.0,
+    ) -> None:
+        """Remember the VM; launch or recover in `on_start`."""
+        super().__init__()
+        self.spec = spec
+        self.vm_id = spec.vm_id
+        self._services = services
+        self._recover = recover
+        self._powering_up = powering_up
+        self._operation_timeout = operation_timeout
+        self._container = spec.name  # docker's id once known
+        self._container_id: str | None = None
+        self._stop_signal = "SIGTERM"
+        self._status = VmStatus.WAIT_FOR_LAUNCH
+        self._status_time = notify_time()
+        self._exit: Exit | None = None
+        self._started: float | None = None  # monotonic
+        self._run_started_ns = 0  # docker's start of the current run
+        self._stop_requested = False
+        self._oom = False
+        self._resets = 0  # restarts in flight: their die/start are not news
+        self._shutdown_attempt = 0
+        self._refresh_ids = itertools.count(1)
+        self._applied_refresh = 0
+        self._last_sample: ContainerSample | None = None
+        self._figures: dict[str, Any] = {}
+        self._monitor_response = 0
+        self._op_ids = itertools.count(1)
+        self._in_flight: dict[int, float] = {}
+        self._described = domxml.describe(spec.domain)
+        quota = spec.cpu_quota // max(1, spec.domain.vcpus) if spec.cpu_quota else -1
+        self._cpu = CpuLimits(vcpus=spec.domain.vcpus, period=spec.cpu_period, quota=quota)
+        self._entry: VmEntry | None = None
+
+    # -- life ---------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        """Read the existing container back, or start launching one (returns at once)."""
+        if self._recover:
+            self._adopt()
+        else:
+            self._launch()
+        self._post()
+
+    def on_stop(self) -> None:
+        """Take this VM off the board."""
+        self._services.board(Forget(self.vm_id))
+
+    def on_failure(self, *_exc_info: Any) -> None:
+        """Take this VM off the board; the restarted actor posts afresh."""
+        self._services.board(Forget(self.vm_id))
+
+    def _handle_receive(self, message: Any) -> Any:
+        if isinstance(message, pykka_messages.ProxyCall):
+            name = message.attr_path[0]
+            if len(message.attr_path) != 1 or name.startswith("_") or not hasattr(self, name):
+                raise UnsupportedOperation(vmId=self.vm_id, operation=name, runtime=RUNTIME)
+        try:
+            return super()._handle_receive(message)
+        finally:
+            self._post_if_changed()
+
+    def _adopt(self) -> None:
+        """Read the container's state now (a local docker call of a few ms)."""
+        try:
+            state = self._services.engine().inspect(self._container)
+        except HostvisorError as error:
+            log.warning("VM %s: docker does not answer; state unknown: %s", self.vm_id, error)
+            self._monitor_response = -1
+            return
+        self._apply(state, publish=False)
+
+    def _launch(self) -> None:
+        spec = self.spec
+        engine = self._services.engine
+        self._blocking(
+            "launch", lambda: engine().launch(spec), then=self._apply, failed=self._launch_failed
+        )
+
+    def _launch_failed(self, error: BaseException) -> None:
+        if self._status is VmStatus.WAIT_FOR_LAUNCH:
+            self._down(lifecycle.launch_failed(str(error)))
+
+    # -- messages -----------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle docker events, finished operations, refreshes, samples and timers."""
+        match message:
+            case ContainerEvent():
+                self._on_event(message)
+            case Done():
+                self._on_done(message)
+            case Inspected():
+                self._on_inspected(message)
+            case Sampled(sample):
+                self._on_sample(sample)
+            case EngineReconnected():
+                self._changed()
+                self._monitor_response = 0
+                self._refresh()
+            case EngineLost():
+                self._changed()
+                self._monitor_response = -1
+            case ShutdownTimedOut(attempt):
+                self._on_shutdown_timeout(attempt)
+            case PoweringUpOver():
+                self._on_powering_up_over()
+            case _:
+                return super().on_receive(message)
+        return None
+
+    def _on_event(self, event: ContainerEvent) -> None:
+        if self._container_id is not None and event.container_id != self._container_id:
+            return  # another container with our label (one left from before): not ours
+        action = event.action
+        if action == "start" and event.time_ns > self._run_started_ns:
+            self._run_started_ns = event.time_ns
+            self._mark_started(time.monotonic())
+            if self._status is VmStatus.WAIT_FOR_LAUNCH and not self._resets:
+                self._set_status(VmStatus.UP)
+        elif action == "pause" and self._status not in (VmStatus.DOWN, VmStatus.WAIT_FOR_LAUNCH):
+            self._set_status(VmStatus.PAUSED)
+        elif action == "unpause" and self._status is VmStatus.PAUSED:
+            self._set_status(VmStatus.UP)
+        elif action == "oom":
+            self._oom = True
+        elif action == "die" and self._is_news(event):
+            self._down(
+                lifecycle.exit_of(
+                    event.exit_code or 0, requested=self._stop_requested, oom=self._oom
+                )
+            )
+        elif action == "destroy" and self._status is not VmStatus.DOWN and not self._resets:
+            self._down(lifecycle.gone(self._stop_requested))
+
+    def _is_news(self, die: ContainerEvent) -> bool:
+        """Whether a `die` ends the current run (not a restart's, nor an earlier run's)."""
+        return (
+            self._status is not VmStatus.DOWN
+            and not self._resets
+            and die.time_ns >= self._run_started_ns
+        )
+
+    def _apply(self, state: ContainerState | None, *, publish: bool = True) -> None:
+        """Report what docker inspect says of the container (Down stays Down)."""
+        self._changed()
+        if state is None:
+            if self._status is not VmStatus.DOWN:
+                self._down(lifecycle.gone(self._stop_requested), publish=publish)
+            return
+        self._container = self._container_id = state.container_id
+        self._stop_signal = state.stop_signal
+        if self._status is VmStatus.DOWN:
+            return
+        if state.started_ns > self._run_started_ns:
+            self._run_started_ns = state.started_ns
+            self._mark_started(time.monotonic() - max(0, time.time_ns() - state.started_ns) / 1e9)
+        status = lifecycle.status_of(state.status)
+        if status is VmStatus.DOWN:
+            self._down(lifecycle.exit_of_state(state, requested=self._stop_requested), publish)
+        elif status is not VmStatus.WAIT_FOR_LAUNCH and self._status is not VmStatus.POWERING_DOWN:
+            self._set_status(status, publish=publish)
+
+    def _on_done(self, done: Done) -> None:
+        self._in_flight.pop(done.op_id, None)
+        self._changed()
+        outcome = done.then(done.result if done.error is None else done.error)
+        self._post_if_changed()  # the board hears first, as for a VmActor
+        if done.error is not None and isinstance(outcome, BaseException):
+            done.op.set_exception(exc_info=(type(outcome), outcome, None))
+        else:
+            done.op.set(outcome)
+
+    def _refresh(self) -> None:
+        """Inspect the container on a thread; the answer comes back as `Inspected`."""
+        seq = next(self._refresh_ids)
+        ref, container, engine = self.actor_ref, self._container, self._services.engine
+
+        def run() -> None:
+            try:
+                message = Inspected(seq, engine().inspect(container))
+            except HostvisorError as error:
+                message = Inspected(seq, None, str(error))
+            try:
+                ref.tell(message)
+            except pykka.ActorDeadError:
+                return
+
+        threading.Thread(target=run, name=f"container:{self.vm_id}:inspect", daemon=True).start()
+
+    def _on_inspected(self, inspected: Inspected) -> None:
+        if inspected.seq < self._applied_refresh:
+            return  # an older refresh answered late
+        self._applied_refresh = inspected.seq
+        self._changed()
+        if inspected.error is not None:
+            log.warning("VM %s: docker inspect failed: %s", self.vm_id, inspected.error)
+            self._monitor_response = -1
+            return
+        if not self._resets:  # a restart in flight reports its own outcome
+            self._apply(inspected.state)
+
+    def _on_sample(self, sample: ContainerSample | None) -> None:
+        self._changed()
+        if sample is None:
+            self._monitor_response = -1 if self._status is not VmStatus.DOWN else 0
+            return
+        self._monitor_response = 0
+        self._figures = container_stats(sample, self._last_sample, cpu=self._cpu)
+        self._last_sample = sample
+
+    # -- operations (asked by the API; each returns a future) ----------------------------
+
+    def pause(self) -> CallbackFuture:
+        """Freeze the container (`docker pause`); the status is Paused once it settles."""
+        return self._operate("pause", lambda e, c: e.pause(c), then=VmStatus.PAUSED)
+
+    def cont(self) -> CallbackFuture:
+        """Thaw a paused container (`docker unpause`); the status is Up once it settles."""
+        return self._operate("cont", lambda e, c: e.unpause(c), then=VmStatus.UP)
+
+    def reset(self) -> CallbackFuture:
+        """Restart the container at once (SIGKILL, then start), like a reset button."""
+        return self._restart("reset", timeout=0)
+
+    def shutdown(self, *, timeout: float, reboot: bool = False) -> CallbackFuture:
+        """Send the container its stop signal; kill it after `timeout` seconds.
+
+        With `reboot`, restart it instead (stop signal, `timeout`, start); the
+        future settles once the restart is under way, as a guest's reboot does.
+        """
+        self._require_running("shutdown")
+        if reboot:
+            self._set_status(VmStatus.REBOOT_IN_PROGRESS)
+            self._restart("reboot", timeout=int(timeout))
+            under_way = CallbackFuture()
+            under_way.set(None)
+            return under_way
+        self._stop_requested = True
+        self._shutdown_attempt += 1
+        self._set_status(VmStatus.POWERING_DOWN)
+        signal = self._stop_signal
+        future = self._operate("shutdown", lambda e, c: e.kill(c, signal))
+        self._tell_later(timeout, ShutdownTimedOut(self._shutdown_attempt))
+        return future
+
+    def _on_shutdown_timeout(self, attempt: int) -> None:
+        if attempt == self._shutdown_attempt and self._status is VmStatus.POWERING_DOWN:
+            log.info("VM %s did not shut down in time; killing its container", self.vm_id)
+            self._operate("force off", lambda e, c: e.kill(c, "SIGKILL"))
+
+    def destroy(self) -> CallbackFuture:
+        """Kill the container if it runs and delete it. The actor is removed afterwards.
+
+        A VM whose container was never made (its launch failed) needs no docker call.
+        """
+        self._stop_requested = True
+        if self._container_id is None and self._status is VmStatus.DOWN:
+            done = CallbackFuture()
+            done.set(None)
+            return done
+        engine, container = self._services.engine, self._container
+        return self._blocking(
+            "destroy", lambda: engine().remove(container), then=lambda _r: self._destroyed()
+        )
+
+    def _destroyed(self) -> None:
+        if self._status is not VmStatus.DOWN:
+            self._down(Exit.of(ExitReason.ADMIN_SHUTDOWN))
+
+    def _restart(self, op: str, *, timeout: int) -> CallbackFuture:
+        self._require_running(op)
+        self._resets += 1
+        engine, container = self._services.engine, self._container
+
+        def restarted(state: ContainerState | None) -> None:
+            self._resets -= 1
+            self._apply(state)
+
+        def failed(_error: BaseException) -> None:
+            self._resets -= 1
+            self._refresh()
+
+        return self._blocking(
+            op, lambda: engine().restart(container, timeout), then=restarted, failed=failed
+        )
+
+    # -- answers --------------------------------------------------------------------------
+
+    @property
+    def status(self) -> VmStatus:
+        """The status as reported (Powering up for the first seconds of Up)."""
+        return self.entry().reported_status(time.monotonic())
+
+    def entry(self) -> VmEntry:
+        """What this VM reports now, frozen (made again only after a change)."""
+        if self._entry is None:
+            self._entry = self._make_entry()
+        return self._entry
+
+    def brief(self) -> dict[str, Any]:
+        """Return `{vmId, status}` (getVMList with onlyUUID=false)."""
+        return self.entry().brief(time.monotonic())
+
+    def info(self) -> dict[str, Any]:
+        """Return the VM's status fields, as VM.getStats reports them for any status."""
+        return self.entry().info_fields(time.monotonic())
+
+    def stats(self) -> dict[str, Any]:
+        """Return VM.getStats' entry: status fields plus the last sampled figures."""
+        return self.entry().stats(time.monotonic())
+
+    def definition(self) -> dict[str, Any]:
+        """Return getVMFullList's entry: the status fields and the domain XML."""
+        return self.entry().definition(time.monotonic())
+
+    def _make_entry(self) -> VmEntry:
+        info = self._described
+        if self._status is VmStatus.DOWN and self._exit is not None:
+            info = dict(info)
+            info.update(
+                exitCode=int(self._exit.code),
+                exitReason=int(self._exit.reason),
+                exitMessage=self._exit.message,
+                timeOffset="0",
+            )
+        return VmEntry(
+            vm_id=self.vm_id,
+            status=self._status,
+            status_time=self._status_time,
+            info=info,
+            figures=self._figures,
+            extra={"kvmEnable": "false", "acpiEnable": "false", "pauseCode": PauseCode.NOERR},
+            started=self._started,
+            powering_up=self._powering_up,
+            monitor_response=self._monitor_response,
+            busy_since=min(self._in_flight.values(), default=None),
+            operation_timeout=self._operation_timeout,
+            xml=self.spec.domain.xml,
+        )
+
+    def _changed(self) -> None:
+        self._entry = None
+
+    def _post(self) -> None:
+        self._services.board(Post(self.entry()))
+
+    def _post_if_changed(self) -> None:
+        if self._entry is None:
+            self._post()
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _mark_started(self, started: float) -> None:
+        self._changed()
+        self._started = started
+        remaining = started + self._powering_up - time.monotonic()
+        if remaining > 0:
+            self._tell_later(remaining, PoweringUpOver())
+
+    def _on_powering_up_over(self) -> None:
+        started = self._started
+        if self._status is not VmStatus.UP or started is None:
+            return
+        remaining = started + self._powering_up - time.monotonic()
+        if remaining > 0:
+            self._tell_later(remaining, PoweringUpOver())
+            return
+        self._changed()
+        self._status_time = notify_time()
+        self._announce()
+
+    def _tell_later(self, delay: float, message: Any) -> None:
+        self._services.timers.tell_later(delay, self.actor_ref, message)
+
+    def _set_status(self, status: VmStatus, *, publish: bool = True) -> None:
+        if status is self._status:
+            return
+        self._changed()
+        self._status = status
+        self._status_time = notify_time()
+        if publish:
+            self._announce()
+
+    def _announce(self) -> None:
+        """Publish `|virt|VM_status|<id>`; the board hears of the change first."""
+        self._post_if_changed()
+        self._services.publish(
+            Event(method=f"|virt|VM_status|{self.vm_id}", params={self.vm_id: self.info()})
+        )
+
+    def _down(self, exit_: Exit, publish: bool = True) -> None:  # noqa: FBT001, FBT002
+        self._changed()
+        self._exit = exit_
+        self._set_status(VmStatus.DOWN, publish=publish)
+
+    def _require_running(self, op: str) -> None:
+        if self._status is VmStatus.DOWN:
+            raise VmIsDown(vmId=self.vm_id, operation=op)
+        if self._status is VmStatus.WAIT_FOR_LAUNCH:
+            raise Conflict(vmId=self.vm_id, operation=op, status=self._status.value)
+
+    def _operate(
+        self,
+        op: str,
+        action: Callable[[DockerEngine, str], Any],
+        *,
+        then: VmStatus | None = None,
+    ) -> CallbackFuture:
+        """Run `action(engine, container)` off the actor's thread; then the status is `then`.
+
+        docker's own event says the same, but may come after the answer: setting it
+        here means a caller that reads the status right after the verb sees it.
+        """
+        self._require_running(op)
+        engine, container = self._services.engine, self._container
+
+        def done(_result: Any) -> None:
+            if then is not None and self._status not in (VmStatus.DOWN, VmStatus.WAIT_FOR_LAUNCH):
+                self._set_status(then)
+
+        return self._blocking(op, lambda: action(engine(), container), then=done)
+
+    def _blocking(
+        self,
+        op: str,
+        call: Callable[[], Any],
+        *,
+        then: Callable[[Any], Any],
+        failed: Callable[[BaseException], Any] | None = None,
+    ) -> CallbackFuture:
+        """Run `call` on a new thread; `then`/`failed` run back in the actor's thread."""
+        future = CallbackFuture()
+        ref = self.actor_ref
+        vm_id = self.vm_id
+        op_id = next(self._op_ids)
+        self._in_flight[op_id] = time.monotonic()
+        self._changed()
+
+        def fail(error: BaseException) -> BaseException:
+            if failed is not None:
+                failed(error)
+            if isinstance(error, HostvisorError):
+                return error
+            return VmOperationFailed(vmId=vm_id, operation=op, runtime=RUNTIME, reason=str(error))
+
+        def run() -> None:
+            try:
+                result = call()
+            except Exception as error:  # noqa: BLE001 - reported to the actor, then the caller
+                done = Done(future, op_id, fail, error=error)
+            else:
+                done = Done(future, op_id, then, result=result)
+            try:
+                ref.tell(done)
+            except pykka.ActorDeadError:
+                future.set_exception(exc_info=(ActorGone, ActorGone(vmId=vm_id), None))
+
+        threading.Thread(target=run, name=f"container:{vm_id}:{op}", daemon=True).start()
+        return future

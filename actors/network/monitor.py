@@ -1,0 +1,148 @@
+"""LinkMonitor: the kernel's link events, turned into messages for the network actors.
+
+A thread of its own enters the managed namespace, listens on a netlink socket
+joined to the link group (RTMGRP_LINK), and for each new, changed or deleted link
+builds one frozen `LinkChanged` and tells it to every network actor; each keeps
+the ones about its own devices. The thread only reads and tells; the actor around
+it owns the thread's life (it starts in `on_start`, ends in `on_stop`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+from pyroute2 import netns as pyroute2_netns
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+from hostvisor.actors.actor import Actor
+from hostvisor.actors.network.kernel import IFF_RUNNING, IFF_UP
+
+log = logging.getLogger(__name__)
+
+_RTM_NEWLINK, _RTM_DELLINK = 16, 17
+_RTMGRP_LINK = 0x1
+_NETLINK_ROUTE = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkState:
+    """What a network actor knows of one of its devices."""
+
+    name: str
+    exists: bool = True
+    up: bool = False
+    running: bool = False
+    """Up with a carrier."""
+    operstate: str = "unknown"
+    mtu: int = 0
+
+    @classmethod
+    def of_message(cls, message: Any) -> LinkState:
+        """Build from a netlink link message (RTM_NEWLINK, RTM_DELLINK or a dump entry)."""
+        flags = message["flags"]
+        return cls(
+            name=message.get("IFLA_IFNAME"),
+            exists=message["header"]["type"] != _RTM_DELLINK,
+            up=bool(flags & IFF_UP),
+            running=bool(flags & IFF_UP) and bool(flags & IFF_RUNNING),
+            operstate=(message.get("IFLA_OPERSTATE") or "unknown").lower(),
+            mtu=message.get("IFLA_MTU") or 0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LinkChanged:
+    """Tell (from the monitor): a device was made, changed or deleted."""
+
+    link: LinkState
+
+
+class LinkMonitor(Actor):
+    """Owns the thread that listens to the namespace's link events.
+
+    Args:
+        netns: the managed namespace (None: the process's own).
+        targets: returns the actors told every event (the network actors, at that time).
+    """
+
+    def __init__(
+        self, *, netns: str | None, targets: Callable[[], list[pykka.ActorRef[Any]]]
+    ) -> None:
+        """Remember where to listen and whom to tell; start in `on_start`."""
+        super().__init__()
+        self._netns = netns or None
+        self._targets = targets
+        self._stop_read, self._stop_write = -1, -1
+        self._thread: threading.Thread | None = None
+
+    def on_start(self) -> None:
+        """Start listening (returns once the socket is joined, so no event is missed)."""
+        self._stop_read, self._stop_write = os.pipe()
+        ready = threading.Event()
+        errors: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._listen, args=(ready, errors), name=f"linkmon:{self.path}", daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(10.0):
+            raise TimeoutError("the link monitor did not join the link group")
+        if errors:
+            raise errors[0]
+
+    def on_stop(self) -> None:
+        """Stop the listening thread."""
+        self._end_thread()
+
+    def on_failure(self, *_exc_info: object) -> None:
+        """Stop the listening thread."""
+        self._end_thread()
+
+    def _end_thread(self) -> None:
+        if self._stop_write >= 0:
+            os.write(self._stop_write, b"x")
+            if self._thread is not None:
+                self._thread.join(timeout=5.0)
+            os.close(self._stop_write)
+            os.close(self._stop_read)
+            self._stop_read = self._stop_write = -1
+
+    def _listen(self, ready: threading.Event, errors: list[BaseException]) -> None:
+        try:
+            if self._netns is not None:
+                pyroute2_netns.setns(self._netns, flags=0)
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_ROUTE)
+            sock.bind((0, _RTMGRP_LINK))
+        except OSError as error:
+            errors.append(error)
+            ready.set()
+            return
+        ready.set()
+        marshal = MarshalRtnl()
+        with sock:
+            while True:
+                readable, _, _ = select.select([sock, self._stop_read], [], [])
+                if self._stop_read in readable:
+                    return
+                try:
+                    data = sock.recv(1 << 16)
+                except OSError as error:  # ENOBUFS: events were lost; carry on
+                    log.warning("link monitor: %s", error)
+                    continue
+                for message in marshal.parse(data):
+                    if message["header"]["type"] in (_RTM_NEWLINK, _RTM_DELLINK):
+                        self._tell(LinkChanged(LinkState.of_message(message)))
+
+    def _tell(self, event: LinkChanged) -> None:
+        for ref in self._targets():
+            try:
+                ref.tell(event)
+            except pykka.ActorDeadError:
+                continue

@@ -1,0 +1,329 @@
+"""TaskManager: the actor that owns every storage task and SDM job of the host.
+
+Every method below runs in the manager's own thread and returns at once; call them
+with `call(ref, "submit", ...)` and read the future with a timeout. A work runs on
+one of a bounded set of worker threads (VDSM's thread pool: 10 workers by default)
+and reports back with frozen messages (`Started`, `ProgressMade`, `Cleaning`,
+`Finished`), so the manager answers status polls while works block on storage.
+
+Tasks live in memory. A restart of the manager (or of the agent) forgets them: the
+Engine's next poll of an old task id gets 401 "Task id unknown", which it handles as
+a lost task. Works still running when the manager stops are asked to abort; their
+reports to the dead actor are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from hostvisor.actors.actor import Actor
+from hostvisor.actors.errors import InvalidArgument
+from hostvisor.actors.storage.errors import TaskNotFinished, UnknownTask
+from hostvisor.actors.storage.tasks import (
+    RUNNING as RUNNING_MESSAGE,
+)
+from hostvisor.actors.storage.tasks import (
+    AddTaskError,
+    Cleaning,
+    Finished,
+    JobExists,
+    JobNotDone,
+    NoSuchJob,
+    Phase,
+    ProgressMade,
+    Record,
+    Started,
+    TaskContext,
+    Work,
+    WorkKey,
+    execute,
+)
+from hostvisor.actors.timers import Timers, shared_timers
+
+log = logging.getLogger(__name__)
+
+TASK = "task"
+JOB = "job"
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetJob:
+    """Tell (timer): a finished job has been kept long enough; drop it."""
+
+    job_id: str
+
+
+class TaskManager(Actor):
+    """Owns the records of every task and job; runs their works on worker threads.
+
+    Args:
+        workers: how many works run at once; the others wait, reading "running".
+        max_tasks: how many unfinished tasks and jobs may exist; more are refused
+            with AddTaskError (405), as VDSM's full thread pool queue does.
+        progress_interval: a work whose progress moved by less than 1 % reports it
+            at most once per this many seconds (see `TaskContext.progress`).
+        job_autodelete: seconds a finished SDM job is kept for polling (VDSM: 3600).
+        timers: the timer thread used to forget finished jobs.
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int = 10,
+        max_tasks: int = 500,
+        progress_interval: float = 1.0,
+        job_autodelete: float = 3600.0,
+        timers: Timers | None = None,
+    ) -> None:
+        """Describe the manager; the worker threads start with the first work."""
+        super().__init__()
+        if workers < 1 or max_tasks < 1:
+            raise ValueError("workers and max_tasks must be at least 1")
+        self._workers = workers
+        self._max_tasks = max_tasks
+        self._progress_interval = progress_interval
+        self._job_autodelete = job_autodelete
+        self._timers = timers or shared_timers()
+        self._tasks: dict[str, Record] = {}
+        self._jobs: dict[str, Record] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- life -----------------------------------------------------------------------------
+
+    def on_stop(self) -> None:
+        """Ask every running work to abort and let the workers go (does not wait)."""
+        self._shut_down()
+
+    def on_failure(self, *_exc_info: Any) -> None:
+        """Same as a stop: the records die with this incarnation."""
+        self._shut_down()
+
+    def _shut_down(self) -> None:
+        for record in [*self._tasks.values(), *self._jobs.values()]:
+            if record.phase.active:
+                record.ctx.aborted.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    def submit(self, verb: str, work: Work, *, task_id: str | None = None, tag: str = "spm") -> str:
+        """Start a task running `work`; return its id at once.
+
+        Args:
+            verb: the verb that asked for it (Task.getInfo shows it).
+            work: called with a `TaskContext` in a worker thread; its return value
+                becomes the task's result, a `HostvisorError` it raises its code.
+            task_id: the id to use (the caller's); None makes a new UUID.
+            tag: VDSM's task tag ("spm" for SPM tasks).
+
+        Raises:
+            InvalidArgument: `task_id` is empty or holds a ".".
+            AddTaskError: `task_id` is in use, or too many tasks are unfinished.
+        """
+        task_id = _checked_id(task_id)
+        if task_id in self._tasks:
+            raise AddTaskError(taskID=task_id, reason="task id already in use")
+        key = WorkKey(TASK, task_id)
+        self._tasks[task_id] = self._start(key, verb, work, tag=tag)
+        return task_id
+
+    def status(self, task_id: str) -> dict[str, Any]:
+        """Task.getStatus: {taskID, taskState, taskResult, code, message}. Raises UnknownTask."""
+        return self._task(task_id).status()
+
+    def info(self, task_id: str) -> dict[str, Any]:
+        """Task.getInfo: {id, verb}. Raises UnknownTask."""
+        return self._task(task_id).info()
+
+    def all_statuses(self, tag: str | None = None) -> dict[str, dict[str, Any]]:
+        """Host.getAllTasksStatuses: {taskID: status} (only tasks tagged `tag`, if given)."""
+        return {i: r.status() for i, r in self._tasks.items() if not tag or r.tag == tag}
+
+    def all_info(self, tag: str | None = None) -> dict[str, dict[str, Any]]:
+        """Host.getAllTasksInfo: {taskID: {id, verb}}."""
+        return {i: r.info() for i, r in self._tasks.items() if not tag or r.tag == tag}
+
+    def all_details(self) -> dict[str, dict[str, Any]]:
+        """Host.getAllTasks: {taskID: {id, verb, state, code, message, result, tag, progress?}}."""
+        return {i: r.details() for i, r in self._tasks.items()}
+
+    def clear(self, task_id: str) -> None:
+        """Task.clear: forget a finished task.
+
+        Raises:
+            UnknownTask: no such task (cleared already, or never made).
+            TaskNotFinished: it still runs, aborts or rolls back.
+        """
+        record = self._task(task_id)
+        if record.phase.active:
+            raise TaskNotFinished(taskID=task_id, state=str(record.task_state()))
+        del self._tasks[task_id]
+
+    def stop_task(self, task_id: str) -> None:
+        """Task.stop: ask the task's work to end; it then rolls back and finishes.
+
+        Returns at once; the work sees `ctx.aborted` and should end soon. Stopping a
+        finished task does nothing (as VDSM). Raises UnknownTask.
+        """
+        record = self._task(task_id)
+        if record.phase.active:
+            record.ctx.aborted.set()
+            if record.phase in (Phase.QUEUED, Phase.RUNNING):
+                record.phase = Phase.ABORTING
+            log.info("task %s (%s): stop requested", task_id, record.verb)
+
+    def _task(self, task_id: str) -> Record:
+        try:
+            return self._tasks[task_id]
+        except (KeyError, TypeError):
+            raise UnknownTask(taskID=task_id) from None
+
+    # -- SDM jobs -------------------------------------------------------------------------
+
+    def submit_job(
+        self, job_id: str, work: Work, *, job_type: str = "storage", description: str = ""
+    ) -> str:
+        """Start an SDM job under the caller's `job_id`; return the id at once.
+
+        Raises:
+            InvalidArgument: `job_id` is empty or holds a ".".
+            JobExists: a job with that id exists.
+            AddTaskError: too many tasks and jobs are unfinished.
+        """
+        job_id = _checked_id(job_id)
+        if job_id in self._jobs:
+            raise JobExists(jobID=job_id)
+        key = WorkKey(JOB, job_id)
+        self._jobs[job_id] = self._start(key, description, work, job_type=job_type)
+        return job_id
+
+    def jobs(
+        self, job_type: str | None = None, job_ids: Iterable[str] = ()
+    ) -> dict[str, dict[str, Any]]:
+        """Host.getJobs: {id: {id, status, description, job_type, progress?, error?}}."""
+        wanted = frozenset(job_ids)
+        return {
+            job_id: record.job_info()
+            for job_id, record in self._jobs.items()
+            if (not job_type or record.job_type == job_type) and (not wanted or job_id in wanted)
+        }
+
+    def abort_job(self, job_id: str) -> None:
+        """Ask a job to abort (no effect once it has ended). Raises NoSuchJob."""
+        record = self._job(job_id)
+        if record.phase.active:
+            record.ctx.aborted.set()
+
+    def delete_job(self, job_id: str) -> None:
+        """Forget an ended job. Raises NoSuchJob, or JobNotDone while it runs."""
+        record = self._job(job_id)
+        if record.phase.active:
+            raise JobNotDone(jobID=job_id, status=str(record.job_status()))
+        del self._jobs[job_id]
+
+    def _job(self, job_id: str) -> Record:
+        try:
+            return self._jobs[job_id]
+        except (KeyError, TypeError):
+            raise NoSuchJob(jobID=job_id) from None
+
+    # -- running works --------------------------------------------------------------------
+
+    def statistics(self) -> dict[str, int]:
+        """Counts for introspection: tasks and jobs by phase, and the worker bound."""
+        counts = {"workers": self._workers, "tasks": len(self._tasks), "jobs": len(self._jobs)}
+        for record in [*self._tasks.values(), *self._jobs.values()]:
+            name = f"{record.key.kind}s_{record.phase.value}"
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def _start(self, key: WorkKey, verb: str, work: Work, **fields: Any) -> Record:
+        unfinished = sum(1 for r in [*self._tasks.values(), *self._jobs.values()] if r.phase.active)
+        if unfinished >= self._max_tasks:
+            raise AddTaskError(id=key.id, reason=f"{unfinished} tasks are unfinished")
+        if not callable(work):
+            raise InvalidArgument(reason="a task's work must be callable", work=repr(work))
+        report = self._reporter()
+        ctx = TaskContext(key, report, progress_interval=self._progress_interval)
+        record = Record(key=key, verb=verb, ctx=ctx, **fields)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="storage-task")
+        self._pool.submit(execute, ctx, work, report)
+        log.info("%s %s (%s) submitted", key.kind, key.id, verb)
+        return record
+
+    def _reporter(self) -> Any:
+        ref = self.actor_ref
+
+        def report(message: Any) -> None:
+            try:
+                ref.tell(message)
+            except pykka.ActorDeadError:
+                log.debug("task manager gone; dropped %r", message)
+
+        return report
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle a worker's report or a timer's tell (this actor's thread)."""
+        if isinstance(message, ForgetJob):
+            record = self._jobs.get(message.job_id)
+            if record is not None and not record.phase.active:
+                del self._jobs[message.job_id]
+            return None
+        if isinstance(message, Started | ProgressMade | Cleaning | Finished):
+            record = self._record(message.key)
+            if record is not None:
+                self._apply(record, message)
+            return None
+        raise TypeError(f"{type(self).__name__} got an unexpected message: {message!r}")
+
+    def _record(self, key: WorkKey) -> Record | None:
+        records = self._tasks if key.kind == TASK else self._jobs
+        return records.get(key.id)
+
+    def _apply(self, record: Record, message: Started | ProgressMade | Cleaning | Finished) -> None:
+        if isinstance(message, Started):
+            if record.phase is Phase.QUEUED:
+                record.phase = Phase.RUNNING
+            record.message = RUNNING_MESSAGE
+        elif isinstance(message, ProgressMade):
+            if record.phase.active:
+                record.progress = message.fraction
+        elif isinstance(message, Cleaning):
+            record.phase = Phase.CLEANING
+        else:
+            record.phase = Phase.FINISHED
+            record.ending = message.ending
+            record.code = message.code
+            record.message = message.message
+            record.value = message.value
+            record.rolled_back = message.rolled_back
+            if record.progress is not None and message.code == 0:
+                record.progress = 1.0
+            log.info(
+                "%s %s (%s) finished: %s, code %s",
+                record.key.kind,
+                record.id,
+                record.verb,
+                message.ending.value,
+                message.code,
+            )
+            if record.key.kind == JOB:
+                self._timers.tell_later(self._job_autodelete, self.actor_ref, ForgetJob(record.id))
+
+
+def _checked_id(value: str | None) -> str:
+    if value is None:
+        return str(uuid.uuid4())
+    if not isinstance(value, str) or not value or "." in value:
+        raise InvalidArgument(param="taskID", value=value, reason="empty or holds a '.'")
+    return value

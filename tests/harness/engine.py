@@ -1,0 +1,192 @@
+"""What the Engine does to a new host's storage, step by step, through the API.
+
+Shared by the storage flow tests: each helper is one or two verbs as the Engine sends
+them (ints for the wire enums, sizes as strings), and waits on tasks the way the
+Engine does, by polling Task.getStatus until the task has finished.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.guests import HALT_SECTOR, OVIRT_VM_NS
+from harness.vms import wait_for
+
+BLANK = "00000000-0000-0000-0000-000000000000"
+LOCALFS, POSIXFS = 4, 6
+DATA = 1
+COW, RAW = 4, 5
+PREALLOCATED, SPARSE = 1, 2
+MiB = 1024 * 1024
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def wait_task(cli: Any, task_id: str, timeout: float = 60) -> dict[str, Any]:
+    """Poll Task.getStatus until the task finished; clear it; return its last status."""
+
+    def finished() -> dict[str, Any] | None:
+        status: dict[str, Any] = cli.Task.getStatus(taskID=task_id)
+        return status if status["taskState"] == "finished" else None
+
+    status = wait_for(finished, timeout, f"task {task_id} to finish")
+    cli.Task.clear(taskID=task_id)
+    return status
+
+
+def succeeded(cli: Any, task_id: str) -> None:
+    status = wait_task(cli, task_id)
+    assert status["taskResult"] == "success", status
+    assert status["code"] == 0
+
+
+@dataclass
+class DataCenter:
+    """One pool with one data domain, made the Engine's way."""
+
+    connection: dict[str, Any]
+    domain_type: int
+    sd: str = field(default_factory=new_id)
+    sp: str = field(default_factory=new_id)
+
+    def connect_server(self, cli: Any) -> None:
+        answer = cli.StoragePool.connectStorageServer(
+            storagepoolID=BLANK, domainType=self.domain_type, connectionParams=[self.connection]
+        )
+        assert answer == [{"id": self.connection["id"], "status": 0}]
+
+    def create_domain(self, cli: Any) -> None:
+        assert (
+            cli.StorageDomain.create(
+                storagedomainID=self.sd,
+                domainType=self.domain_type,
+                typeArgs=self.connection["connection"],
+                name="data",
+                domainClass=DATA,
+                version="5",
+            )
+            is True
+        )
+
+    def create_pool(self, cli: Any) -> None:
+        cli.StoragePool.create(
+            storagepoolID=self.sp,
+            poolName="dc1",
+            masterSdUUID=self.sd,
+            masterVersion=1,
+            domainList=[self.sd],
+            lockRenewalIntervalSec=5,
+            leaseTimeSec=60,
+            ioOpTimeoutSec=10,
+            leaseRetries=3,
+        )
+
+    def connect_pool(self, cli: Any) -> None:
+        cli.StoragePool.connect(
+            storagepoolID=self.sp,
+            hostID=1,
+            scsiKey=self.sp,
+            masterSdUUID=self.sd,
+            masterVersion=1,
+            domainDict={self.sd: "active"},
+        )
+
+    def become_spm(self, cli: Any) -> None:
+        succeeded(cli, cli.StoragePool.spmStart(storagepoolID=self.sp, prevID=-1, prevLver="-1"))
+        assert cli.StoragePool.getSpmStatus(storagepoolID=self.sp)["spmStatus"] == "SPM"
+
+    def setup(self, cli: Any) -> None:
+        self.connect_server(cli)
+        self.create_domain(cli)
+        self.create_pool(cli)
+        self.connect_pool(cli)
+        self.become_spm(cli)
+
+    def ids(self, img: str, vol: str) -> dict[str, str]:
+        return {
+            "storagepoolID": self.sp,
+            "storagedomainID": self.sd,
+            "imageID": img,
+            "volumeID": vol,
+        }
+
+    def create_volume(  # noqa: PLR0913 - the verb's own params
+        self,
+        cli: Any,
+        img: str,
+        vol: str,
+        *,
+        size: int = MiB,
+        fmt: int = COW,
+        prealloc: int = SPARSE,
+        parent: str = BLANK,
+    ) -> str:
+        """Volume.create; returns the task id."""
+        task_id: str = cli.Volume.create(
+            **self.ids(img, vol),
+            size=str(size),
+            volFormat=fmt,
+            preallocate=prealloc,
+            diskType="DATA",
+            desc="a disk",
+            srcImgUUID=img if parent != BLANK else BLANK,
+            srcVolUUID=parent,
+        )
+        return task_id
+
+    def prepare(self, cli: Any, img: str, vol: str) -> str:
+        path: str = cli.Image.prepare(
+            storagepoolID=self.sp, storagedomainID=self.sd, imageID=img, volumeID=vol
+        )["path"]
+        return path
+
+
+def write_halting_boot_sector(path: str) -> None:
+    """Make a raw volume bootable: its first sector halts the CPU (harness.guests)."""
+    sector = bytearray(512)
+    sector[: len(HALT_SECTOR)] = HALT_SECTOR
+    sector[510:512] = b"\x55\xaa"
+    with Path(path).open("r+b") as disk:
+        disk.write(sector)
+
+
+def engine_vm_xml(*, name: str, vm_id: str, dc: DataCenter, img: str, vol: str, kind: str) -> str:
+    """A domain XML as the Engine sends it: the disk named by storage ids in the metadata.
+
+    The `<source>` is the Engine's guess at a path; the host replaces it with the
+    prepared volume's path.
+    """
+    guess = f"/rhev/data-center/{dc.sp}/{dc.sd}/images/{img}/{vol}"
+    return f"""<domain type='{kind}'>
+  <name>{name}</name>
+  <uuid>{vm_id}</uuid>
+  <memory unit='MiB'>64</memory>
+  <metadata>
+    <ovirt-vm:vm xmlns:ovirt-vm="{OVIRT_VM_NS}">
+      <ovirt-vm:clusterVersion>4.7</ovirt-vm:clusterVersion>
+      <ovirt-vm:device devtype="disk" name="vda">
+        <ovirt-vm:poolID>{dc.sp}</ovirt-vm:poolID>
+        <ovirt-vm:domainID>{dc.sd}</ovirt-vm:domainID>
+        <ovirt-vm:imageID>{img}</ovirt-vm:imageID>
+        <ovirt-vm:volumeID>{vol}</ovirt-vm:volumeID>
+      </ovirt-vm:device>
+    </ovirt-vm:vm>
+  </metadata>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk' snapshot='no'>
+      <driver name='qemu' type='qcow2' cache='none' error_policy='stop' io='threads'/>
+      <source file='{guess}'/>
+      <target dev='vda' bus='virtio'/>
+      <serial>{img}</serial>
+    </disk>
+    <memballoon model='virtio'/>
+  </devices>
+</domain>"""
