@@ -8,6 +8,9 @@ Nothing here talks to a guest's QEMU: listing domains, reading their XML and the
 state take no domain job, so a frozen QEMU does not hold recovery up (checked with a
 SIGSTOPped guest under qemu:///embed). One VM whose actor fails to start is logged and
 left out; it never keeps the host from opening.
+
+Container VMs are recovered from docker the same way (`recover_containers`): every
+container labelled with a VM id becomes a ContainerActor again, untouched.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def recover_vms(tree: HostTree) -> int:
     started = time.monotonic()
     conn = tree.connection()
     supervisor = SupervisorHandle(tree.registry.lookup(VMS))
-    recovered = 0
+    specs = []
     for domain in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
         try:
             spec = domxml.parse(domain.XMLDesc(0))
@@ -43,12 +46,17 @@ def recover_vms(tree: HostTree) -> int:
         if not spec.managed:
             log.debug("domain %s has no oVirt metadata; left alone", spec.name)
             continue
-        try:
-            supervisor.start_child(tree.vm_child(spec, recover=True))
-        except AlreadyExists:
+        if spec.container_type:
+            continue  # a container VM: recover_containers adopts it from docker
+        specs.append(spec)
+    recovered = 0
+    # All at once: each actor reads its domain in its own on_start, in parallel.
+    answers = supervisor.start_children([tree.vm_child(spec, recover=True) for spec in specs])
+    for spec, answer in zip(specs, answers, strict=True):
+        if isinstance(answer, AlreadyExists):
             continue
-        except HostvisorError as error:
-            log.error("VM %s not recovered: %s", spec.vm_id, error)  # noqa: TRY400 - expected
+        if isinstance(answer, HostvisorError):
+            log.error("VM %s not recovered: %s", spec.vm_id, answer)
             continue
         recovered += 1
     log.info("recovered %d VMs in %.2f s", recovered, time.monotonic() - started)

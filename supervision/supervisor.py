@@ -22,7 +22,13 @@ from typing import Any
 import pykka
 
 from hostvisor.actors.actor import Actor, Exit, ExitReason, Link, ask
-from hostvisor.actors.errors import AlreadyExists, Conflict, NotFound, StartFailed
+from hostvisor.actors.errors import (
+    AlreadyExists,
+    Conflict,
+    HostvisorError,
+    NotFound,
+    StartFailed,
+)
 from hostvisor.supervision.budget import RestartBudget
 from hostvisor.supervision.clock import Clock, MonotonicClock
 from hostvisor.supervision.registry import Registry, RestartInfo, child_path
@@ -46,6 +52,18 @@ class StartChild:
     """Ask: add a child at the end and start it. Answers its path."""
 
     spec: ChildSpec
+
+
+@dataclass(frozen=True, slots=True)
+class StartChildren:
+    """Ask: add and start many children at once; their `on_start`s run in parallel.
+
+    Answers one entry per spec, in order: the child's path, or the `HostvisorError`
+    that kept it from starting (AlreadyExists, StartFailed). Recovery uses it to
+    adopt a thousand VMs without waiting for each one in turn.
+    """
+
+    specs: tuple[ChildSpec, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +185,8 @@ class Supervisor(Actor):
                     self._restart(slot, reason)
             case StartChild(spec):
                 return self._start_child(spec)
+            case StartChildren(specs):
+                return self._start_children(specs)
             case TerminateChild(child_id):
                 self._stop_slot(self._slot(child_id))
                 self._publish_children()
@@ -193,6 +213,36 @@ class Supervisor(Actor):
             raise
         self._publish_children()
         return slot.path
+
+    def _start_children(self, specs: tuple[ChildSpec, ...]) -> list[str | HostvisorError]:
+        validate_children(specs)
+        spawned: list[tuple[_Slot, Link, pykka.ActorRef[Any]] | HostvisorError] = []
+        for spec in specs:
+            if spec.id in self._slots:
+                spawned.append(AlreadyExists(supervisor=self.path, child=spec.id))
+                continue
+            slot = _Slot(spec=spec, path=child_path(self.path, spec.id))
+            self._slots[spec.id] = slot
+            try:
+                spawned.append((slot, *self._spawn_slot(slot)))
+            except StartFailed as error:
+                del self._slots[spec.id]
+                spawned.append(error)
+        answers: list[str | HostvisorError] = []
+        for entry in spawned:
+            if isinstance(entry, HostvisorError):
+                answers.append(entry)
+                continue
+            slot, link, ref = entry
+            try:
+                self._await_slot(slot, link, ref)
+            except StartFailed as error:
+                del self._slots[slot.spec.id]
+                answers.append(error)
+            else:
+                answers.append(slot.path)
+        self._publish_children()
+        return answers
 
     def _delete_child(self, child_id: str) -> None:
         slot = self._slot(child_id)
@@ -298,6 +348,10 @@ class Supervisor(Actor):
             StartFailed: it crashed in `on_start`, did not finish in time, or its
                 start function raised.
         """
+        self._await_slot(slot, *self._spawn_slot(slot))
+
+    def _spawn_slot(self, slot: _Slot) -> tuple[Link, pykka.ActorRef[Any]]:
+        """Start one incarnation of `slot` without waiting for its `on_start`."""
         slot.incarnation += 1
         link = Link(path=slot.path, incarnation=slot.incarnation, notify=self.actor_ref.tell)
         try:
@@ -308,6 +362,10 @@ class Supervisor(Actor):
         if not issubclass(ref.actor_class, Actor):
             ref.stop(block=False)
             raise StartFailed(child=slot.path, reason="not a hostvisor Actor; cannot be linked")
+        return link, ref
+
+    def _await_slot(self, slot: _Slot, link: Link, ref: pykka.ActorRef[Any]) -> None:
+        """Wait for a spawned incarnation's `on_start`; register it when it is up."""
         try:
             link.started.get(timeout=slot.spec.start_timeout)
         except pykka.Timeout:
@@ -413,6 +471,14 @@ class SupervisorHandle:
         """Add and start a child; return its path. Raises AlreadyExists, StartFailed."""
         path: str = ask(self.ref, StartChild(spec), timeout=self.timeout + spec.start_timeout)
         return path
+
+    def start_children(self, specs: Sequence[ChildSpec]) -> list[str | HostvisorError]:
+        """Add and start many children, their `on_start`s in parallel (`StartChildren`)."""
+        timeout = self.timeout + max((spec.start_timeout for spec in specs), default=0.0)
+        answers: list[str | HostvisorError] = ask(
+            self.ref, StartChildren(tuple(specs)), timeout=timeout
+        )
+        return answers
 
     def terminate_child(self, child_id: str) -> None:
         """Stop a child for good (until restart_child). Raises NotFound."""

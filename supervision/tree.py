@@ -202,7 +202,8 @@ class HostTree:
                 continue
             try:
                 spec = domxml.parse(found.xml)
-                supervisor.start_child(self.container_child(spec, recover=True))
+                child = self.container_child(spec, recover=True, hint=found.status)
+                supervisor.start_child(child)
             except AlreadyExists:
                 continue
             except HostvisorError as error:
@@ -331,10 +332,13 @@ class HostTree:
 
         return ChildSpec(id=spec.vm_id, start=start, restart=Restart.TRANSIENT)
 
-    def container_child(self, spec: DomainSpec, *, recover: bool = False) -> ChildSpec:
+    def container_child(
+        self, spec: DomainSpec, *, recover: bool = False, hint: str | None = None
+    ) -> ChildSpec:
         """Return the child spec of one container VM's actor (under `containers`).
 
-        Transient, as a VmActor. Raises VmCreateError for bad container settings.
+        Transient, as a VmActor; `hint` is docker's state of an adopted container.
+        Raises VmCreateError for bad container settings.
         """
         config = self.config
         services = self.container_services
@@ -346,6 +350,7 @@ class HostTree:
                 spec=container,
                 services=services,
                 recover=recover or link.incarnation > 1,
+                hint=hint if link.incarnation == 1 else None,
                 powering_up=config.vm_powering_up_seconds,
                 operation_timeout=config.vm_operation_timeout,
             )

@@ -112,6 +112,8 @@ class ContainerActor(Actor):
         spec: the VM's container settings (and its domain XML).
         services: the host's docker engine, event bus, board and timers.
         recover: adopt the existing container instead of launching one.
+        hint: docker's word for the adopted container's state, from the listing that
+            found it (`running`, `paused`, …): reported until the first inspect is in.
         powering_up: seconds a started VM reports "Powering up" (VDSM: 60).
         operation_timeout: seconds after which an operation still running makes the
             VM report monitorResponse -1.
@@ -123,6 +125,7 @@ class ContainerActor(Actor):
         spec: ContainerSpec,
         services: ContainerServices,
         recover: bool = False,
+        hint: str | None = None,
         powering_up: float = 60.0,
         operation_timeout: float = 30.0,
     ) -> None:
@@ -132,6 +135,7 @@ class ContainerActor(Actor):
         self.vm_id = spec.vm_id
         self._services = services
         self._recover = recover
+        self._hint = hint
         self._powering_up = powering_up
         self._operation_timeout = operation_timeout
         self._container = spec.name  # docker's id once known
@@ -161,9 +165,12 @@ class ContainerActor(Actor):
     # -- life ---------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        """Read the existing container back, or start launching one (returns at once)."""
+        """Start reading the existing container back, or launching one (returns at once)."""
         if self._recover:
-            self._adopt()
+            hinted = lifecycle.status_of(self._hint or "")
+            if hinted not in (VmStatus.DOWN, VmStatus.WAIT_FOR_LAUNCH):  # Down needs its exit
+                self._set_status(hinted, publish=False)
+            self._refresh()
         else:
             self._launch()
         self._post()
@@ -185,16 +192,6 @@ class ContainerActor(Actor):
             return super()._handle_receive(message)
         finally:
             self._post_if_changed()
-
-    def _adopt(self) -> None:
-        """Read the container's state now (a local docker call of a few ms)."""
-        try:
-            state = self._services.engine().inspect(self._container)
-        except HostvisorError as error:
-            log.warning("VM %s: docker does not answer; state unknown: %s", self.vm_id, error)
-            self._monitor_response = -1
-            return
-        self._apply(state, publish=False)
 
     def _launch(self) -> None:
         spec = self.spec

@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 API_VERSION = "1.41"
 """Docker Engine API 1.41 (docker 20.10): one-shot stats; newer engines accept it too."""
 CALL_TIMEOUT = 120.0
-"""Seconds one docker call may take (creating a container copies its image with vfs)."""
+"""Seconds a slow docker call may take (create copies the image with vfs; pull; remove)."""
+QUICK_TIMEOUT = 10.0
+"""Seconds a quick docker call may take (inspect, list, stats, pause, kill): a hung
+engine holds recovery, the sampler and the operations up no longer than this."""
 PING_TIMEOUT = 2.0
 CONFLICT = 409
 
@@ -156,13 +159,17 @@ class DockerEngine:
 
     Args:
         socket: the engine's address, e.g. `unix:///var/run/docker.sock`.
-        timeout: seconds one call may take.
+        timeout: seconds a slow call (create, start, pull, restart, remove) may take.
+        quick_timeout: seconds any other call may take.
     """
 
-    def __init__(self, socket: str, *, timeout: float = CALL_TIMEOUT) -> None:
-        """Make the client; no I/O."""
+    def __init__(
+        self, socket: str, *, timeout: float = CALL_TIMEOUT, quick_timeout: float = QUICK_TIMEOUT
+    ) -> None:
+        """Make the clients; no I/O."""
         self.socket = socket
         self._api = docker.APIClient(base_url=socket, version=API_VERSION, timeout=timeout)
+        self._quick = docker.APIClient(base_url=socket, version=API_VERSION, timeout=quick_timeout)
 
     @contextmanager
     def calling(self, operation: str) -> Iterator[None]:
@@ -189,7 +196,7 @@ class DockerEngine:
     def ping(self) -> bool:
         """Whether the engine answers within `PING_TIMEOUT` seconds. Never raises."""
         try:
-            response = self._api.get(f"{self._api.base_url}/_ping", timeout=PING_TIMEOUT)
+            response = self._quick.get(f"{self._quick.base_url}/_ping", timeout=PING_TIMEOUT)
         except (requests.exceptions.RequestException, docker.errors.DockerException):
             return False
         return bool(response.ok)
@@ -242,24 +249,24 @@ class DockerEngine:
         """Return the container's state; None if it does not exist."""
         with self.calling("inspect"):
             try:
-                return state_of(self._api.inspect_container(container))
+                return state_of(self._quick.inspect_container(container))
             except docker.errors.NotFound:
                 return None
 
     def pause(self, container: str) -> None:
         """Freeze the container's processes (`docker pause`)."""
         with self.calling("pause"):
-            self._api.pause(container)
+            self._quick.pause(container)
 
     def unpause(self, container: str) -> None:
         """Thaw a paused container (`docker unpause`)."""
         with self.calling("unpause"):
-            self._api.unpause(container)
+            self._quick.unpause(container)
 
     def kill(self, container: str, signal: str = "SIGKILL") -> None:
         """Send `signal` to the container's main process; returns at once."""
         with self.calling("kill"):
-            self._api.kill(container, signal=signal)
+            self._quick.kill(container, signal=signal)
 
     def restart(self, container: str, timeout: int) -> ContainerState | None:
         """Stop (killing after `timeout` s) and start again; return the new state."""
@@ -278,13 +285,13 @@ class DockerEngine:
     def stats(self, container: str) -> dict[str, Any]:
         """One sample of the container's statistics (docker's one-shot stats, ~5 ms)."""
         with self.calling("stats"):
-            sample: dict[str, Any] = self._api.stats(container, stream=False, one_shot=True)
+            sample: dict[str, Any] = self._quick.stats(container, stream=False, one_shot=True)
             return sample
 
     def labelled(self, *, running: bool = False) -> list[Labelled]:
         """Every container that carries our VM label (only running ones if `running`)."""
         with self.calling("list"):
-            found = self._api.containers(
+            found = self._quick.containers(
                 all=not running, filters={"label": LABEL_VM_ID}, trunc=False
             )
         return [
@@ -304,7 +311,7 @@ class DockerEngine:
             DockerUnavailable: docker does not answer.
         """
         with self.calling("events"):
-            stream = self._api.events(
+            stream = self._quick.events(
                 decode=True, filters={"type": "container", "label": LABEL_VM_ID}
             )
         return EventStream(stream, self)

@@ -17,6 +17,7 @@ too: that is how a connectivity check that times out is rolled back.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import socket
@@ -26,14 +27,15 @@ from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
 
+from hostvisor.actors.errors import HostvisorError
 from hostvisor.actors.network import kernel, rollback, validation
-from hostvisor.actors.network.errors import BadBonding, BadVlan, FailedIfup, HostvisorError
+from hostvisor.actors.network.errors import BadBonding, BadVlan, FailedIfup
 from hostvisor.actors.network.kernel import RT_TABLE_MAIN, NetState, Route
 from hostvisor.actors.network.model import DEFAULT_MTU, NetConfig, NetworkAttrs, Request
 
 log = logging.getLogger(__name__)
 
-Action = Callable[[IPRoute], None]
+Action = Callable[[kernel.Netlink], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,30 +78,31 @@ def transact(ipr: IPRoute, running: NetConfig, request: Request) -> Outcome:
         RollbackFailed: the rollback itself did not restore the image.
     """
     wanted = running.apply(request)
-    state = kernel.read_state(ipr)
+    netlink = kernel.Netlink(ipr)
+    state = netlink.read_state()
     validation.check(running, wanted, request, state)
     touched = rollback.touched_devices(state, _devices(running, wanted, request))
     image = rollback.image_of(state, touched)
     plan = _plan(running, wanted, request, state)
     for done, step in enumerate(plan.steps):
         try:
-            step.action(ipr)
+            step.action(netlink)
         except kernel.KERNEL_ERRORS as error:
             reason = kernel.kernel_reason(error)
             log.warning("setupNetworks: %s failed (%s); rolling back %d steps", step.label,
                         reason, done)  # fmt: skip
-            rollback.restore(ipr, image)
+            rollback.restore(netlink, image)
             raise step.error(step=step.label, reason=reason) from None
         except Exception:
             log.exception("setupNetworks: %s failed unexpectedly; rolling back", step.label)
-            rollback.restore(ipr, image)
+            rollback.restore(netlink, image)
             raise
     return Outcome(config=wanted, image=image, steps=len(plan.steps))
 
 
 def undo(ipr: IPRoute, image: rollback.Image) -> None:
     """Restore the image of an applied change (the connectivity check failed)."""
-    rollback.restore(ipr, image)
+    rollback.restore(kernel.Netlink(ipr), image)
 
 
 def _devices(running: NetConfig, wanted: NetConfig, request: Request) -> set[str]:
@@ -143,41 +146,33 @@ def _plan(running: NetConfig, wanted: NetConfig, request: Request, state: NetSta
 def _teardown(plan: _Plan, name: str, old: NetworkAttrs) -> None:
     top = old.top(name)
     if old.bridged:
-        plan.add(f"delete bridge {name}", lambda ipr: kernel.delete_link(ipr, name))
+        plan.add(f"delete bridge {name}", _delete(name))
     else:
         for route in _routes(name, old):
             plan.add(f"delete route {route.dst}/{route.dst_len} of {name}", _del_route(route, top))
         for family, address, prefix in _addresses(old):
-            plan.add(
-                f"remove {address}/{prefix} from {top}",
-                lambda ipr, f=family, a=address, p=prefix: kernel.del_addr(ipr, top, f, a, p),
-            )
+            plan.add(f"remove {address}/{prefix} from {top}", _addr("del", top, family,
+                                                                      address, prefix))  # fmt: skip
     vlan_device = old.vlan_device
     if vlan_device is not None:
-        plan.add(f"delete VLAN {vlan_device}", lambda ipr: kernel.delete_link(ipr, vlan_device))
+        plan.add(f"delete VLAN {vlan_device}", _delete(vlan_device))
 
 
 def _bonds(plan: _Plan, running: NetConfig, wanted: NetConfig, request: Request) -> None:
     for name in request.bonds:
         old, new = running.bonds.get(name), wanted.bonds.get(name)
-        if old is not None and new is not None and (old.mode, old.options) != (
-            new.mode,
-            new.options,
-        ):
+        changed = old is not None and new is not None and old.options != new.options
+        if changed or (old is not None and new is not None and old.mode != new.mode):
             raise BadBonding(bond=name, reason="changing a bond's options: remove it first")
         if new is None:
-            plan.add(f"delete bond {name}", lambda ipr, n=name: kernel.delete_link(ipr, n))
+            plan.add(f"delete bond {name}", _delete(name))
             continue
         if old is None:
-            options = {f"bond_{key}": value for key, value in new.options}
-            extra = {"address": new.hwaddr} if new.hwaddr else {}
-            plan.add(
-                f"create bond {name}",
-                lambda ipr, n=name, m=new.mode, o=options, x=extra: kernel.add_link(
-                    ipr, n, "bond", bond_mode=m, **o, **x
-                ),
-                BadBonding,
-            )
+            attrs: dict[str, object] = {f"bond_{key}": value for key, value in new.options}
+            if new.hwaddr:
+                attrs["address"] = new.hwaddr
+            plan.add(f"create bond {name}", _create(name, "bond", bond_mode=new.mode, **attrs),
+                     BadBonding)  # fmt: skip
         for nic in sorted(set(old.nics if old else ()) - set(new.nics)):
             plan.add(f"release {nic} from {name}", _set(nic, master=0), BadBonding)
         for nic in sorted(set(new.nics) - set(old.nics if old else ())):
@@ -211,9 +206,7 @@ def _setup(plan: _Plan, name: str, new: NetworkAttrs) -> None:
     if vlan_device is not None and base is not None:
         plan.add(
             f"create VLAN {vlan_device}",
-            lambda ipr: kernel.add_link(
-                ipr, vlan_device, "vlan", link=kernel.index_of(ipr, base), vlan_id=new.vlan
-            ),
+            lambda nl: nl.add_link(vlan_device, "vlan", link=nl.index_of(base), vlan_id=new.vlan),
             BadVlan,
         )
         plan.add(f"set MTU {new.mtu} on {vlan_device}", _set(vlan_device, mtu=new.mtu), BadVlan)
@@ -221,7 +214,7 @@ def _setup(plan: _Plan, name: str, new: NetworkAttrs) -> None:
     if new.bridged:
         plan.add(
             f"create bridge {name}",
-            lambda ipr: kernel.add_link(ipr, name, "bridge", br_stp_state=int(new.stp)),
+            lambda nl: nl.add_link(name, "bridge", br_stp_state=int(new.stp)),
         )
         southbound = new.southbound
         if southbound is not None:
@@ -242,7 +235,7 @@ def _change(plan: _Plan, name: str, old: NetworkAttrs, new: NetworkAttrs) -> Non
     if new.bridged and old.stp != new.stp:
         plan.add(
             f"set STP of {name}",
-            lambda ipr: kernel.set_bridge(ipr, name, br_stp_state=int(new.stp)),
+            lambda nl: nl.set_bridge(name, br_stp_state=int(new.stp)),
         )
     old_routes, new_routes = set(_routes(name, old)), set(_routes(name, new))
     for route in old_routes - new_routes:
@@ -258,29 +251,25 @@ def _addressing(
     before = set(_addresses(old)) if old else set()
     after = set(_addresses(new))
     for family, address, prefix in sorted(before - after):
-        plan.add(
-            f"remove {address}/{prefix} from {top}",
-            lambda ipr, f=family, a=address, p=prefix: kernel.del_addr(ipr, top, f, a, p),
-        )
+        plan.add(f"remove {address}/{prefix} from {top}", _addr("del", top, family, address,
+                                                                  prefix))  # fmt: skip
     if old is None or old.ipv6autoconf != new.ipv6autoconf:
         value = "1" if new.ipv6autoconf else "0"
         plan.add(
             f"set IPv6 autoconf of {top} to {value}",
-            lambda _ipr: kernel.set_ipv6_conf(top, "autoconf", value),
+            lambda _nl: kernel.set_ipv6_conf(top, "autoconf", value),
         )
     for family, address, prefix in sorted(after - before):
-        plan.add(
-            f"add {address}/{prefix} to {top} ({name})",
-            lambda ipr, f=family, a=address, p=prefix: kernel.add_addr(ipr, top, f, a, p),
-        )
+        plan.add(f"add {address}/{prefix} to {top} ({name})", _addr("add", top, family, address,
+                                                                      prefix))  # fmt: skip
 
 
 def _addresses(attrs: NetworkAttrs) -> list[tuple[int, str, int]]:
-    found = []
+    found: list[tuple[int, str, int]] = []
     for family, cidr in ((socket.AF_INET, attrs.ipv4), (socket.AF_INET6, attrs.ipv6)):
         if cidr:
             address, prefix = cidr.split("/")
-            found.append((family, address, int(prefix)))
+            found.append((int(family), address, int(prefix)))
     return found
 
 
@@ -288,7 +277,7 @@ def _routes(name: str, attrs: NetworkAttrs) -> list[Route]:
     table = RT_TABLE_MAIN if attrs.default_route else network_table(name)
     routes = []
     for family, gateway, dst in (
-        (socket.AF_INET, attrs.gateway, "0.0.0.0"),
+        (socket.AF_INET, attrs.gateway, "0.0.0.0"),  # noqa: S104 - a route, not a bind
         (socket.AF_INET6, attrs.ipv6gateway, "::"),
     ):
         if gateway:
@@ -307,34 +296,44 @@ def _routes(name: str, attrs: NetworkAttrs) -> list[Route]:
     return routes
 
 
+def _addr(op: str, device: str, family: int, address: str, prefix: int) -> Action:
+    if op == "add":
+        return lambda nl: nl.add_addr(device, family, address, prefix)
+    return lambda nl: nl.del_addr(device, family, address, prefix)
+
+
+def _create(device: str, kind: str, **attrs: object) -> Action:
+    return lambda nl: nl.add_link(device, kind, **attrs)
+
+
+def _delete(device: str) -> Action:
+    return lambda nl: nl.delete_link(device)
+
+
 def _set(device: str, **attrs: object) -> Action:
-    return lambda ipr: kernel.set_link(ipr, device, **attrs)
+    return lambda nl: nl.set_link(device, **attrs)
 
 
 def _enslave(device: str, master: str) -> Action:
-    def enslave(ipr: IPRoute) -> None:
-        kernel.set_link(ipr, device, state="down")
-        kernel.set_link(ipr, device, master=kernel.index_of(ipr, master))
-        kernel.set_link(ipr, device, state="up")
+    def enslave(netlink: kernel.Netlink) -> None:
+        netlink.set_link(device, state="down")
+        netlink.set_link(device, master=netlink.index_of(master))
+        netlink.set_link(device, state="up")
 
     return enslave
 
 
 def _add_route(route: Route, device: str) -> Action:
-    return lambda ipr: kernel.replace_route(ipr, route, device)
+    return lambda nl: nl.replace_route(route, device)
 
 
 def _del_route(route: Route, device: str) -> Action:
-    def delete(ipr: IPRoute) -> None:
-        oif = kernel.index_of(ipr, device)
+    def delete(netlink: kernel.Netlink) -> None:
+        oif = netlink.index_of(device)
         try:
-            kernel.del_route(ipr, Route(**{**_fields(route), "oif": oif}))
+            netlink.del_route(dataclasses.replace(route, oif=oif))
         except kernel.KERNEL_ERRORS as error:
             if kernel.error_code(error) != errno.ESRCH:  # already gone with its address
                 raise
 
     return delete
-
-
-def _fields(route: Route) -> dict[str, object]:
-    return {name: getattr(route, name) for name in Route.__dataclass_fields__}

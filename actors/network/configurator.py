@@ -395,6 +395,4 @@ def _views(config: NetConfig) -> dict[str, NetworkView]:
 
 
 def _link_states(ipr: IPRoute) -> dict[str, LinkState]:
-    return {
-        state.name: state for state in (LinkState.of_message(m) for m in ipr.get_links())
-    }
+    return {state.name: state for state in (LinkState.of_message(m) for m in ipr.get_links())}

@@ -245,7 +245,9 @@ def parse_request(
         bonds[name] = None if _removal(raw, name) else parse_bond(name, raw)
     timeout = _number(options, "connectivityTimeout", DEFAULT_CONNECTIVITY_TIMEOUT)
     if not 0 < timeout <= MAX_CONNECTIVITY_TIMEOUT:
-        raise BadParams(connectivityTimeout=timeout, reason=f"not in (0, {MAX_CONNECTIVITY_TIMEOUT}]")
+        raise BadParams(
+            connectivityTimeout=timeout, reason=f"not in (0, {MAX_CONNECTIVITY_TIMEOUT}]"
+        )
     return Request(
         networks=nets,
         bonds=bonds,
@@ -338,7 +340,16 @@ def _flag(raw: Mapping[str, Any], key: str, *, default: bool) -> bool:
     value = raw.get(key, default)
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+    if isinstance(value, str) and value.lower() in (
+        "true",
+        "yes",
+        "on",
+        "1",
+        "false",
+        "no",
+        "off",
+        "0",
+    ):
         return value.lower() in ("true", "yes", "on", "1")
     raise BadParams(**{key: value}, reason="not a boolean")
 
@@ -401,7 +412,7 @@ def _ipv4(raw: Mapping[str, Any], name: str) -> tuple[str | None, str | None]:
         return None, None
     if bool(netmask) == (prefix not in (None, "")):
         raise BadAddress(network=name, reason="give exactly one of netmask and prefix")
-    mask = netmask if netmask else str(prefix)
+    mask = netmask or str(prefix)
     try:
         interface = ipaddress.IPv4Interface(f"{address}/{mask}")
     except ValueError as error:
@@ -419,7 +430,7 @@ def _ipv4(raw: Mapping[str, Any], name: str) -> tuple[str | None, str | None]:
 def _ipv6(raw: Mapping[str, Any], name: str) -> tuple[str | None, str | None]:
     address = raw.get("ipv6addr") or None
     gateway = raw.get("ipv6gateway") or None
-    if gateway in ("::",):
+    if gateway == "::":
         gateway = None
     if address is None:
         if gateway is not None:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 _DELETE_ORDER = {"bridge": 0, "vlan": 1, "bond": 2}
 _CREATE_ORDER = {"bond": 0, "vlan": 1, "bridge": 2}
 _MTU_ORDER = {"vlan": 1, "bridge": 2}  # everything else (NICs, bonds) first
+_PASSES = 2
+"""A second pass settles what the first could not (an MTU a parent's change clamped)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,14 +176,23 @@ def restore(ipr: IPRoute, image: Image) -> None:
     gone = [d for d in image.devices.values() if d is not None and d.name not in links]
     for device in sorted(gone, key=lambda d: _CREATE_ORDER.get(d.kind or "", 3)):
         _attempt(f"recreate {device.name}", _recreate, ipr, device)
-    present = [d for d in image.devices.values() if d is not None]
-    for device in sorted(present, key=lambda d: _MTU_ORDER.get(d.kind or "", 0)):
-        _attempt(f"reset {device.name}", _reset, ipr, device)
-    _restore_routes(ipr, image)
-    after = capture(ipr, image.devices)
-    differing = image.differences(after)
-    if differing:
-        raise RollbackFailed(devices=differing)
+    present = sorted(
+        (d for d in image.devices.values() if d is not None),
+        key=lambda d: _MTU_ORDER.get(d.kind or "", 0),
+    )
+    differing: list[str] = []
+    for _pass in range(_PASSES):
+        now = capture(ipr, image.devices)
+        for device in present:
+            current = now.devices.get(device.name)
+            if current is not None and current != device:
+                _attempt(f"reset {device.name}", _reset, ipr, device, current)
+        _restore_routes(ipr, image)
+        differing = image.differences(capture(ipr, image.devices))
+        if not differing:
+            return
+        log.info("rollback: %s still differ; another pass", differing)
+    raise RollbackFailed(devices=differing)
 
 
 def _attempt(what: str, step: object, *args: object) -> None:
@@ -203,11 +214,8 @@ def _recreate(ipr: IPRoute, device: DeviceImage) -> None:
         log.error("rollback: %s (%s) vanished and cannot be made again", device.name, device.kind)
 
 
-def _reset(ipr: IPRoute, device: DeviceImage) -> None:
-    """Put one existing device's own settings back."""
-    now = image_of(kernel.read_state(ipr), [device.name]).devices[device.name]
-    if now is None:
-        return
+def _reset(ipr: IPRoute, device: DeviceImage, now: DeviceImage) -> None:
+    """Put one existing device's own settings back (`now`: how it is)."""
     if now.master != device.master:
         master = kernel.index_of(ipr, device.master) if device.master else 0
         if device.master and now.up:
@@ -225,7 +233,8 @@ def _reset(ipr: IPRoute, device: DeviceImage) -> None:
         kernel.add_addr(ipr, device.name, family, address, prefix)
     if device.autoconf and now.autoconf != device.autoconf:
         kernel.set_ipv6_conf(device.name, "autoconf", device.autoconf)
-    kernel.set_link(ipr, device.name, state="up" if device.up else "down")
+    if now.up != device.up or (device.master and now.master != device.master):
+        kernel.set_link(ipr, device.name, state="up" if device.up else "down")
 
 
 def _restore_routes(ipr: IPRoute, image: Image) -> None:

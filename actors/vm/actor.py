@@ -195,12 +195,15 @@ class VmActor(Actor):
             self._down(Exit.of(ExitReason.LIBVIRT_DOMAIN_MISSING), publish=False)
             return
         self._status = status_of_state(state)
-        # The spec this actor was made with may be the XML VM.create got, which has no
-        # startTime yet (it is written into the launched XML): read the live domain's.
-        live = _live_spec(domain)
-        if live is not None and live.xml != self.spec.xml:  # recovery read the same
-            self._live_xml = live.xml
-        started = self.spec.start_time or (live.start_time if live else None)
+        # A spec with a startTime was read from the running domain (recovery). One
+        # without is the XML VM.create got (this actor crashed and was restarted):
+        # read the live domain's XML, which has the start time and libvirt's details.
+        started = self.spec.start_time
+        if started is None:
+            live = _live_spec(domain)
+            if live is not None:
+                self._live_xml = live.xml
+                started = live.start_time
         self._mark_started(time.monotonic() - (time.time() - started if started else 0.0))
         if self._status is VmStatus.DOWN:
             self._down(Exit.of(ExitReason.LOST_QEMU_CONNECTION), publish=False)

@@ -30,12 +30,12 @@ from pyroute2 import IPRoute
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.netns import TestNamespace  # noqa: E402
-from hostvisor.actors.network import apply  # noqa: E402
-from hostvisor.actors.network.model import NetConfig, parse_request  # noqa: E402
-from hostvisor.actors.network.netns import NamespaceWorker  # noqa: E402
-from hostvisor.api.embedded import EmbeddedHost  # noqa: E402
-from hostvisor.supervision.config import load_config  # noqa: E402
+from harness.netns import TestNamespace
+from hostvisor.actors.network import apply
+from hostvisor.actors.network.model import NetConfig, parse_request
+from hostvisor.actors.network.netns import NamespaceWorker
+from hostvisor.api.embedded import EmbeddedHost
+from hostvisor.supervision.config import load_config
 
 
 def _networks(count: int) -> dict[str, Any]:

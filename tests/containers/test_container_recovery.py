@@ -29,6 +29,8 @@ from hostvisor.api.client import ServerError, connect
 
 SERVE = [sys.executable, "-m", "hostvisor.api.cli", "serve"]
 
+pytestmark = [pytest.mark.libvirt]
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -114,8 +116,8 @@ def test_agent_killed_and_restarted_adopts_running_containers(
     ends.wait(timeout=10)
 
     agent.start()
-    statuses = wait_for(lambda: len(s := agent.statuses()) == 2 and s, 15, "both VMs adopted")
-    assert statuses == {vms["keeps"]: "Up", vms["ends"]: "Down"}
+    expected = {vms["keeps"]: "Up", vms["ends"]: "Down"}
+    wait_for(lambda: agent.statuses() == expected, 15, f"VMs adopted as {expected}")
     keeps.reload()
     assert keeps.id == before["keeps"]["Id"]
     assert keeps.attrs["State"]["StartedAt"] == before["keeps"]["State"]["StartedAt"]

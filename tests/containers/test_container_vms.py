@@ -8,6 +8,8 @@ events, VDSM's stats fields and types (§5), VDSM's error codes (§2).
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 import docker
 import pytest
 
+from harness.components import need
 from harness.dockerd import GATEWAY, IMAGE, NETWORK, PrivateDockerd, container_xml
 from harness.guests import Guests, StatusEvents, wait_for
 from harness.hosts import VM_TEST_SETTINGS, embedded_host
@@ -27,6 +30,8 @@ from hostvisor.api.embedded import EmbeddedHost
 NO_VM, VM_IS_DOWN, CREATE_ERROR, UNSUPPORTED = 1, 6, 9, 75
 PERCENT = re.compile(r"^\d+\.\d\d$")
 INT = re.compile(r"^\d+$")
+
+pytestmark = [pytest.mark.libvirt]
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +87,6 @@ def _error(call_: Any, **params: Any) -> ServerError:
     return raised.value
 
 
-@pytest.mark.slow
 def test_lifecycle_create_stats_pause_cont_shutdown_destroy(cli: Client, dockerd: PrivateDockerd):
     events = StatusEvents(cli)
     vm_id, first = _create(cli, events, memory_mib=96)
@@ -145,7 +149,6 @@ def test_lifecycle_create_stats_pause_cont_shutdown_destroy(cli: Client, dockerd
     assert _error(cli.VM.getStats, vmID=vm_id).code == NO_VM
 
 
-@pytest.mark.slow
 def test_a_container_that_dies_is_down_with_its_exit_status(cli: Client, dockerd: PrivateDockerd):
     events = StatusEvents(cli)
     vm_id, first = _create(cli, events, image=f"{IMAGE}:exit7")
@@ -290,7 +293,6 @@ def test_capabilities_report_containers(cli: Client):
 
 
 @pytest.mark.kvm
-@pytest.mark.slow
 def test_a_container_and_a_kvm_guest_side_by_side(
     cli: Client, dockerd: PrivateDockerd, tmp_path: Path, accelerator: Any
 ):
@@ -339,3 +341,40 @@ def test_without_container_type_the_container_settings_are_ignored(
     assert dockerd.labelled() == [] or all(
         c.labels["org.ovirt.hostvisor.vm-id"] != vm_id for c in dockerd.labelled()
     )
+
+
+def test_vdsm_client_getcapabilities_grep_containers(host: EmbeddedHost):
+    vdsm_client = Path(sys.executable).parent / "vdsm-client"
+    need(vdsm_client.exists(), f"{vdsm_client} is missing: run .venv/bin/pip install -e .")
+    _address, port = host.address
+    argv = [str(vdsm_client), "--insecure", "-a", "127.0.0.1", "-p", str(port)]
+    shown = subprocess.run(
+        [*argv, "Host", "getCapabilities"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert [line.strip() for line in shown.splitlines() if "containers" in line] == [
+        '"containers": true,'
+    ]
+
+
+def test_reboot_restarts_the_container_through_reboot_in_progress(
+    cli: Client, dockerd: PrivateDockerd
+):
+    events = StatusEvents(cli)
+    vm_id, _first = _create(cli, events)
+    started = _container(dockerd, vm_id).attrs["State"]["StartedAt"]
+    cli.VM.shutdown(vmID=vm_id, reboot=True, timeout=5)
+    seen = [entry["status"] for entry in events.until(vm_id, "Up")]
+    assert seen == ["RebootInProgress", "Up"]
+    assert _container(dockerd, vm_id).attrs["State"]["StartedAt"] != started
+
+
+def test_shutdown_kills_a_container_that_ignores_its_stop_signal_after_the_timeout(
+    cli: Client, dockerd: PrivateDockerd
+):
+    events = StatusEvents(cli)
+    vm_id, _first = _create(cli, events, image=f"{IMAGE}:stubborn")
+    cli.VM.shutdown(vmID=vm_id, timeout=1)
+    assert events.next(vm_id)[0]["status"] == "Powering down"
+    down = events.until(vm_id, "Down", timeout=15)[-1]
+    assert (down["exitCode"], down["exitReason"]) == (0, 6)  # asked for: the admin's
+    assert "container exited with status 137" in down["exitMessage"]  # SIGKILL

@@ -25,6 +25,8 @@ from hostvisor.supervision.config import load_config
 
 NO_VM = 1
 
+pytestmark = [pytest.mark.libvirt]
+
 
 def _destroy_all(cli: Client) -> None:
     for vm_id in cli.Host.getVMList():
@@ -134,3 +136,59 @@ def test_without_docker_a_container_vm_fails_clearly_and_kvm_vms_run(
             assert cli.VM.destroy(vmID=vm_id) is True  # never made: nothing to ask docker
         finally:
             _destroy_all(cli)
+
+
+@pytest.fixture
+def live_restore_dockerd() -> Iterator[PrivateDockerd]:
+    engine = PrivateDockerd("--live-restore")
+    try:
+        engine.start().prepare()
+        yield engine
+    finally:
+        engine.close()
+
+
+@pytest.mark.slow
+def test_while_docker_is_away_the_vm_says_so_and_comes_back_untouched(
+    live_restore_dockerd: PrivateDockerd, tmp_path_factory: pytest.TempPathFactory
+):
+    engine = live_restore_dockerd
+    config = load_config(
+        state_dir=tmp_path_factory.mktemp("state"),
+        libvirt_uri="test:///default",
+        management_port=0,
+        docker_socket=engine.socket,
+        container_network=NETWORK,
+        **VM_TEST_SETTINGS,
+    )
+    with EmbeddedHost(config) as host, host.client() as cli:
+        docker_actor = host.registry.lookup("infra/docker")
+        events = StatusEvents(cli)
+        vm_id = _create(cli)
+        assert events.next(vm_id)[0]["status"] == "Up"
+        started = engine.client.containers.get(f"hostvisor-{vm_id}").attrs["State"]["StartedAt"]
+        wait_for(lambda: call(docker_actor, "connections").get(timeout=5) == 1, 10, "events")
+
+        engine.stop_engine()  # --live-restore: the container keeps running without dockerd
+        away = wait_for(
+            lambda: (s := _status(cli, vm_id))["monitorResponse"] == "-1" and s, 10, "-1"
+        )
+        assert away["status"] == "Up"
+        with pytest.raises(ServerError) as raised:
+            cli.VM.pause(vmID=vm_id)
+        assert raised.value.code == 40
+        assert "Container runtime unavailable" in raised.value.message
+        assert engine.socket in raised.value.message
+        assert cli.Host.getCapabilities()["containers"] is False
+
+        engine.start()
+        wait_for(lambda: call(docker_actor, "connections").get(timeout=5) == 2, 30, "reconnect")
+        back = wait_for(lambda: (s := _status(cli, vm_id))["monitorResponse"] == "0" and s, 10, "0")
+        assert back["status"] == "Up"
+        container = engine.client.containers.get(f"hostvisor-{vm_id}")
+        assert container.attrs["State"]["StartedAt"] == started  # never restarted
+        cli.VM.pause(vmID=vm_id)
+        container.reload()
+        assert container.status == "paused"
+        assert cli.Host.getCapabilities()["containers"] is True
+        _destroy_all(cli)

@@ -78,8 +78,10 @@ def need_docker() -> None:
 class PrivateDockerd:
     """One private docker engine: start, restart, stop by pid; clean up its namespace."""
 
-    def __init__(self) -> None:
+    def __init__(self, *flags: str) -> None:
+        """Make the namespace and directory; `flags` are more dockerd options."""
         need_docker()
+        self.flags = flags
         self.directory = Path(tempfile.mkdtemp(prefix="hv-dk-", dir="/tmp"))
         self.socket = f"unix://{self.directory}/docker.sock"
         self.netns = f"hv-dk-{uuid.uuid4().hex[:8]}"
@@ -117,6 +119,7 @@ class PrivateDockerd:
             "--bridge=none",
             "--storage-driver=vfs",
             "--shutdown-timeout=5",
+            *self.flags,
         ]
         daemon = Daemon(argv, d / f"dockerd-{len(self.runs)}.log")
         self.runs.append(daemon)
@@ -140,16 +143,25 @@ class PrivateDockerd:
             self._client = None
         return status
 
+    def stop_engine(self) -> None:
+        """Stop dockerd only (with --live-restore its containers keep running)."""
+        self.stop()
+
     def restart(self) -> None:
         """Stop dockerd and start it again on the same data root and socket."""
         self.stop()
         self.start()
 
     def prepare(self) -> PrivateDockerd:
-        """Import the busybox image (tags `latest`, `exit7`) and create the network."""
+        """Import the busybox image and create the network.
+
+        Tags: `latest` exits 0 on SIGTERM, `exit7` exits 7 on it, and `stubborn` is a
+        bare `sleep` as PID 1, which never hears SIGTERM (only SIGKILL ends it).
+        """
         rootfs = busybox_rootfs()
         for tag, status in (("latest", 0), ("exit7", 7)):
             self.import_image(rootfs, tag, waiting_command(status))
+        self.import_image(rootfs, "stubborn", ["/bin/sleep", "86400"])
         self.client.networks.create(
             NETWORK,
             driver="bridge",
@@ -172,12 +184,33 @@ class PrivateDockerd:
         return self.client.containers.list(all=True, filters={"label": "org.ovirt.hostvisor.vm-id"})
 
     def close(self) -> None:
-        """Stop dockerd, delete its namespace and its directory."""
+        """Remove every container, stop dockerd, delete its namespace and its directory.
+
+        Containers go first: with --live-restore they would outlive dockerd.
+        """
         with contextlib.suppress(IndexError):
             if self.daemon.alive():
+                if self.answers():
+                    for container in self.client.containers.list(all=True):
+                        container.remove(force=True)
                 self.stop()
         subprocess.run(["ip", "netns", "del", self.netns], check=False)
+        self.unmount()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+    def unmount(self) -> None:
+        """Unmount what dockerd left mounted under its directory (a restarted dockerd
+        bind-mounts its data root once more and unmounts it only once), deepest first."""
+        for _ in range(16):
+            mounted = [
+                line.split()[4]
+                for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                if line.split()[4].startswith(f"{self.directory}/")
+            ]
+            if not mounted:
+                return
+            for point in sorted(mounted, key=len, reverse=True):
+                subprocess.run(["umount", point], check=False)
 
 
 OVIRT_VM_NS = "http://ovirt.org/vm/1.0"

@@ -12,22 +12,54 @@ and routes are left out: a remade bridge has a new index and a new link-local).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute, NetlinkError
 from pyroute2 import netns as pyroute2_netns
 
 from harness.components import need
+from hostvisor.api.embedded import EmbeddedHost
+from hostvisor.supervision.config import load_config
 
 T = TypeVar("T")
 _counter = itertools.count(1)
+NO_CHECK = {"connectivityCheck": False}
+"""setupNetworks options for tests that do not exercise the connectivity check."""
+MANAGEMENT = {
+    "nic": "eth0",
+    "ipaddr": "192.0.2.10",
+    "netmask": "255.255.255.0",
+    "gateway": "192.0.2.1",
+    "defaultRoute": True,
+    "ipv6addr": "2001:db8::10/64",
+    "ipv6gateway": "2001:db8::1",
+    "bootproto": "none",
+}
+"""A management network as the Engine sends it: bridged on eth0, static IPv4 and IPv6."""
+
+
+@contextlib.contextmanager
+def network_host(state_dir: Path, netns: TestNamespace, **settings: Any) -> Iterator[EmbeddedHost]:
+    """A whole host in-process managing `netns` (libvirt's test driver: no guests)."""
+    config = load_config(
+        state_dir=state_dir,
+        libvirt_uri="test:///default",
+        management_port=0,
+        net_namespace=netns.name,
+        host_sample_interval=60,
+        **settings,
+    )
+    with EmbeddedHost(config) as running:
+        yield running
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from harness.netns import TestNamespace
+from harness.netns import TestNamespace, network_host
 from hostvisor.api.client import Client
 from hostvisor.api.embedded import EmbeddedHost
-from hostvisor.supervision.config import load_config
 
 
 @pytest.fixture
@@ -22,21 +19,6 @@ def netns() -> Iterator[TestNamespace]:
         yield namespace
     finally:
         namespace.delete()
-
-
-@contextlib.contextmanager
-def network_host(state_dir: Path, netns: TestNamespace, **settings: Any) -> Iterator[EmbeddedHost]:
-    """A whole host in-process managing `netns` (libvirt's test driver: no guests here)."""
-    config = load_config(
-        state_dir=state_dir,
-        libvirt_uri="test:///default",
-        management_port=0,
-        net_namespace=netns.name,
-        host_sample_interval=60,
-        **settings,
-    )
-    with EmbeddedHost(config) as running:
-        yield running
 
 
 @pytest.fixture

@@ -5,11 +5,10 @@ from __future__ import annotations
 import queue
 
 from harness.guests import wait_for
-from harness.netns import TestNamespace
+from harness.netns import MANAGEMENT, NO_CHECK, TestNamespace
 from hostvisor.actors.actor import call
 from hostvisor.api.client import Client
 from hostvisor.api.embedded import EmbeddedHost
-from network.test_setup_networks import MANAGEMENT, NO_CHECK
 
 HOST_CONN = "|net|host_conn|no_id"
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.netns import TestNamespace
-from network.conftest import network_host
-from network.test_setup_networks import MANAGEMENT, NO_CHECK
+from harness.netns import MANAGEMENT, NO_CHECK, TestNamespace, network_host
 
 STORAGE_NET = {"nic": "eth1", "bridged": False, "ipaddr": "198.51.100.5", "prefix": 24}
 

@@ -12,23 +12,12 @@ from typing import Any
 import pytest
 
 from harness.guests import wait_for
-from harness.netns import TestNamespace, ip, kernel_refuses
+from harness.netns import MANAGEMENT, NO_CHECK, TestNamespace, ip, kernel_refuses
 from hostvisor.api.client import Client, ServerError
 from hostvisor.api.embedded import EmbeddedHost
 
-NO_CHECK = {"connectivityCheck": False}
 CONNECTIVITY_LOST, BAD_PARAMS, BAD_ADDR, BAD_NIC, USED_NIC = 10, 21, 22, 23, 24
 BAD_BONDING, BAD_VLAN, BAD_BRIDGE, FAILED_IFUP, BUSY = 25, 26, 27, 29, 40
-MANAGEMENT = {
-    "nic": "eth0",
-    "ipaddr": "192.0.2.10",
-    "netmask": "255.255.255.0",
-    "gateway": "192.0.2.1",
-    "defaultRoute": True,
-    "ipv6addr": "2001:db8::10/64",
-    "ipv6gateway": "2001:db8::1",
-    "bootproto": "none",
-}
 
 
 def _error(call: Any, **params: Any) -> ServerError:
@@ -53,7 +42,8 @@ def test_bridged_network_with_static_addresses(cli: Client, netns: TestNamespace
     links = netns.links()
     assert links["ovirtmgmt"]["kind"] == "bridge"
     assert links["eth0"]["master"] == "ovirtmgmt"
-    assert links["ovirtmgmt"]["up"] and links["eth0"]["up"]
+    assert links["ovirtmgmt"]["up"]
+    assert links["eth0"]["up"]
     assert netns.addresses()["ovirtmgmt"] == ["192.0.2.10/24", "2001:db8::10/64"]
     routes = netns.routes()
     assert ("-4", "default", "ovirtmgmt", "192.0.2.1", "main", "static") in routes
