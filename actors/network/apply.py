@@ -69,8 +69,18 @@ def network_table(name: str) -> int:
     return 0x10000 + zlib.crc32(name.encode()) % 0x7FFE0000
 
 
-def transact(ipr: IPRoute, running: NetConfig, request: Request) -> Outcome:
+def transact(
+    ipr: IPRoute,
+    running: NetConfig,
+    request: Request,
+    *,
+    before_steps: Callable[[rollback.Image], None] | None = None,
+) -> Outcome:
     """Apply `request` on top of `running`; all or nothing (see the module docstring).
+
+    `before_steps(image)`, if given, runs once the request is checked and the image
+    taken, before the first kernel step (to record the pending change durably); if
+    it raises, nothing was touched.
 
     Raises:
         NetworkError: the request does not fit this host (nothing was touched).
@@ -84,6 +94,8 @@ def transact(ipr: IPRoute, running: NetConfig, request: Request) -> Outcome:
     touched = rollback.touched_devices(state, _devices(running, wanted, request))
     image = rollback.image_of(state, touched)
     plan = _plan(running, wanted, request, state)
+    if before_steps is not None:
+        before_steps(image)
     for done, step in enumerate(plan.steps):
         try:
             step.action(netlink)

@@ -16,10 +16,17 @@ A setupNetworks call, as messages:
         else wait: ConfirmConnectivity -> commit
                    ConnectivityTimeout -> (writer: apply.undo) -> RolledBack -> code 10
 
+Before its first kernel step, a change is recorded as pending (`persistence`:
+the running configuration it starts from and the image to restore); the record
+goes once the change is committed or undone. So a change that waits for its
+connectivity check when the configurator crashes, or the agent is killed, is
+not left in the kernel behind a running configuration that says otherwise.
+
 At start it compares the persisted boot identity with the current one: after a
 (host or namespace) boot the kernel has none of the running configuration, so the
-safe configuration is applied and becomes the running one. A plain agent restart
-changes nothing in the kernel.
+safe configuration is applied and becomes the running one. Otherwise a pending
+change that was never committed is rolled back; else an agent restart changes
+nothing in the kernel.
 """
 
 from __future__ import annotations
@@ -35,15 +42,21 @@ import pykka
 from pyroute2 import IPRoute
 
 from hostvisor.actors.actor import Actor, CallbackFuture
-from hostvisor.actors.errors import AlreadyExists, HostvisorError, NotFound
-from hostvisor.actors.network import apply, netinfo
+from hostvisor.actors.errors import (
+    ActorCrashed,
+    AlreadyExists,
+    HostvisorError,
+    NotFound,
+    Unavailable,
+)
+from hostvisor.actors.network import apply, netinfo, rollback
 from hostvisor.actors.network.actor import Reconfigured
 from hostvisor.actors.network.errors import ConnectivityLost, NetworkBusy
 from hostvisor.actors.network.model import NetConfig, NetworkAttrs, Request, parse_request
-from hostvisor.actors.network.monitor import LinkState
+from hostvisor.actors.network.monitor import LinkState, dump_links
 from hostvisor.actors.network.netinfo import NetworkView
 from hostvisor.actors.network.netns import NamespaceWorker
-from hostvisor.actors.network.persistence import NetStore, boot_identity
+from hostvisor.actors.network.persistence import NetStore, Pending, boot_identity
 from hostvisor.actors.timers import Timer, Timers, shared_timers
 
 log = logging.getLogger(__name__)
@@ -149,6 +162,7 @@ class NetworkConfigurator(Actor):
     def on_start(self) -> None:
         """Read the running config; after a boot restore the safe one; start the actors.
 
+        Without a boot, a pending change that was never committed is rolled back.
         Blocks until a restore is done (at most RESTORE_TIMEOUT): the host's API
         stays gated meanwhile, as during any recovery.
         """
@@ -157,25 +171,60 @@ class NetworkConfigurator(Actor):
         self._running = self._store.running()
         identity = boot_identity(self._netns)
         if self._store.boot() != identity:
+            self._store.clear_pending()  # the kernel lost it with everything else
             self._restore_safe()
             self._store.write_boot(identity)
+        else:
+            self._undo_pending()
         links = self._writer.run(_link_states, timeout=RESTORE_TIMEOUT)
         self._sync_children(set(self._running.networks), links)
 
     def on_stop(self) -> None:
-        """Stop the namespace workers; a pending caller learns the host is stopping."""
-        self._end()
+        """Stop the namespace workers; a waiting caller learns the host is stopping.
+
+        A change waiting for its connectivity check stays pending: the next start
+        rolls it back (as after a kill).
+        """
+        reason = "stopping; an unconfirmed change is rolled back at the next start"
+        self._end(Unavailable(actor=self.path, reason=reason))
 
     def on_failure(self, *_exc_info: object) -> None:
-        """Stop the namespace workers."""
-        self._end()
+        """Fail a waiting caller; stop the workers and wait for the writer to end.
 
-    def _end(self) -> None:
+        Runs in the dying actor's thread, before its supervisor hears of the crash:
+        so the next incarnation, which rolls back the pending change, never runs
+        beside a writer still applying this one's (waits at most RESTORE_TIMEOUT).
+        """
+        reason = "the unconfirmed change is rolled back when the configurator restarts"
+        self._end(ActorCrashed(path=self.path, reason=reason))
+        if self._writer is not None and not self._writer.join(RESTORE_TIMEOUT):
+            log.error("the network writer did not end in %.0f s", RESTORE_TIMEOUT)
+
+    def _end(self, error: HostvisorError) -> None:
         for worker in (self._writer, self._reader):
             if worker is not None:
                 worker.stop()
-        if self._busy is not None and self._busy.timer is not None:
-            self._busy.timer.cancel()
+        transaction, self._busy = self._busy, None
+        if transaction is not None:
+            if transaction.timer is not None:
+                transaction.timer.cancel()
+            transaction.future.set_exception(exc_info=(type(error), error, None))
+
+    def _undo_pending(self) -> None:
+        """Roll back a change recorded as pending and never committed (see the docstring)."""
+        pending = self._store.pending()
+        if pending is None:
+            return
+        if pending.before.to_json() != self._running.to_json():
+            log.info("the last network change was committed; its pending record is obsolete")
+        else:
+            log.warning("a network change was never confirmed (a crash or a kill): rolling back")
+            assert self._writer is not None  # noqa: S101 - made just before
+            try:
+                self._writer.run(lambda ipr: apply.undo(ipr, pending.image), RESTORE_TIMEOUT)
+            except HostvisorError as error:
+                log.error("the unconfirmed network change was not rolled back: %s", error)  # noqa: TRY400
+        self._store.clear_pending()
 
     def _restore_safe(self) -> None:
         safe = self._store.safe()
@@ -221,18 +270,22 @@ class NetworkConfigurator(Actor):
         self._busy = transaction
         running = self._running
         ref = self.actor_ref
+        store = self._store
+
+        def record(image: rollback.Image) -> None:
+            store.write_pending(Pending(before=running, image=image))
 
         def run(ipr: IPRoute) -> tuple[apply.Outcome, Mapping[str, LinkState]]:
-            outcome = apply.transact(ipr, running, request)
+            outcome = apply.transact(ipr, running, request, before_steps=record)
             return outcome, _link_states(ipr)
 
         def done(future: CallbackFuture) -> None:
             try:
                 outcome, links = future.get(timeout=0)
             except BaseException as error:  # noqa: BLE001 - handed to the actor's thread
-                ref.tell(Applied(transaction.txid, None, {}, error))
+                _tell(ref, Applied(transaction.txid, None, {}, error))
             else:
-                ref.tell(Applied(transaction.txid, outcome, links, None))
+                _tell(ref, Applied(transaction.txid, outcome, links, None))
 
         assert self._writer is not None  # noqa: S101 - set in on_start
         self._writer.submit(run).add_done_callback(done)
@@ -295,6 +348,7 @@ class NetworkConfigurator(Actor):
             return
         if applied.error is not None or applied.outcome is None:
             self._busy = None
+            self._store.clear_pending()  # undone by the transaction itself
             error = applied.error or RuntimeError("no outcome")
             transaction.future.set_exception(exc_info=(type(error), error, None))
             if not isinstance(error, HostvisorError):
@@ -324,6 +378,7 @@ class NetworkConfigurator(Actor):
         self._busy = None
         self._running = transaction.outcome.config
         self._store.write_running(self._running)
+        self._store.clear_pending()  # after: in between, the record is seen as committed
         if transaction.request.commit:
             self._store.mark_safe()
         self._sync_children(set(transaction.request.networks), transaction.links or {})
@@ -343,9 +398,9 @@ class NetworkConfigurator(Actor):
             try:
                 future.get(timeout=0)
             except BaseException as error:  # noqa: BLE001 - handed to the actor's thread
-                ref.tell(RolledBack(txid, error))
+                _tell(ref, RolledBack(txid, error))
             else:
-                ref.tell(RolledBack(txid, None))
+                _tell(ref, RolledBack(txid, None))
 
         assert self._writer is not None  # noqa: S101 - set in on_start
         self._writer.submit(lambda ipr: apply.undo(ipr, image)).add_done_callback(done)
@@ -355,6 +410,7 @@ class NetworkConfigurator(Actor):
         if transaction is None or transaction.txid != txid:
             return
         self._busy = None
+        self._store.clear_pending()
         timeout = transaction.request.connectivity_timeout
         failure = ConnectivityLost(timeout=timeout, rolled_back=error is None)
         if error is not None:
@@ -381,6 +437,14 @@ class NetworkConfigurator(Actor):
                 log.warning("network actor %s: %s", name, error)
 
 
+def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
+    """Tell the configurator an outcome; dropped if it crashed (its successor rolls back)."""
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        log.info("network configurator gone; %s dropped", type(message).__name__)
+
+
 def _views(config: NetConfig) -> dict[str, NetworkView]:
     return {
         name: NetworkView(
@@ -394,5 +458,5 @@ def _views(config: NetConfig) -> dict[str, NetworkView]:
     }
 
 
-def _link_states(ipr: IPRoute) -> dict[str, LinkState]:
-    return {state.name: state for state in (LinkState.of_message(m) for m in ipr.get_links())}
+def _link_states(_ipr: IPRoute) -> dict[str, LinkState]:
+    return dump_links()  # in the worker's namespace, as `_ipr`

@@ -273,28 +273,40 @@ class Netlink:
         self.ipr.link("del", index=index)
 
     def delete_links(self, names: Iterable[str], spare_group: int) -> None:
-        """Delete the virtual devices `names` in one kernel batch.
+        """Delete the virtual devices `names` (in that order if one at a time).
 
-        The kernel deletes a whole device group in one request, and a batch costs
-        about half as much as one request per device (each unregistration waits for
-        the same grace periods). The devices are put in `spare_group` first, which
-        the caller has checked no device is in. If the batch is refused, the
-        devices left are deleted one by one.
+        The kernel deletes a whole device group in one request, and such a batch
+        costs about half as much as a request per device (each unregistration
+        waits for the same grace periods). So the devices are put in
+        `spare_group`, which the caller checked no device is in, and the group is
+        deleted; what that leaves is deleted one by one. Raises the first error
+        of those, after trying them all.
         """
         names = list(names)
+        grouped: list[str] = []
         for name in names:
-            self.set_link(name, group=spare_group)
-        try:
-            self.ipr.link("del", index=0, group=spare_group)
-        except KERNEL_ERRORS:
-            for name in names:
-                with contextlib.suppress(*KERNEL_ERRORS):
-                    self.delete_link(name)
-        for name in names:
+            with contextlib.suppress(*KERNEL_ERRORS):
+                self.set_link(name, group=spare_group)
+                grouped.append(name)
+        left = [name for name in names if name not in grouped]
+        if grouped:
+            try:
+                self.ipr.link("del", index=0, group=spare_group)
+            except KERNEL_ERRORS:
+                left = names
+        for name in grouped:
             self._indexes.pop(name, None)
+        failures: list[BaseException] = []
+        for name in left:
+            try:
+                self.delete_link(name)
+            except KERNEL_ERRORS as error:
+                failures.append(error)
+        if failures:
+            raise failures[0]
 
     def set_link(self, name: str, **attrs: Any) -> None:
-        """Change a device: `mtu`, `state` ("up"/"down"), `master` (an index; 0 frees it), `address`."""
+        """Change a device: `mtu`, `state`, `master` (an index; 0 frees it), `address`, `group`."""
         self.ipr.link("set", index=self.index_of(name), **attrs)
 
     def set_bridge(self, name: str, **attrs: Any) -> None:

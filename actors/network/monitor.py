@@ -27,7 +27,9 @@ from hostvisor.actors.network.kernel import IFF_RUNNING, IFF_UP
 
 log = logging.getLogger(__name__)
 
-_RTM_NEWLINK, _RTM_DELLINK = 16, 17
+_RTM_NEWLINK, _RTM_DELLINK, _RTM_GETLINK = 16, 17, 18
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
 _IFLA_IFNAME, _IFLA_MTU, _IFLA_OPERSTATE = 3, 4, 16
 _OPERSTATES = ("unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up")
 _OPERSTATES_BY_CODE = dict(enumerate(_OPERSTATES))
@@ -197,3 +199,45 @@ def parse_links(data: bytes) -> Iterator[LinkState]:
                 cursor += (size + 3) & ~3
             yield LinkState.of_bytes(kind, flags, attrs)
         offset += (length + 3) & ~3
+
+
+def dump_links() -> dict[str, LinkState]:
+    """The state of every link in the calling thread's namespace, by name.
+
+    Blocking (one netlink dump, a few milliseconds). Parsed by `parse_links`, so
+    that reading the devices of many networks costs little (see there).
+
+    Raises:
+        OSError: the kernel refused the dump.
+    """
+    links: dict[str, LinkState] = {}
+    header = _NLMSG_HEADER.pack(
+        _NLMSG_HEADER.size + _IFINFO.size, _RTM_GETLINK, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0
+    )
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_ROUTE) as sock:
+        sock.bind((0, 0))
+        sock.send(header + _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
+        done = False
+        while not done:
+            data = sock.recv(_RECEIVE_BUFFER)
+            done = _dump_done(data)
+            links.update((link.name, link) for link in parse_links(data))
+    return links
+
+
+def _dump_done(data: bytes) -> bool:
+    """Whether a datagram of a dump holds its end; raise OSError if it holds an error."""
+    offset = 0
+    while offset + _NLMSG_HEADER.size <= len(data):
+        length, kind, _flags, _seq, _pid = _NLMSG_HEADER.unpack_from(data, offset)
+        if kind == _NLMSG_DONE:
+            return True
+        if kind == _NLMSG_ERROR:
+            (code,) = struct.unpack_from("=i", data, offset + _NLMSG_HEADER.size)
+            if code:
+                raise OSError(-code, os.strerror(-code))
+            return True
+        if length < _NLMSG_HEADER.size:
+            return True
+        offset += (length + 3) & ~3
+    return False

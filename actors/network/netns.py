@@ -79,6 +79,11 @@ class NamespaceWorker:
         """Let the thread finish what is queued, then end; returns at once."""
         self._queue.put(_STOP)
 
+    def join(self, timeout: float) -> bool:
+        """Wait (blocking, at most `timeout`) for the thread to end; whether it did."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def _run(self) -> None:
         try:
             if self.netns is not None:

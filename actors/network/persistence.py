@@ -6,6 +6,12 @@ Under `<state_dir>/netconf/`:
 - `safe.json`: the configuration known to keep the host reachable, copied from the
   running one by `Host.setSafeNetworkConfig` or `commitOnSuccess` (VDSM's
   /var/lib/vdsm/persistence/netconf); `netConfigDirty` is "True" while they differ;
+- `pending.json`: a change being applied or waiting for its connectivity
+  check: the running configuration it started from and the image of the devices
+  it touches (`rollback.Image`). Written before the first kernel step, removed
+  once the change is committed or undone. Found at start while the running
+  configuration is still the one it started from, it is a change that was never
+  confirmed (the configurator crashed, the agent was killed): it is rolled back;
 - `boot`: which boot of the managed namespace the running configuration was
   applied in. The kernel's boot id plus the namespace's inode: a host reboot
   changes the first, a namespace made anew (a test's simulated boot) the second.
@@ -25,6 +31,7 @@ from pathlib import Path
 
 from hostvisor.actors.network.model import NetConfig
 from hostvisor.actors.network.netns import namespace_identity
+from hostvisor.actors.network.rollback import Image
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
@@ -36,6 +43,16 @@ def boot_identity(netns: str | None) -> str:
     except OSError:
         boot = ""
     return f"{boot}/{namespace_identity(netns)}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pending:
+    """A change that is in the kernel (or on its way there) but not committed."""
+
+    before: NetConfig
+    """The running configuration the change started from."""
+    image: Image
+    """The devices it touches as they were: what a rollback restores."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +85,29 @@ class NetStore:
     def dirty(self) -> bool:
         """Whether the running configuration differs from the safe one."""
         return self.running().to_json() != self.safe().to_json()
+
+    def write_pending(self, pending: Pending) -> None:
+        """Record (durably) a change about to be applied."""
+        text = json.dumps({"before": pending.before.to_json(), "image": pending.image.to_json()})
+        self._write("pending.json", text)
+
+    def pending(self) -> Pending | None:
+        """The change recorded by `write_pending` and not cleared since, if any.
+
+        Raises:
+            NetworkError, KeyError, TypeError, ValueError: the record does not parse.
+        """
+        try:
+            data = json.loads((self.directory / "pending.json").read_text())
+        except FileNotFoundError:
+            return None
+        return Pending(
+            before=NetConfig.from_json(data["before"]), image=Image.from_json(data["image"])
+        )
+
+    def clear_pending(self) -> None:
+        """Forget the pending change (committed, undone, or obsolete)."""
+        (self.directory / "pending.json").unlink(missing_ok=True)
 
     def boot(self) -> str:
         """The boot identity recorded with the running configuration ("" if none)."""

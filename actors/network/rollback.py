@@ -12,11 +12,11 @@ image back raises `RollbackFailed`, naming the devices that differ.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-
-from pyroute2 import IPRoute
+from typing import Any
 
 from hostvisor.actors.network import kernel
 from hostvisor.actors.network.errors import RollbackFailed
@@ -35,6 +35,8 @@ _DELETE_ORDER = {"bridge": 0, "vlan": 1, "bond": 2}
 _CREATE_ORDER = {"bond": 0, "vlan": 1, "bridge": 2}
 _MTU_ORDER = {"vlan": 1, "bridge": 2}  # everything else (NICs, bonds) first
 _PASSES = 2
+_SPARE_GROUP = 0x48560000
+"""Where to look for a free device group (any free one would do; "HV" and zeros)."""
 """A second pass settles what the first could not (an MTU a parent's change clamped)."""
 
 
@@ -97,6 +99,33 @@ class Image:
             names.append("routes")
         return names
 
+    def to_json(self) -> dict[str, Any]:
+        """The image as JSON-able dicts (to persist a change not yet confirmed)."""
+        devices = {
+            name: None
+            if device is None
+            else {
+                **dataclasses.asdict(device),
+                "addresses": sorted(device.addresses),
+            }
+            for name, device in self.devices.items()
+        }
+        routes = sorted((dataclasses.asdict(route) for route in self.routes), key=repr)
+        return {"devices": devices, "routes": routes}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Image:
+        """Read back what `to_json` wrote. Raises KeyError or TypeError if it does not fit."""
+        devices: dict[str, DeviceImage | None] = {}
+        for name, raw in data["devices"].items():
+            if raw is None:
+                devices[name] = None
+                continue
+            addresses = frozenset((int(f), str(a), int(p)) for f, a, p in raw["addresses"])
+            devices[name] = DeviceImage(**{**raw, "addresses": addresses})
+        routes = frozenset(RouteImage(**raw) for raw in data["routes"])
+        return cls(devices=devices, routes=routes)
+
 
 def touched_devices(state: NetState, names: Iterable[str]) -> set[str]:
     """`names` plus the current ports of those that are bridges or bonds (VM taps too)."""
@@ -107,9 +136,9 @@ def touched_devices(state: NetState, names: Iterable[str]) -> set[str]:
     return wanted
 
 
-def capture(ipr: IPRoute, names: Iterable[str]) -> Image:
+def capture(netlink: kernel.Netlink, names: Iterable[str]) -> Image:
     """Record the devices `names` (existing or not) and their configured routes."""
-    return image_of(kernel.read_state(ipr), names)
+    return image_of(netlink.read_state(), names)
 
 
 def image_of(state: NetState, names: Iterable[str]) -> Image:
@@ -159,40 +188,55 @@ def image_of(state: NetState, names: Iterable[str]) -> Image:
     return Image(devices=devices, routes=frozenset(routes))
 
 
-def restore(ipr: IPRoute, image: Image) -> None:
+def restore(netlink: kernel.Netlink, image: Image) -> None:
     """Make the kernel match `image` again, then verify it does.
 
     Blocking. Every step is attempted even if an earlier one failed, so that as
-    much as possible is put back; the verification decides.
+    much as possible is put back; the verification decides. The namespace is read
+    once to find what to delete and make again, once after that, and once to
+    verify (plus once before the routes, if routes are involved and a device was
+    reset); the first read is of the links alone. A second pass, with its own
+    reads, comes only if the first did not settle.
 
     Raises:
         RollbackFailed: the devices are not as the image says after the restore.
     """
-    state = kernel.read_state(ipr)
+    state = netlink.read_state(addresses=False)
     links = state.by_name()
     made = [n for n, d in image.devices.items() if d is None and n in links]
-    for name in sorted(made, key=lambda n: _DELETE_ORDER.get(links[n].kind or "", 3)):
-        _attempt(f"delete {name}", kernel.delete_link, ipr, name)
+    if made:
+        made.sort(key=lambda n: _DELETE_ORDER.get(links[n].kind or "", 3))
+        _attempt(f"delete {', '.join(made)}", netlink.delete_links, made, _spare_group(state))
     gone = [d for d in image.devices.values() if d is not None and d.name not in links]
     for device in sorted(gone, key=lambda d: _CREATE_ORDER.get(d.kind or "", 3)):
-        _attempt(f"recreate {device.name}", _recreate, ipr, device)
+        _attempt(f"recreate {device.name}", _recreate, netlink, device)
+    state = netlink.read_state()
     present = sorted(
         (d for d in image.devices.values() if d is not None),
         key=lambda d: _MTU_ORDER.get(d.kind or "", 0),
     )
     differing: list[str] = []
     for _pass in range(_PASSES):
-        now = capture(ipr, image.devices)
-        for device in present:
-            current = now.devices.get(device.name)
-            if current is not None and current != device:
-                _attempt(f"reset {device.name}", _reset, ipr, device, current)
-        _restore_routes(ipr, image)
-        differing = image.differences(capture(ipr, image.devices))
+        now = image_of(state, image.devices)
+        reset = [d for d in present if now.devices.get(d.name) not in (None, d)]
+        for device in reset:
+            _attempt(f"reset {device.name}", _reset, netlink, device, now.devices[device.name])
+        if image.routes or now.routes:
+            if reset:  # an address taken away takes its routes along
+                now = image_of(netlink.read_state(), image.devices)
+            _restore_routes(netlink, image, now)
+        state = netlink.read_state()
+        differing = image.differences(image_of(state, image.devices))
         if not differing:
             return
         log.info("rollback: %s still differ; another pass", differing)
     raise RollbackFailed(devices=differing)
+
+
+def _spare_group(state: NetState) -> int:
+    """A device group no device is in (to delete a batch of devices at once)."""
+    used = {link.group for link in state.links}
+    return next(g for g in range(_SPARE_GROUP, _SPARE_GROUP + len(used) + 1) if g not in used)
 
 
 def _attempt(what: str, step: object, *args: object) -> None:
@@ -202,49 +246,51 @@ def _attempt(what: str, step: object, *args: object) -> None:
         log.warning("rollback: %s failed: %s", what, error)
 
 
-def _recreate(ipr: IPRoute, device: DeviceImage) -> None:
+def _recreate(netlink: kernel.Netlink, device: DeviceImage) -> None:
     if device.kind == "bridge":
-        kernel.add_link(ipr, device.name, "bridge", br_stp_state=int(device.stp))
+        netlink.add_link(device.name, "bridge", br_stp_state=int(device.stp))
     elif device.kind == "bond":
-        kernel.add_link(ipr, device.name, "bond", bond_mode=device.bond_mode or 0)
+        netlink.add_link(device.name, "bond", bond_mode=device.bond_mode or 0)
     elif device.kind == "vlan" and device.vlan_parent is not None:
-        parent = kernel.index_of(ipr, device.vlan_parent)
-        kernel.add_link(ipr, device.name, "vlan", link=parent, vlan_id=device.vlan_id)
+        parent = netlink.index_of(device.vlan_parent)
+        netlink.add_link(device.name, "vlan", link=parent, vlan_id=device.vlan_id)
     else:
         log.error("rollback: %s (%s) vanished and cannot be made again", device.name, device.kind)
 
 
-def _reset(ipr: IPRoute, device: DeviceImage, now: DeviceImage) -> None:
+def _reset(netlink: kernel.Netlink, device: DeviceImage, now: DeviceImage) -> None:
     """Put one existing device's own settings back (`now`: how it is)."""
+    name = device.name
     if now.master != device.master:
-        master = kernel.index_of(ipr, device.master) if device.master else 0
+        master = netlink.index_of(device.master) if device.master else 0
         if device.master and now.up:
-            kernel.set_link(ipr, device.name, state="down")  # bond slaves must be down
-        kernel.set_link(ipr, device.name, master=master)
+            netlink.set_link(name, state="down")  # bond slaves must be down
+        netlink.set_link(name, master=master)
     if now.mtu != device.mtu:
-        kernel.set_link(ipr, device.name, mtu=device.mtu)
+        netlink.set_link(name, mtu=device.mtu)
     if now.mac != device.mac and device.mac:
-        kernel.set_link(ipr, device.name, address=device.mac)
+        netlink.set_link(name, address=device.mac)
     if device.kind == "bridge" and now.stp != device.stp:
-        kernel.set_bridge(ipr, device.name, br_stp_state=int(device.stp))
+        netlink.set_bridge(name, br_stp_state=int(device.stp))
     for family, address, prefix in now.addresses - device.addresses:
-        kernel.del_addr(ipr, device.name, family, address, prefix)
+        netlink.del_addr(name, family, address, prefix)
     for family, address, prefix in device.addresses - now.addresses:
-        kernel.add_addr(ipr, device.name, family, address, prefix)
+        netlink.add_addr(name, family, address, prefix)
     if device.autoconf and now.autoconf != device.autoconf:
-        kernel.set_ipv6_conf(device.name, "autoconf", device.autoconf)
+        kernel.set_ipv6_conf(name, "autoconf", device.autoconf)
     if now.up != device.up or (device.master and now.master != device.master):
-        kernel.set_link(ipr, device.name, state="up" if device.up else "down")
+        netlink.set_link(name, state="up" if device.up else "down")
 
 
-def _restore_routes(ipr: IPRoute, image: Image) -> None:
-    current = capture(ipr, image.devices).routes
-    links = kernel.read_state(ipr, addresses=False).by_name()
-    for extra in current - image.routes:
-        if extra.device in links:
-            route = extra.as_route(links[extra.device].index)
-            _attempt(f"delete route {extra}", kernel.del_route, ipr, route)
-    for missing in image.routes - current:
-        if missing.device in links:
-            route = missing.as_route(links[missing.device].index)
-            _attempt(f"add route {missing}", kernel.replace_route, ipr, route, missing.device)
+def _restore_routes(netlink: kernel.Netlink, image: Image, now: Image) -> None:
+    """Delete the configured routes the image lacks, add back those it has (`now`: as is)."""
+    for extra in now.routes - image.routes:
+        _attempt(f"delete route {extra}", _delete_route, netlink, extra)
+    for missing in image.routes - now.routes:
+        if now.devices.get(missing.device) is not None:
+            route = missing.as_route(0)  # through the device's index now
+            _attempt(f"add route {missing}", netlink.replace_route, route, missing.device)
+
+
+def _delete_route(netlink: kernel.Netlink, route: RouteImage) -> None:
+    netlink.del_route(route.as_route(netlink.index_of(route.device)))

@@ -11,7 +11,8 @@ Each round uses fresh namespaces with N veth NICs (run as root):
   the network actors), connectivity check off;
 - rollback: the same N networks applied by the kernel-level transaction, then the
   image restored and verified (what a failed connectivity check does).
-Prints the median of the rounds and the ratio to the baseline (target <= 2x).
+Prints the median of the rounds, their spread (min-max), and the ratio of the
+medians to the baseline's (target <= 2x).
 Not a test: it never gates CI.
 """
 
@@ -148,7 +149,7 @@ def main() -> None:
         rows["rollback"].append(undone)
     base = statistics.median(rows["baseline"])
     print(f"{count} bridged networks, median of {args.rounds} rounds")
-    print(f"{'what':<44}{'seconds':>10}{'ratio':>8}")
+    print(f"{'what':<44}{'seconds':>10}{'min-max':>16}{'ratio':>8}")
     labels = {
         "baseline": "pyroute2 directly (baseline)",
         "api": "Host.setupNetworks through the API",
@@ -157,7 +158,8 @@ def main() -> None:
     }
     for key, label in labels.items():
         median = statistics.median(rows[key])
-        print(f"{label:<44}{median:>10.3f}{median / base:>7.2f}x")
+        spread = f"{min(rows[key]):.3f}-{max(rows[key]):.3f}"
+        print(f"{label:<44}{median:>10.3f}{spread:>16}{median / base:>7.2f}x")
     print("target: setupNetworks <= 2x the baseline")
 
 

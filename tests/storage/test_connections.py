@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,11 +136,42 @@ def test_localfs_bad_directory_gets_vdsms_codes(short_dir: Path, mount_root: Pat
     assert connected_roots(mount_root) == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root passes every access(2) check")
+NOBODY = 65534
+CONNECT_AS_NOBODY = """
+import os, sys
+from pathlib import Path
+from hostvisor.actors.storage.connections import ServerConnection, connect
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+conn = ServerConnection.from_wire(4, {"id": "c", "connection": sys.argv[1]})
+print(connect(conn, Path(sys.argv[2])))
+"""
+
+
 def test_localfs_unreadable_directory_is_a_permission_error(short_dir: Path, mount_root: Path):
+    """The check is the agent's user's: run `connect` as nobody (root passes every access)."""
+    short_dir.chmod(0o755)
+    mount_root.mkdir(parents=True)
+    for made in (mount_root.parent, mount_root):
+        made.chmod(0o777)
     locked = short_dir / "locked"
-    locked.mkdir(mode=0o500)
-    assert connect(_local(locked), mount_root) == NO_PERMISSION
+    locked.mkdir(mode=0o700)  # root's, not nobody's
+    readable = short_dir / "readable"
+    readable.mkdir()
+    readable.chmod(0o777)  # mkdir's mode is cut by the umask
+
+    def connect_as_nobody(directory: Path) -> int:
+        if os.geteuid() != 0:
+            return connect(_local(directory), mount_root)
+        done = subprocess.run(
+            [sys.executable, "-c", CONNECT_AS_NOBODY, str(directory), str(mount_root)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(done.stdout.strip())
+
+    assert connect_as_nobody(locked) == NO_PERMISSION
+    assert connect_as_nobody(readable) == 0
 
 
 # -- POSIXFS on a real ext4 loop device ----------------------------------------------------
