@@ -278,6 +278,11 @@ class ContainerActor(Actor):
         if state.started_ns > self._run_started_ns:
             self._run_started_ns = state.started_ns
             self._mark_started(time.monotonic() - max(0, time.time_ns() - state.started_ns) / 1e9)
+        if self._resets:
+            # A restart is in flight (a reboot can be asked before the launch's own
+            # inspect is back): that inspect shows the run being restarted, and the
+            # restart reports the outcome when it is done.
+            return
         status = lifecycle.status_of(state.status)
         if status is VmStatus.DOWN:
             self._down(lifecycle.exit_of_state(state, requested=self._stop_requested), publish)
@@ -400,7 +405,10 @@ class ContainerActor(Actor):
             self._resets -= 1
             self._apply(state)
 
-        def failed(_error: BaseException) -> None:
+        def failed(error: BaseException) -> None:
+            # A reboot's caller was answered when it began: say it here, then report
+            # whatever docker says the container is now.
+            log.warning("VM %s: %s of its container failed: %s", self.vm_id, op, error)
             self._resets -= 1
             self._refresh()
 

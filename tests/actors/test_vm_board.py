@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from harness.vms import td_domain_xml, wait_for, write_test_node
+from harness.vms import td_domain_xml, write_test_node
+from harness.waiting import wait_for
 from hostvisor.actors.actor import ask, call
 from hostvisor.actors.vm.board import Post
 from hostvisor.api.embedded import EmbeddedHost

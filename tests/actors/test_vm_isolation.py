@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from harness.guests import make_halting_base, make_overlay
-from harness.vms import ovirt_guest_xml, qemu_pid, statuses, wait_for
+from harness.vms import ovirt_guest_xml, qemu_pid, statuses
+from harness.waiting import wait_for
 from hostvisor.actors.actor import call
 from hostvisor.actors.hypervisor.connection import embed_uri
 from hostvisor.api.client import ServerError

@@ -18,8 +18,9 @@ import libvirt
 import psutil
 import pytest
 
-from harness.guests import Guests, StatusEvents, qemu_pid, wait_for
+from harness.guests import Guests, StatusEvents, qemu_pid
 from harness.hosts import VM_TEST_SETTINGS, embedded_host
+from harness.waiting import wait_for
 from hostvisor.actors.actor import CallbackFuture
 from hostvisor.actors.events import notify_time
 from hostvisor.actors.vm.actor import Done

@@ -30,9 +30,9 @@ from harness.vms import (
     qemu_pid,
     statuses,
     td_domain_xml,
-    wait_for,
     write_test_node,
 )
+from harness.waiting import wait_for
 from hostvisor.api import embedded
 from hostvisor.api.client import ServerError, connect
 from hostvisor.api.embedded import EmbeddedHost

@@ -22,7 +22,8 @@ from typing import Any
 import psutil
 import pytest
 
-from harness.vms import statuses, td_domain_xml, wait_for, write_test_node
+from harness.vms import statuses, td_domain_xml, write_test_node
+from harness.waiting import wait_for
 from hostvisor.api.client import Client, ServerError
 from hostvisor.api.embedded import EmbeddedHost
 from hostvisor.supervision.config import Config, load_config

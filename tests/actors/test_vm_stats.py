@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +12,11 @@ import libvirt
 import pytest
 
 from harness.guests import domain_xml, make_halting_base, make_overlay
+from harness.waiting import wait_for
 from hostvisor.actors.vm.sampling import bulk_sample, sample_domains
 from hostvisor.actors.vm.stats import BalloonConfig, DriveInfo, NicInfo, VmSample, vm_stats
 
 MAC = "52:54:00:5a:17:01"
-
-
-def _wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `condition` until it returns a true value; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 def _start_guest(conn, accelerator, directory: Path, *, name: str, tap: str | None = None):
@@ -86,7 +76,7 @@ def test_bulk_sample_covers_every_active_guest_and_a_subset_on_fallback(
 def test_a_paused_guest_is_still_sampled_as_paused(qemu_embed, accelerator, tmp_path: Path):
     domain = _start_guest(qemu_embed, accelerator, tmp_path, name="paused")
     domain.suspend()
-    _wait_for(lambda: domain.state()[0] == libvirt.VIR_DOMAIN_PAUSED, 10, "the pause")
+    wait_for(lambda: domain.state()[0] == libvirt.VIR_DOMAIN_PAUSED, 10, "the pause")
 
     sample = bulk_sample(qemu_embed).vm_sample(domain.UUIDString())
 
@@ -125,14 +115,14 @@ def test_two_samples_of_a_booted_guest_give_vdsm_stats(qemu_embed, accelerator, 
         return taken if taken and taken.record.get("block.0.rd.reqs") else None
 
     # SeaBIOS reads the boot sector, then the guest halts (~5 s under nested KVM).
-    first = _wait_for(booted, 60, "SeaBIOS to read the boot sector")
+    first = wait_for(booted, 60, "SeaBIOS to read the boot sector")
     usage = int(vm_stats(first, None)["cpuUsage"])
 
     def used_more_cpu() -> VmSample | None:
         taken = booted()
         return taken if taken and int(vm_stats(taken, None)["cpuUsage"]) > usage else None
 
-    second = _wait_for(used_more_cpu, 10, "QEMU to use more CPU")
+    second = wait_for(used_more_cpu, 10, "QEMU to use more CPU")
     stats = vm_stats(second, first, nics={tap: NicInfo(mac=MAC, model="virtio")})
 
     for field in ("cpuUser", "cpuSys"):

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from harness.daemons import Daemon
-from harness.guests import wait_for
+from harness.waiting import wait_for
 from hostvisor.api.client import connect
 
 pytestmark = [pytest.mark.slow, pytest.mark.kvm, pytest.mark.libvirt]

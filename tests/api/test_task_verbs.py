@@ -7,7 +7,6 @@ do; everything the test reads comes over the API.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from harness.hosts import embedded_host
+from harness.waiting import wait_for
 from hostvisor.actors.actor import call
 from hostvisor.actors.storage.errors import VolumeDoesNotExist
 from hostvisor.actors.storage.tasks import TaskContext, Work
@@ -45,19 +45,10 @@ def submit(host: EmbeddedHost, verb: str, work: Work, **kwargs: Any) -> str:
     return task_id
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        threading.Event().wait(0.02)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def finished(cli: Client, task_id: str) -> dict[str, Any]:
     return wait_for(
         lambda: (s := cli.Task.getStatus(taskID=task_id))["taskState"] == "finished" and s,
+        WAIT,
         f"{task_id} to finish",
     )
 
@@ -148,6 +139,7 @@ def test_progress_is_readable_while_the_task_runs(host: EmbeddedHost, cli: Clien
         seen.append(
             wait_for(
                 lambda w=want: cli.Host.getAllTasks()[task_id].get("progress") == w and w,
+                WAIT,
                 f"progress {want}",
             )
         )
@@ -168,6 +160,7 @@ def test_jobs_are_listed_with_host_get_jobs(host: EmbeddedHost, cli: Client):
     call(manager, "submit_job", job_id, work, description="copy_data").get(timeout=5)
     running = wait_for(
         lambda: (j := cli.Host.getJobs(job_ids=[job_id]).get(job_id)) and "progress" in j and j,
+        WAIT,
         "the job's progress",
     )
     assert running == {
@@ -178,7 +171,7 @@ def test_jobs_are_listed_with_host_get_jobs(host: EmbeddedHost, cli: Client):
         "progress": 50.0,
     }
     release.set()
-    wait_for(lambda: cli.Host.getJobs(job_type="storage")[job_id]["status"] == "done", "done")
+    wait_for(lambda: cli.Host.getJobs(job_type="storage")[job_id]["status"] == "done", WAIT, "done")
     assert cli.Host.getJobs(job_type="v2v") == {}
 
 

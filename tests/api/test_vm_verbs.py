@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from harness.guests import OVIRT_VM_NS as OVIRT_VM
-from harness.guests import Guests, StatusEvents, wait_for
+from harness.guests import Guests, StatusEvents
 from harness.hosts import VM_TEST_SETTINGS, embedded_host
+from harness.waiting import wait_for
 from hostvisor.api.client import Client, ServerError
 from hostvisor.api.embedded import EmbeddedHost
 

@@ -24,7 +24,7 @@ import pytest
 
 from harness.daemons import Daemon
 from harness.dockerd import IMAGE, NETWORK, PrivateDockerd, container_xml
-from harness.guests import wait_for
+from harness.waiting import wait_for
 from hostvisor.api.client import ServerError, connect
 
 SERVE = [sys.executable, "-m", "hostvisor.api.cli", "serve"]

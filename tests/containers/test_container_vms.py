@@ -20,8 +20,9 @@ import pytest
 
 from harness.components import need
 from harness.dockerd import GATEWAY, IMAGE, NETWORK, PrivateDockerd, container_xml
-from harness.guests import Guests, StatusEvents, wait_for
+from harness.guests import Guests, StatusEvents
 from harness.hosts import VM_TEST_SETTINGS, embedded_host
+from harness.waiting import wait_for
 from hostvisor.actors.actor import call
 from hostvisor.actors.vm.errors import UnsupportedOperation
 from hostvisor.api.client import Client, ServerError

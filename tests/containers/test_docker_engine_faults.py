@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from harness.dockerd import IMAGE, NETWORK, PrivateDockerd, container_xml
-from harness.guests import Guests, StatusEvents, wait_for
+from harness.guests import Guests, StatusEvents
 from harness.hosts import VM_TEST_SETTINGS, embedded_host
+from harness.waiting import wait_for
 from hostvisor.actors.actor import call
 from hostvisor.api.client import Client, ServerError
 from hostvisor.api.embedded import EmbeddedHost

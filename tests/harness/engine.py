@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.guests import HALT_SECTOR, OVIRT_VM_NS
-from harness.vms import wait_for
+from harness.waiting import wait_for
 
 BLANK = "00000000-0000-0000-0000-000000000000"
 LOCALFS, POSIXFS = 4, 6

@@ -14,7 +14,6 @@ import queue
 import subprocess
 import time
 import uuid as uuids
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,16 +132,6 @@ class Guests:
         options.setdefault("ovirt_metadata", True)
         xml = domain_xml(name=name, uuid=vm_id, disk=disk, domain_type=self.domain_type, **options)
         return vm_id, xml
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
-    """Poll `condition` until it returns a true value; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
-    return value
 
 
 class StatusEvents:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import queue
 
-from harness.guests import wait_for
 from harness.netns import MANAGEMENT, NO_CHECK, TestNamespace
+from harness.waiting import wait_for
 from hostvisor.actors.actor import call
 from hostvisor.api.client import Client
 from hostvisor.api.embedded import EmbeddedHost

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from harness.guests import wait_for
 from harness.netns import MANAGEMENT, NO_CHECK, TestNamespace, network_host
+from harness.waiting import wait_for
 from hostvisor.actors.actor import call
 from hostvisor.actors.errors import ActorCrashed
 from hostvisor.actors.network.model import NetConfig

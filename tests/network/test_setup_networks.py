@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from harness.guests import wait_for
 from harness.netns import MANAGEMENT, NO_CHECK, TestNamespace, ip, kernel_refuses
+from harness.waiting import wait_for
 from hostvisor.api.client import Client, ServerError
 from hostvisor.api.embedded import EmbeddedHost
 

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from harness.daemons import Daemon
-from harness.guests import Guests, wait_for
+from harness.guests import Guests
 from harness.netns import NO_CHECK, TestNamespace
+from harness.waiting import wait_for
 from hostvisor.api.client import Client, connect
 
 pytestmark = [pytest.mark.kvm, pytest.mark.libvirt, pytest.mark.slow]

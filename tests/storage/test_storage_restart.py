@@ -21,7 +21,7 @@ import pytest
 
 from harness.agent import Agent
 from harness.engine import COW, LOCALFS, RAW, DataCenter, new_id, succeeded
-from harness.vms import wait_for
+from harness.waiting import wait_for
 from hostvisor.api.client import ServerError, connect
 
 NOT_LEGAL_CHAIN = 262

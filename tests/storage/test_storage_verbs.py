@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from harness.engine import COW, LOCALFS, RAW, DataCenter, MiB, new_id, succeeded, wait_task
-from harness.vms import wait_for, write_test_node
+from harness.vms import write_test_node
+from harness.waiting import wait_for
 from hostvisor.api.client import Client, ServerError
 from hostvisor.api.embedded import EmbeddedHost
 from hostvisor.supervision.config import load_config

@@ -7,13 +7,13 @@ sleeps to synchronise: the test waits for a state the manager reports.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pykka
 import pytest
 
+from harness.waiting import wait_for
 from hostvisor.actors.actor import Link, call
 from hostvisor.actors.errors import InvalidArgument
 from hostvisor.actors.storage.errors import (
@@ -48,20 +48,10 @@ def ask(ref: pykka.ActorRef[Any], method: str, *args: Any, **kwargs: Any) -> Any
     return call(ref, method, *args, **kwargs).get(timeout=WAIT)
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    """Poll `check` until it returns a truthy value (the manager answers at once)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        threading.Event().wait(0.01)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def finished(ref: pykka.ActorRef[Any], task_id: str) -> dict[str, Any]:
     return wait_for(
         lambda: (s := ask(ref, "status", task_id))["taskState"] == "finished" and s,
+        WAIT,
         f"task {task_id} to finish",
     )
 
@@ -238,6 +228,7 @@ def test_progress_is_seen_growing_while_the_work_runs(manager: pykka.ActorRef[An
         seen.append(
             wait_for(
                 lambda w=want: ask(manager, "all_details")[task_id].get("progress") == w and w,
+                WAIT,
                 f"progress {want}",
             )
         )
@@ -352,7 +343,7 @@ def test_a_job_reports_vdsm_job_fields(manager: pykka.ActorRef[Any]):
     with pytest.raises(JobNotDone):
         ask(manager, "delete_job", job_id)
     gate.opened.set()
-    done = wait_for(lambda: ask(manager, "jobs")[job_id]["status"] == "done", "job done")
+    done = wait_for(lambda: ask(manager, "jobs")[job_id]["status"] == "done", WAIT, "job done")
     assert done
     assert ask(manager, "jobs", "v2v") == {}
     assert list(ask(manager, "jobs", None, [job_id, "other"])) == [job_id]
@@ -370,7 +361,9 @@ def test_a_failed_job_carries_its_error_and_an_aborted_job_says_so(
 
     ask(manager, "submit_job", "j-fail", fail)
     failed = wait_for(
-        lambda: (j := ask(manager, "jobs")["j-fail"])["status"] == "failed" and j, "job failure"
+        lambda: (j := ask(manager, "jobs")["j-fail"])["status"] == "failed" and j,
+        WAIT,
+        "job failure",
     )
     assert failed["error"] == {"code": 201, "message": str(VolumeDoesNotExist(volUUID="v"))}
 
@@ -381,7 +374,7 @@ def test_a_failed_job_carries_its_error_and_an_aborted_job_says_so(
     ask(manager, "submit_job", "j-abort", endless)
     ask(manager, "abort_job", "j-abort")
     aborted = wait_for(
-        lambda: (j := ask(manager, "jobs")["j-abort"])["status"] == "aborted" and j, "abort"
+        lambda: (j := ask(manager, "jobs")["j-abort"])["status"] == "aborted" and j, WAIT, "abort"
     )
     assert aborted["error"]["code"] == 411
 
@@ -391,6 +384,6 @@ def test_finished_jobs_are_forgotten_after_the_autodelete_delay():
     ref = TaskManager.spawn(link, job_autodelete=0.2, timers=Timers("test-timers"))
     try:
         ask(ref, "submit_job", "j", lambda _ctx: None)
-        wait_for(lambda: "j" not in ask(ref, "jobs"), "the job to be forgotten")
+        wait_for(lambda: "j" not in ask(ref, "jobs"), WAIT, "the job to be forgotten")
     finally:
         ref.stop(timeout=5)
