@@ -187,8 +187,8 @@ def test_two_hundred_tasks_polled_through_the_api(host: EmbeddedHost, cli: Clien
             for i, s in cli.Host.getAllTasksStatuses().items()
             if i in ids
         ),
+        60,
         "200 tasks to succeed",
-        timeout=60,
     )
     for task_id in ids:
         assert cli.Task.clear(taskID=task_id) is True

@@ -283,8 +283,8 @@ def test_two_hundred_tasks_at_once(manager: pykka.ActorRef[Any]):
     release.set()
     wait_for(
         lambda: all(s["taskResult"] == "success" for s in ask(manager, "all_statuses").values()),
+        60,
         "200 tasks to succeed",
-        timeout=60,
     )
     for task_id in ids:
         ask(manager, "clear", task_id)
