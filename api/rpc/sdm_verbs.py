@@ -4,11 +4,13 @@
 destination volume first). The call returns at once; the copy runs in a job worker
 of the task manager — never on an actor's thread, never on the domain's writer —
 with qemu-img's progress readable in `Host.getJobs`. The destination is ILLEGAL
-until the copy is complete, so an interrupted copy is never mistaken for a good one.
+until the copy is complete and flushed to disk, so an interrupted copy (or a power
+loss right after it) is never mistaken for a good one.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pykka
@@ -81,12 +83,22 @@ class SdmHandlers:
                 progress=context.progress,
                 abort=context.aborted,
             )
+            _flush(dst_path)  # durable before it is called LEGAL
             _set_legality(api, dst_ref, destination, Legality.LEGAL)
 
         tasks = self.api.registry.lookup(TASKS)
         description = f"copy_data {source.vol} -> {destination.vol}"
         await settled(call(tasks, "submit_job", job_id, copy, description=description))
         return True
+
+
+def _flush(path: str) -> None:
+    """Flush a copied volume to disk: qemu-img convert leaves its writes in the page cache."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _set_legality(
