@@ -29,37 +29,35 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pykka
 from pykka import messages as pykka_messages
 
-from hostvisor.actors.actor import Actor, CallbackFuture
+from hostvisor.actors.actor import CallbackFuture
 from hostvisor.actors.container import lifecycle
 from hostvisor.actors.container.engine import ContainerEvent, ContainerState, DockerEngine
 from hostvisor.actors.container.spec import RUNTIME, ContainerSpec
 from hostvisor.actors.container.stats import ContainerSample, CpuLimits, container_stats
-from hostvisor.actors.errors import Conflict, HostvisorError
-from hostvisor.actors.events import Event, notify_time
+from hostvisor.actors.errors import HostvisorError
 from hostvisor.actors.timers import Timers, shared_timers
 from hostvisor.actors.vm import domxml
-from hostvisor.actors.vm.actor import ActorGone, Done, PoweringUpOver, ShutdownTimedOut
-from hostvisor.actors.vm.board import Forget, Post
-from hostvisor.actors.vm.entry import VmEntry
-from hostvisor.actors.vm.errors import UnsupportedOperation, VmIsDown, VmOperationFailed
+from hostvisor.actors.vm.errors import UnsupportedOperation
+from hostvisor.actors.vm.guest import (
+    Done,
+    GuestActor,
+    PoweringUpOver,
+    Publish,
+    ShutdownTimedOut,
+    TellBoard,
+    no_board,
+)
 from hostvisor.actors.vm.lifecycle import Exit
 from hostvisor.actors.vm.status import ExitReason, PauseCode, VmStatus
 
 log = logging.getLogger(__name__)
-
-Publish = Callable[[Event], None]
-TellBoard = Callable[[Post | Forget], None]
-
-
-def _no_board(_message: Post | Forget) -> None:
-    """Where a ContainerActor made without a board posts its entries: nowhere."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +73,7 @@ class ContainerServices:
 
     engine: Callable[[], DockerEngine]
     publish: Publish
-    board: TellBoard = _no_board
+    board: TellBoard = no_board
     timers: Timers = field(default_factory=shared_timers)
 
 
@@ -105,7 +103,7 @@ class Sampled:
     sample: ContainerSample | None
 
 
-class ContainerActor(Actor):
+class ContainerActor(GuestActor):
     """Owns one container VM. Runs in its own thread; docker calls run in helper threads.
 
     Args:
@@ -119,6 +117,9 @@ class ContainerActor(Actor):
             VM report monitorResponse -1.
     """
 
+    runtime = RUNTIME
+    thread_prefix = "container"
+
     def __init__(
         self,
         *,
@@ -130,37 +131,32 @@ class ContainerActor(Actor):
         operation_timeout: float = 30.0,
     ) -> None:
         """Remember the VM; launch or recover in `on_start`."""
-        super().__init__()
+        super().__init__(
+            vm_id=spec.vm_id,
+            described=domxml.describe(spec.domain),
+            xml=spec.domain.xml,
+            publish=services.publish,
+            board=services.board,
+            timers=services.timers,
+            powering_up=powering_up,
+            operation_timeout=operation_timeout,
+        )
         self.spec = spec
-        self.vm_id = spec.vm_id
         self._services = services
         self._recover = recover
         self._hint = hint
-        self._powering_up = powering_up
-        self._operation_timeout = operation_timeout
         self._container = spec.name  # docker's id once known
         self._container_id: str | None = None
         self._stop_signal = "SIGTERM"
-        self._status = VmStatus.WAIT_FOR_LAUNCH
-        self._status_time = notify_time()
-        self._exit: Exit | None = None
-        self._started: float | None = None  # monotonic
         self._run_started_ns = 0  # docker's start of the current run
         self._stop_requested = False
         self._oom = False
         self._resets = 0  # restarts in flight: their die/start are not news
-        self._shutdown_attempt = 0
         self._refresh_ids = itertools.count(1)
         self._applied_refresh = 0
         self._last_sample: ContainerSample | None = None
-        self._figures: dict[str, Any] = {}
-        self._monitor_response = 0
-        self._op_ids = itertools.count(1)
-        self._in_flight: dict[int, float] = {}
-        self._described = domxml.describe(spec.domain)
         quota = spec.cpu_quota // max(1, spec.domain.vcpus) if spec.cpu_quota else -1
         self._cpu = CpuLimits(vcpus=spec.domain.vcpus, period=spec.cpu_period, quota=quota)
-        self._entry: VmEntry | None = None
 
     # -- life ---------------------------------------------------------------------------
 
@@ -175,23 +171,12 @@ class ContainerActor(Actor):
             self._launch()
         self._post()
 
-    def on_stop(self) -> None:
-        """Take this VM off the board."""
-        self._services.board(Forget(self.vm_id))
-
-    def on_failure(self, *_exc_info: Any) -> None:
-        """Take this VM off the board; the restarted actor posts afresh."""
-        self._services.board(Forget(self.vm_id))
-
     def _handle_receive(self, message: Any) -> Any:
         if isinstance(message, pykka_messages.ProxyCall):
             name = message.attr_path[0]
             if len(message.attr_path) != 1 or name.startswith("_") or not hasattr(self, name):
                 raise UnsupportedOperation(vmId=self.vm_id, operation=name, runtime=RUNTIME)
-        try:
-            return super()._handle_receive(message)
-        finally:
-            self._post_if_changed()
+        return super()._handle_receive(message)
 
     def _launch(self) -> None:
         spec = self.spec
@@ -285,19 +270,11 @@ class ContainerActor(Actor):
             return
         status = lifecycle.status_of(state.status)
         if status is VmStatus.DOWN:
-            self._down(lifecycle.exit_of_state(state, requested=self._stop_requested), publish)
+            self._down(
+                lifecycle.exit_of_state(state, requested=self._stop_requested), publish=publish
+            )
         elif status is not VmStatus.WAIT_FOR_LAUNCH and self._status is not VmStatus.POWERING_DOWN:
             self._set_status(status, publish=publish)
-
-    def _on_done(self, done: Done) -> None:
-        self._in_flight.pop(done.op_id, None)
-        self._changed()
-        outcome = done.then(done.result if done.error is None else done.error)
-        self._post_if_changed()  # the board hears first, as for a VmActor
-        if done.error is not None and isinstance(outcome, BaseException):
-            done.op.set_exception(exc_info=(type(outcome), outcome, None))
-        else:
-            done.op.set(outcome)
 
     def _refresh(self) -> None:
         """Inspect the container on a thread; the answer comes back as `Inspected`."""
@@ -418,118 +395,10 @@ class ContainerActor(Actor):
 
     # -- answers --------------------------------------------------------------------------
 
-    @property
-    def status(self) -> VmStatus:
-        """The status as reported (Powering up for the first seconds of Up)."""
-        return self.entry().reported_status(time.monotonic())
-
-    def entry(self) -> VmEntry:
-        """What this VM reports now, frozen (made again only after a change)."""
-        if self._entry is None:
-            self._entry = self._make_entry()
-        return self._entry
-
-    def brief(self) -> dict[str, Any]:
-        """Return `{vmId, status}` (getVMList with onlyUUID=false)."""
-        return self.entry().brief(time.monotonic())
-
-    def info(self) -> dict[str, Any]:
-        """Return the VM's status fields, as VM.getStats reports them for any status."""
-        return self.entry().info_fields(time.monotonic())
-
-    def stats(self) -> dict[str, Any]:
-        """Return VM.getStats' entry: status fields plus the last sampled figures."""
-        return self.entry().stats(time.monotonic())
-
-    def definition(self) -> dict[str, Any]:
-        """Return getVMFullList's entry: the status fields and the domain XML."""
-        return self.entry().definition(time.monotonic())
-
-    def _make_entry(self) -> VmEntry:
-        info = self._described
-        if self._status is VmStatus.DOWN and self._exit is not None:
-            info = dict(info)
-            info.update(
-                exitCode=int(self._exit.code),
-                exitReason=int(self._exit.reason),
-                exitMessage=self._exit.message,
-                timeOffset="0",
-            )
-        return VmEntry(
-            vm_id=self.vm_id,
-            status=self._status,
-            status_time=self._status_time,
-            info=info,
-            figures=self._figures,
-            extra={"kvmEnable": "false", "acpiEnable": "false", "pauseCode": PauseCode.NOERR},
-            started=self._started,
-            powering_up=self._powering_up,
-            monitor_response=self._monitor_response,
-            busy_since=min(self._in_flight.values(), default=None),
-            operation_timeout=self._operation_timeout,
-            xml=self.spec.domain.xml,
-        )
-
-    def _changed(self) -> None:
-        self._entry = None
-
-    def _post(self) -> None:
-        self._services.board(Post(self.entry()))
-
-    def _post_if_changed(self) -> None:
-        if self._entry is None:
-            self._post()
+    def _extra(self) -> Mapping[str, Any]:
+        return {"kvmEnable": "false", "acpiEnable": "false", "pauseCode": PauseCode.NOERR.value}
 
     # -- helpers --------------------------------------------------------------------------
-
-    def _mark_started(self, started: float) -> None:
-        self._changed()
-        self._started = started
-        remaining = started + self._powering_up - time.monotonic()
-        if remaining > 0:
-            self._tell_later(remaining, PoweringUpOver())
-
-    def _on_powering_up_over(self) -> None:
-        started = self._started
-        if self._status is not VmStatus.UP or started is None:
-            return
-        remaining = started + self._powering_up - time.monotonic()
-        if remaining > 0:
-            self._tell_later(remaining, PoweringUpOver())
-            return
-        self._changed()
-        self._status_time = notify_time()
-        self._announce()
-
-    def _tell_later(self, delay: float, message: Any) -> None:
-        self._services.timers.tell_later(delay, self.actor_ref, message)
-
-    def _set_status(self, status: VmStatus, *, publish: bool = True) -> None:
-        if status is self._status:
-            return
-        self._changed()
-        self._status = status
-        self._status_time = notify_time()
-        if publish:
-            self._announce()
-
-    def _announce(self) -> None:
-        """Publish `|virt|VM_status|<id>`; the board hears of the change first."""
-        self._post_if_changed()
-        self._services.publish(
-            Event(method=f"|virt|VM_status|{self.vm_id}", params={self.vm_id: self.info()})
-        )
-
-    def _down(self, exit_: Exit, publish: bool = True) -> None:  # noqa: FBT001, FBT002
-        self._changed()
-        self._exit = exit_
-        self._set_status(VmStatus.DOWN, publish=publish)
-
-    def _require_running(self, op: str) -> None:
-        if self._status is VmStatus.DOWN:
-            raise VmIsDown(vmId=self.vm_id, operation=op)
-        if self._status is VmStatus.WAIT_FOR_LAUNCH:
-            raise Conflict(vmId=self.vm_id, operation=op, status=self._status.value)
 
     def _operate(
         self,
@@ -551,41 +420,3 @@ class ContainerActor(Actor):
                 self._set_status(then)
 
         return self._blocking(op, lambda: action(engine(), container), then=done)
-
-    def _blocking(
-        self,
-        op: str,
-        call: Callable[[], Any],
-        *,
-        then: Callable[[Any], Any],
-        failed: Callable[[BaseException], Any] | None = None,
-    ) -> CallbackFuture:
-        """Run `call` on a new thread; `then`/`failed` run back in the actor's thread."""
-        future = CallbackFuture()
-        ref = self.actor_ref
-        vm_id = self.vm_id
-        op_id = next(self._op_ids)
-        self._in_flight[op_id] = time.monotonic()
-        self._changed()
-
-        def fail(error: BaseException) -> BaseException:
-            if failed is not None:
-                failed(error)
-            if isinstance(error, HostvisorError):
-                return error
-            return VmOperationFailed(vmId=vm_id, operation=op, runtime=RUNTIME, reason=str(error))
-
-        def run() -> None:
-            try:
-                result = call()
-            except Exception as error:  # noqa: BLE001 - reported to the actor, then the caller
-                done = Done(future, op_id, fail, error=error)
-            else:
-                done = Done(future, op_id, then, result=result)
-            try:
-                ref.tell(done)
-            except pykka.ActorDeadError:
-                future.set_exception(exc_info=(ActorGone, ActorGone(vmId=vm_id), None))
-
-        threading.Thread(target=run, name=f"container:{vm_id}:{op}", daemon=True).start()
-        return future

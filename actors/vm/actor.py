@@ -12,32 +12,35 @@ future that settles when libvirt has done the work; the API awaits that future. 
 operation still running past its timeout makes the VM report monitorResponse -1,
 as a sample that did not come back does.
 
-Whatever it reports is frozen into a `VmEntry` after each message that changed it
-and posted to the board, which answers listings over all VMs in one ask.
+How it reports (statuses, events, the board, "Powering up", operations off its
+thread) is `GuestActor`'s, shared with the container VMs.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import libvirt
-import pykka
 
-from hostvisor.actors.actor import Actor, CallbackFuture
-from hostvisor.actors.errors import Conflict, HostvisorError, Unavailable
-from hostvisor.actors.events import Event, notify_time
+from hostvisor.actors.actor import CallbackFuture
+from hostvisor.actors.errors import HostvisorError
 from hostvisor.actors.hypervisor.events import DomainLifecycle
 from hostvisor.actors.timers import Timers, shared_timers
 from hostvisor.actors.vm import domxml
-from hostvisor.actors.vm.board import Forget, Post
-from hostvisor.actors.vm.entry import VmEntry
-from hostvisor.actors.vm.errors import VmIsDown, VmOperationFailed
+from hostvisor.actors.vm.guest import (
+    ActorGone,
+    Done,
+    GuestActor,
+    PoweringUpOver,
+    Publish,
+    ShutdownTimedOut,
+    TellBoard,
+    no_board,
+)
 from hostvisor.actors.vm.lifecycle import Exit, pause_code, status_of_state, stopped_exit
 from hostvisor.actors.vm.sampling import BulkSample
 from hostvisor.actors.vm.stats import VmSample, vm_stats
@@ -45,12 +48,7 @@ from hostvisor.actors.vm.status import ExitReason, PauseCode, VmStatus
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[Event], None]
-TellBoard = Callable[[Post | Forget], None]
-
-
-def _no_board(_message: Post | Forget) -> None:
-    """Where a VmActor made without a board posts its entries: nowhere."""
+__all__ = ["ActorGone", "Done", "PoweringUpOver", "ShutdownTimedOut", "StatsSample", "VmActor"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,23 +64,8 @@ class VmServices:
 
     connection: Callable[[], Any]
     publish: Publish
-    board: TellBoard = _no_board
+    board: TellBoard = no_board
     timers: Timers = field(default_factory=shared_timers)
-
-
-class ActorGone(Unavailable):
-    """The VM's actor stopped before its operation finished."""
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    """Tell (from an operation's thread): the blocking call finished."""
-
-    op: CallbackFuture
-    op_id: int
-    then: Callable[[Any], Any]
-    result: Any = None
-    error: BaseException | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,18 +74,6 @@ class StatsSample:
 
     sample: BulkSample
     record: dict[str, Any] | None
-
-
-@dataclass(frozen=True, slots=True)
-class ShutdownTimedOut:
-    """Tell (from a timer): a graceful shutdown did not finish in time."""
-
-    attempt: int
-
-
-@dataclass(frozen=True, slots=True)
-class PoweringUpOver:
-    """Tell (from a timer): the "Powering up" window has passed; announce "Up"."""
 
 
 _RUNNING_EVENTS = frozenset(
@@ -115,7 +86,7 @@ _RUNNING_EVENTS = frozenset(
 """Lifecycle events that mean QEMU runs."""
 
 
-class VmActor(Actor):
+class VmActor(GuestActor):
     """Owns one VM. Runs in its own thread; its blocking calls run in helper threads.
 
     Args:
@@ -137,31 +108,23 @@ class VmActor(Actor):
         operation_timeout: float = 30.0,
     ) -> None:
         """Remember the VM; launch or recover in `on_start`."""
-        super().__init__()
+        super().__init__(
+            vm_id=spec.vm_id,
+            described=domxml.describe(spec),
+            xml=spec.xml,
+            publish=services.publish,
+            board=services.board,
+            timers=services.timers,
+            powering_up=powering_up,
+            operation_timeout=operation_timeout,
+        )
         self.spec = spec
         self._connection = services.connection
-        self._publish = services.publish
         self._recover = recover
-        self._powering_up = powering_up
-        self._operation_timeout = operation_timeout
-        self._board = services.board
-        self._timers = services.timers
-        self._status = VmStatus.WAIT_FOR_LAUNCH
-        self._status_time = notify_time()
-        self._exit: Exit | None = None
         self._pause_code = PauseCode.NOERR
-        self._started: float | None = None  # monotonic
         self._shutdown_requested = False
         self._host_signalled = False  # libvirt: SHUTDOWN event, detail HOST (SIGTERM)
-        self._shutdown_attempt = 0
         self._last_sample: VmSample | None = None
-        self._figures: dict[str, Any] = {}
-        self._monitor_response = 0
-        self._op_ids = itertools.count(1)
-        self._in_flight: dict[int, float] = {}  # operation id -> started (monotonic)
-        self._live_xml = spec.xml
-        self._described = domxml.describe(spec)
-        self._entry: VmEntry | None = None  # None: changed since last posted
 
     # -- life ---------------------------------------------------------------------------
 
@@ -172,20 +135,6 @@ class VmActor(Actor):
         else:
             self._launch()
         self._post()
-
-    def on_stop(self) -> None:
-        """Take this VM off the board."""
-        self._board(Forget(self.spec.vm_id))
-
-    def on_failure(self, *_exc_info: Any) -> None:
-        """Take this VM off the board; the restarted actor posts afresh."""
-        self._board(Forget(self.spec.vm_id))
-
-    def _handle_receive(self, message: Any) -> Any:
-        try:
-            return super()._handle_receive(message)
-        finally:
-            self._post_if_changed()
 
     def _adopt(self) -> None:
         try:
@@ -202,7 +151,7 @@ class VmActor(Actor):
         if started is None:
             live = _live_spec(domain)
             if live is not None:
-                self._live_xml = live.xml
+                self._xml = live.xml
                 started = live.start_time
         self._mark_started(time.monotonic() - (time.time() - started if started else 0.0))
         if self._status is VmStatus.DOWN:
@@ -226,7 +175,7 @@ class VmActor(Actor):
         self._blocking("launch", launch, then=self._launched, failed=self._launch_failed)
 
     def _launched(self, launched: tuple[int, str]) -> None:
-        state, self._live_xml = launched
+        state, self._xml = launched
         self._changed()
         if self._started is None:
             self._mark_started(time.monotonic())
@@ -286,17 +235,6 @@ class VmActor(Actor):
             )
         elif kind == libvirt.VIR_DOMAIN_EVENT_CRASHED:
             self._down(Exit.of(ExitReason.LOST_QEMU_CONNECTION))
-
-    def _on_done(self, done: Done) -> None:
-        self._in_flight.pop(done.op_id, None)
-        self._changed()
-        outcome = done.then(done.result if done.error is None else done.error)
-        # The board hears first: a caller that lists VMs after the answer sees it there.
-        self._post_if_changed()
-        if done.error is not None and isinstance(outcome, BaseException):
-            done.op.set_exception(exc_info=(type(outcome), outcome, None))
-        else:
-            done.op.set(outcome)
 
     def _on_sample(self, sample: BulkSample, record: dict[str, Any] | None) -> None:
         self._changed()
@@ -363,135 +301,14 @@ class VmActor(Actor):
 
     # -- answers --------------------------------------------------------------------------
 
-    @property
-    def status(self) -> VmStatus:
-        """The status as reported (Powering up for the first seconds of Up)."""
-        return self.entry().reported_status(time.monotonic())
-
-    def entry(self) -> VmEntry:
-        """What this VM reports now, frozen (made again only after a change)."""
-        if self._entry is None:
-            self._entry = self._make_entry()
-        return self._entry
-
-    def brief(self) -> dict[str, Any]:
-        """Return `{vmId, status}` (getVMList with onlyUUID=false)."""
-        return self.entry().brief(time.monotonic())
-
-    def info(self) -> dict[str, Any]:
-        """Return the VM's status fields, as VM.getStats reports them for any status."""
-        return self.entry().info_fields(time.monotonic())
-
-    def stats(self) -> dict[str, Any]:
-        """Return VM.getStats' entry: status fields plus the last sampled figures."""
-        return self.entry().stats(time.monotonic())
-
-    def definition(self) -> dict[str, Any]:
-        """Return getVMFullList's entry: the status fields and the live domain XML."""
-        return self.entry().definition(time.monotonic())
-
-    def _make_entry(self) -> VmEntry:
-        info = self._described
-        if self._status is VmStatus.DOWN and self._exit is not None:
-            info = dict(info)
-            info.update(
-                exitCode=int(self._exit.code),
-                exitReason=int(self._exit.reason),
-                exitMessage=self._exit.message,
-                timeOffset="0",
-            )
-        return VmEntry(
-            vm_id=self.spec.vm_id,
-            status=self._status,
-            status_time=self._status_time,
-            info=info,
-            figures=self._figures,
-            extra={
-                "kvmEnable": "true" if self.spec.domain_type == "kvm" else "false",
-                "acpiEnable": "true",
-                "pauseCode": self._pause_code.value,
-            },
-            started=self._started,
-            powering_up=self._powering_up,
-            monitor_response=self._monitor_response,
-            busy_since=min(self._in_flight.values(), default=None),
-            operation_timeout=self._operation_timeout,
-            xml=self._live_xml,
-        )
-
-    def _changed(self) -> None:
-        """What this VM reports has changed: post a new entry after this message."""
-        self._entry = None
-
-    def _post(self) -> None:
-        self._board(Post(self.entry()))
-
-    def _post_if_changed(self) -> None:
-        if self._entry is None:
-            self._post()
+    def _extra(self) -> Mapping[str, Any]:
+        return {
+            "kvmEnable": "true" if self.spec.domain_type == "kvm" else "false",
+            "acpiEnable": "true",
+            "pauseCode": self._pause_code.value,
+        }
 
     # -- helpers --------------------------------------------------------------------------
-
-    def _mark_started(self, started: float) -> None:
-        """Remember when the guest started (monotonic); time the end of "Powering up"."""
-        self._changed()
-        self._started = started
-        remaining = started + self._powering_up - time.monotonic()
-        if remaining > 0:
-            self._tell_later(remaining, PoweringUpOver())
-
-    def _on_powering_up_over(self) -> None:
-        """The reported status turns from "Powering up" to "Up": announce it."""
-        started = self._started
-        if self._status is not VmStatus.UP or started is None:
-            return
-        remaining = started + self._powering_up - time.monotonic()
-        if remaining > 0:  # a timer may wake a little early
-            self._tell_later(remaining, PoweringUpOver())
-            return
-        self._changed()
-        self._status_time = notify_time()
-        self._announce()
-
-    def _tell_later(self, delay: float, message: Any) -> None:
-        """Tell this actor `message` after `delay` seconds, unless it has stopped by then."""
-        self._timers.tell_later(delay, self.actor_ref, message)
-
-    def _set_status(self, status: VmStatus) -> None:
-        if status is self._status:
-            return
-        self._changed()
-        self._status = status
-        self._status_time = notify_time()
-        self._announce()
-
-    def _announce(self) -> None:
-        """Publish `|virt|VM_status|<id>` with the status as reported now.
-
-        The board hears of the change first: a client that reads a listing on
-        seeing the event must find the new status there.
-        """
-        self._post_if_changed()
-        self._publish(
-            Event(
-                method=f"|virt|VM_status|{self.spec.vm_id}", params={self.spec.vm_id: self.info()}
-            )
-        )
-
-    def _down(self, exit_: Exit, *, publish: bool = True) -> None:
-        self._changed()
-        self._exit = exit_
-        if publish:
-            self._set_status(VmStatus.DOWN)
-        else:
-            self._status = VmStatus.DOWN
-            self._status_time = notify_time()
-
-    def _require_running(self, op: str) -> None:
-        if self._status is VmStatus.DOWN:
-            raise VmIsDown(vmId=self.spec.vm_id, operation=op)
-        if self._status is VmStatus.WAIT_FOR_LAUNCH:
-            raise Conflict(vmId=self.spec.vm_id, operation=op, status=self._status.value)
 
     def _operate(
         self, op: str, action: Callable[[Any], Any], *, then: VmStatus | None = None
@@ -515,44 +332,6 @@ class VmActor(Actor):
                 self._set_status(then)
 
         return self._blocking(op, run, then=done)
-
-    def _blocking(
-        self,
-        op: str,
-        call: Callable[[], Any],
-        *,
-        then: Callable[[Any], Any],
-        failed: Callable[[BaseException], Any] | None = None,
-    ) -> CallbackFuture:
-        """Run `call` on a new thread; `then`/`failed` run back in the actor's thread."""
-        future = CallbackFuture()
-        ref = self.actor_ref
-        vm_id = self.spec.vm_id
-        op_id = next(self._op_ids)
-        self._in_flight[op_id] = time.monotonic()
-        self._changed()
-
-        def fail(error: BaseException) -> BaseException:
-            if failed is not None:
-                failed(error)
-            if isinstance(error, HostvisorError):
-                return error
-            return VmOperationFailed(vmId=vm_id, operation=op, reason=str(error))
-
-        def run() -> None:
-            try:
-                result = call()
-            except Exception as error:  # noqa: BLE001 - reported to the actor, then the caller
-                done = Done(future, op_id, fail, error=error)
-            else:
-                done = Done(future, op_id, then, result=result)
-            try:
-                ref.tell(done)
-            except pykka.ActorDeadError:
-                future.set_exception(exc_info=(ActorGone, ActorGone(vmId=vm_id), None))
-
-        threading.Thread(target=run, name=f"vm:{vm_id}:{op}", daemon=True).start()
-        return future
 
 
 def _live_spec(domain: Any) -> domxml.DomainSpec | None:
