@@ -39,6 +39,7 @@ from hostvisor.actors.errors import (
     Timeout,
     Unavailable,
 )
+from hostvisor.actors.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ class Actor(pykka.ThreadingActor):
         actor._exit_reason = ExitReason.NORMAL
         actor._exit_error = None
         actor._crash_info = None
+        actor._tickers = []
         pykka.ActorRegistry.register(actor.actor_ref)
         actor._start_actor_loop()
         return actor.actor_ref
@@ -196,6 +198,7 @@ class Actor(pykka.ThreadingActor):
     _exit_reason: ExitReason
     _exit_error: str | None
     _crash_info: ExcInfo | None
+    _tickers: list[Ticker]
 
     @classmethod
     def start(cls, *args: Any, **kwargs: Any) -> pykka.ActorRef[Self]:
@@ -206,6 +209,14 @@ class Actor(pykka.ThreadingActor):
     def path(self) -> str:
         """The actor's address in the supervision tree, such as `vms/<uuid>`."""
         return self.link.path
+
+    def tick_every(self, interval: float, message: Any, *, first: float | None = None) -> None:
+        """Be told `message` every `interval` seconds (the first after `first`) while alive.
+
+        A small thread only waits and tells; it stops when this actor exits, however
+        it exits, so no actor needs an `on_stop` just for that.
+        """
+        self._tickers.append(Ticker(self.actor_ref, message, interval, self.path, first=first))
 
     def exit(self, reason: ExitReason = ExitReason.NORMAL, error: str | None = None) -> None:
         """Stop now, reporting `reason` (and `error`, if given) to the supervisor.
@@ -307,6 +318,8 @@ class Actor(pykka.ThreadingActor):
             log.exception("on_failure of %s raised", self.path)
 
     def _report_exit(self) -> None:
+        for ticker in self._tickers:
+            ticker.stop()
         if self._exit_reason is not ExitReason.CRASH:
             self.actor_stats.state = ActorState.STOPPED
         error = self._exit_error

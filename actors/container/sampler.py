@@ -25,7 +25,6 @@ from hostvisor.actors.container.actor import Sampled
 from hostvisor.actors.container.engine import DockerEngine
 from hostvisor.actors.container.stats import ContainerSample
 from hostvisor.actors.errors import HostvisorError
-from hostvisor.actors.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -87,23 +86,13 @@ class ContainerStatsSampler(Actor):
         self._engine = engine
         self._containers = containers
         self._interval = interval
-        self._ticker: Ticker | None = None
         self._busy = False
         self.samples = 0
         self.skipped = 0
 
     def on_start(self) -> None:
         """Start ticking."""
-        self._ticker = Ticker(self.actor_ref, Tick(), self._interval, self.path)
-
-    def on_stop(self) -> None:
-        """Stop ticking."""
-        if self._ticker is not None:
-            self._ticker.stop()
-
-    def on_failure(self, *_exc_info: object) -> None:
-        """Stop ticking."""
-        self.on_stop()
+        self.tick_every(self._interval, Tick())
 
     def on_receive(self, message: Any) -> Any:
         """Handle `Tick` and `Collected`."""

@@ -27,7 +27,6 @@ from hostvisor.actors.host.caps import capabilities
 from hostvisor.actors.host.hardware import hardware_info
 from hostvisor.actors.host.netinfo import interface_stats, network_caps
 from hostvisor.actors.host.stats import HostStatsSampler
-from hostvisor.actors.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +104,6 @@ class HostActor(Actor):
         self._started_at = 0.0
         self._network = network or HostNetwork()
         self._sampler = HostStatsSampler(state_dir=state_dir, network_stats=self._network.stats)
-        self._ticker: Ticker | None = None
 
     def on_start(self) -> None:
         """Read the host's facts, take the first sample, start the ticker."""
@@ -121,18 +119,7 @@ class HostActor(Actor):
         self._sampler.sample()
         # A second sample soon after start, so that rates exist within a second.
         first = min(self._sample_interval, FIRST_SAMPLE_DELAY)
-        self._ticker = Ticker(
-            self.actor_ref, Sample(), self._sample_interval, self.path, first=first
-        )
-
-    def on_stop(self) -> None:
-        """Stop sampling."""
-        if self._ticker is not None:
-            self._ticker.stop()
-
-    def on_failure(self, *_exc_info: object) -> None:
-        """Stop sampling."""
-        self.on_stop()
+        self.tick_every(self._sample_interval, Sample(), first=first)
 
     def on_receive(self, message: Any) -> Any:
         """Handle `Sample`."""

@@ -28,7 +28,6 @@ from hostvisor.actors.actor import Actor, CallbackFuture
 from hostvisor.actors.errors import HostvisorError
 from hostvisor.actors.storage.errors import StorageError
 from hostvisor.actors.storage.filedomain import FileDomain
-from hostvisor.actors.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +69,13 @@ class StorageDomainActor(Actor):
         self.domain = domain
         self._check_interval = check_interval
         self._writer: ThreadPoolExecutor | None = None
-        self._ticker: Ticker | None = None
         self._checking = False
         self._last: Checked | None = None
 
     def on_start(self) -> None:
         """Start the writer thread and the periodic check (the first one now)."""
         self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"sd:{self.domain.sd_uuid}")
-        self._ticker = Ticker(self.actor_ref, Check(), self._check_interval, self.path, first=0)
+        self.tick_every(self._check_interval, Check(), first=0)
 
     def on_stop(self) -> None:
         """Stop checking; a write in progress finishes on its thread."""
@@ -88,8 +86,6 @@ class StorageDomainActor(Actor):
         self._shutdown()
 
     def _shutdown(self) -> None:
-        if self._ticker is not None:
-            self._ticker.stop()
         if self._writer is not None:
             self._writer.shutdown(wait=False)
 

@@ -31,7 +31,6 @@ from typing import Any
 import pykka
 
 from hostvisor.actors.actor import Actor
-from hostvisor.actors.ticker import Ticker
 from hostvisor.actors.vm.actor import StatsSample
 from hostvisor.actors.vm.sampling import BulkSample, bulk_sample, check_responsive, sample_domains
 
@@ -106,7 +105,6 @@ class VmStatsSampler(Actor):
         self._stuck_after = interval / 2 if stuck_after is None else stuck_after
         self._skip_for = VDSM_SKIP * interval / VDSM_INTERVAL if skip_for is None else skip_for
         self._max_stuck = max_stuck
-        self._ticker: Ticker | None = None
         self._ids = itertools.count(1)
         self._calls: dict[int, _Call] = {}
         self._skip: dict[str, float] = {}  # vm id -> monotonic time the skip ends
@@ -119,16 +117,7 @@ class VmStatsSampler(Actor):
 
     def on_start(self) -> None:
         """Start the ticker; the first sample comes after one interval."""
-        self._ticker = Ticker(self.actor_ref, Tick(), self._interval, self.path)
-
-    def on_stop(self) -> None:
-        """Stop the ticker (a sample in flight is dropped when it returns)."""
-        if self._ticker is not None:
-            self._ticker.stop()
-
-    def on_failure(self, *_exc_info: object) -> None:
-        """Stop the ticker."""
-        self.on_stop()
+        self.tick_every(self._interval, Tick())
 
     def on_receive(self, message: Any) -> Any:
         """Handle `Tick`, `Unresponsive` and `Sampled`."""
