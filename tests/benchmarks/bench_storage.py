@@ -31,12 +31,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' harness
 
-from harness.engine import COW, LOCALFS, RAW, DataCenter, new_id, succeeded
-from harness.vms import write_test_node
+from harness.engine import (
+    COW,
+    RAW,
+    DataCenter,
+    local_data_center,
+    new_id,
+    storage_host,
+    succeeded,
+)
 from hostvisor.actors.storage.filedomain import FileDomain
 from hostvisor.actors.storage.model import DomainClass, DomainType, Preallocation, VolumeFormat
-from hostvisor.api.embedded import EmbeddedHost
-from hostvisor.supervision.config import load_config
 
 GiB = 1024**3
 
@@ -124,17 +129,10 @@ def _copy_direct(source: str, directory: Path) -> float:
 
 def measure_copy(work: Path, size: int, rounds: int) -> tuple[float, float]:
     """Median seconds of a copy: (qemu-img convert directly, SDM.copy_data job)."""
-    config = load_config(
-        state_dir=work / "state",
-        libvirt_uri=write_test_node(work / "node.xml", []),
-        management_port=0,
-    )
-    directory = work / "sd"
-    directory.mkdir()
     scratch = work / "direct"
     scratch.mkdir()
-    dc = DataCenter({"id": new_id(), "connection": str(directory)}, LOCALFS)
-    with EmbeddedHost(config) as host, host.client(timeout=120) as cli:
+    dc = local_data_center(work / "sd")
+    with storage_host(work) as cli:
         dc.setup(cli)
         src = (new_id(), new_id())
         succeeded(cli, dc.create_volume(cli, *src, fmt=RAW, size=size))

@@ -7,13 +7,19 @@ Engine does, by polling Task.getStatus until the task has finished.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.guests import HALT_SECTOR, OVIRT_VM_NS
+from harness.vms import write_test_node
 from harness.waiting import wait_for
+from hostvisor.api.client import Client
+from hostvisor.api.embedded import EmbeddedHost
+from hostvisor.supervision.config import load_config
 
 BLANK = "00000000-0000-0000-0000-000000000000"
 LOCALFS, POSIXFS = 4, 6
@@ -190,3 +196,22 @@ def engine_vm_xml(*, name: str, vm_id: str, dc: DataCenter, img: str, vol: str, 
     <memballoon model='virtio'/>
   </devices>
 </domain>"""
+
+
+def local_data_center(directory: Path) -> DataCenter:
+    """A data center whose one domain will live in a fresh LOCALFS directory."""
+    directory.mkdir()
+    return DataCenter({"id": new_id(), "connection": str(directory)}, LOCALFS)
+
+
+@contextlib.contextmanager
+def storage_host(directory: Path, **settings: Any) -> Iterator[Client]:
+    """An in-process host with no guests (an empty test-driver node), and a client."""
+    config = load_config(
+        state_dir=directory / "state",
+        libvirt_uri=write_test_node(directory / "node.xml", []),
+        management_port=0,
+        **settings,
+    )
+    with EmbeddedHost(config) as host, host.client(timeout=30) as cli:
+        yield cli

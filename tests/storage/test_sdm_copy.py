@@ -11,27 +11,26 @@ from typing import Any
 
 import pytest
 
-from harness.engine import COW, LOCALFS, RAW, DataCenter, MiB, new_id, succeeded
-from harness.vms import write_test_node
+from harness.engine import (
+    COW,
+    RAW,
+    DataCenter,
+    MiB,
+    local_data_center,
+    new_id,
+    storage_host,
+    succeeded,
+)
 from harness.waiting import wait_for
 from hostvisor.api.client import Client, ServerError
-from hostvisor.api.embedded import EmbeddedHost
-from hostvisor.supervision.config import load_config
 
 SIZE = 8 * MiB
 
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[tuple[Client, DataCenter]]:
-    config = load_config(
-        state_dir=tmp_path / "state",
-        libvirt_uri=write_test_node(tmp_path / "node.xml", []),
-        management_port=0,
-    )
-    directory = tmp_path / "sd"
-    directory.mkdir()
-    dc = DataCenter({"id": new_id(), "connection": str(directory)}, LOCALFS)
-    with EmbeddedHost(config) as host, host.client(timeout=30) as cli:
+    dc = local_data_center(tmp_path / "sd")
+    with storage_host(tmp_path) as cli:
         dc.setup(cli)
         yield cli, dc
 

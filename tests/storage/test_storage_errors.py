@@ -12,11 +12,19 @@ from typing import Any
 
 import pytest
 
-from harness.engine import BLANK, COW, LOCALFS, RAW, DataCenter, new_id, succeeded, wait_task
-from harness.vms import write_test_node
+from harness.engine import (
+    BLANK,
+    COW,
+    LOCALFS,
+    RAW,
+    DataCenter,
+    local_data_center,
+    new_id,
+    storage_host,
+    succeeded,
+    wait_task,
+)
 from hostvisor.api.client import Client, ServerError
-from hostvisor.api.embedded import EmbeddedHost
-from hostvisor.supervision.config import load_config
 
 VOLUME_DOES_NOT_EXIST = 201
 ILLEGAL_SNAPSHOT = 226
@@ -43,16 +51,8 @@ def _code(action: Any) -> int:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, DataCenter, Path]]:
     tmp = tmp_path_factory.mktemp("sterr")
-    config = load_config(
-        state_dir=tmp / "state",
-        libvirt_uri=write_test_node(tmp / "node.xml", []),
-        management_port=0,
-        storage_check_interval=0.5,
-    )
-    directory = tmp / "sd"
-    directory.mkdir()
-    dc = DataCenter({"id": new_id(), "connection": str(directory)}, LOCALFS)
-    with EmbeddedHost(config) as host, host.client(timeout=30) as cli:
+    dc = local_data_center(tmp / "sd")
+    with storage_host(tmp, storage_check_interval=0.5) as cli:
         dc.setup(cli)
         yield cli, dc, tmp
 
@@ -186,15 +186,8 @@ def test_only_the_spm_changes_metadata(setup: tuple[Client, DataCenter, Path]):
 
 @pytest.mark.libvirt
 def test_a_wrong_master_version_is_refused(tmp_path: Path):
-    config = load_config(
-        state_dir=tmp_path / "state",
-        libvirt_uri=write_test_node(tmp_path / "node.xml", []),
-        management_port=0,
-    )
-    directory = tmp_path / "sd"
-    directory.mkdir()
-    dc = DataCenter({"id": new_id(), "connection": str(directory)}, LOCALFS)
-    with EmbeddedHost(config) as host, host.client(timeout=30) as cli:
+    dc = local_data_center(tmp_path / "sd")
+    with storage_host(tmp_path) as cli:
         dc.connect_server(cli)
         dc.create_domain(cli)
         dc.create_pool(cli)

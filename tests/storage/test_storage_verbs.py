@@ -12,35 +12,32 @@ from pathlib import Path
 
 import pytest
 
-from harness.engine import COW, LOCALFS, RAW, DataCenter, MiB, new_id, succeeded, wait_task
-from harness.vms import write_test_node
+from harness.engine import (
+    COW,
+    RAW,
+    DataCenter,
+    MiB,
+    local_data_center,
+    new_id,
+    storage_host,
+    succeeded,
+    wait_task,
+)
 from harness.waiting import wait_for
 from hostvisor.api.client import Client, ServerError
-from hostvisor.api.embedded import EmbeddedHost
-from hostvisor.supervision.config import load_config
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, DataCenter, Path]]:
     tmp = tmp_path_factory.mktemp("stverbs")
-    config = load_config(
-        state_dir=tmp / "state",
-        libvirt_uri=write_test_node(tmp / "node.xml", []),
-        management_port=0,
-        storage_check_interval=0.3,
-    )
-    directory = tmp / "sd"
-    directory.mkdir()
-    dc = DataCenter({"id": new_id(), "connection": str(directory)}, LOCALFS)
-    with EmbeddedHost(config) as host, host.client(timeout=30) as cli:
+    dc = local_data_center(tmp / "sd")
+    with storage_host(tmp, storage_check_interval=0.3) as cli:
         dc.setup(cli)
         yield cli, dc, tmp
 
 
 def _second_domain(cli: Client, tmp: Path) -> DataCenter:
-    directory = tmp / f"sd-{new_id()[:8]}"
-    directory.mkdir()
-    other = DataCenter({"id": new_id(), "connection": str(directory)}, LOCALFS)
+    other = local_data_center(tmp / f"sd-{new_id()[:8]}")
     other.connect_server(cli)
     other.create_domain(cli)
     return other
