@@ -13,65 +13,33 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from harness import agent as harness_agent
 from harness.daemons import Daemon
 from harness.dockerd import IMAGE, NETWORK, PrivateDockerd, container_xml
 from harness.waiting import wait_for
-from hostvisor.api.client import ServerError, connect
-
-SERVE = [sys.executable, "-m", "hostvisor.api.cli", "serve"]
-
-pytestmark = [pytest.mark.libvirt]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Agent:
-    """`hostvisor serve` on one state directory, restartable; killed or stopped by pid."""
+class Agent(harness_agent.Agent):
+    """`hostvisor serve` on test:///default and the test's private dockerd."""
 
     def __init__(self, directory: Path, docker_socket: str) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.config = directory / "vdsm.conf"
-        self.config.write_text(
-            "[vars]\nvm_sample_interval = 0.5\n"
-            f"[addresses]\nmanagement_port = {self.port}\n"
-            "[hostvisor]\nvm_powering_up_seconds = 0\nlibvirt_uri = test:///default\n"
-            f"docker_socket = {docker_socket}\ncontainer_network = {NETWORK}\n"
+        super().__init__(
+            directory,
+            libvirt_uri="test:///default",
+            docker_socket=docker_socket,
+            container_network=NETWORK,
         )
-        self.runs: list[Daemon] = []
 
-    def start(self) -> Daemon:
-        state = self.directory / "state"
-        argv = [*SERVE, "--config", str(self.config), "--state-dir", str(state)]
-        daemon = Daemon(argv, self.directory / f"serve-{len(self.runs)}.log", env=dict(os.environ))
-        self.runs.append(daemon)
+    def start(self, env: dict[str, str] | None = None) -> Daemon:
+        daemon = super().start(env)
         daemon.wait_ready(lambda: self.call("Host.ping")[0] == "ok", timeout=60)
         return daemon
-
-    def call(self, method: str, **params: Any) -> tuple[str, Any]:
-        """One call on a new connection: ("ok", result), ("error", code) or ("down", why)."""
-        try:
-            with connect("127.0.0.1", self.port, timeout=10) as cli:
-                namespace, verb = method.split(".")
-                return "ok", getattr(getattr(cli, namespace), verb)(**params)
-        except ServerError as error:
-            return "error", error.code
-        except OSError as error:
-            return "down", repr(error)
 
     def statuses(self) -> dict[str, str]:
         outcome, vms = self.call("Host.getVMList", onlyUUID=False)

@@ -28,15 +28,17 @@ def free_port() -> int:
 class Agent:
     """`hostvisor serve` on one state directory, restartable; killed or stopped by pid."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, **settings: str) -> None:
+        """Write the agent's config; `settings` are more `[hostvisor]` keys."""
         self.directory = directory
         self.state_dir = directory / "state"
         self.port = free_port()
         self.config = directory / "vdsm.conf"
+        extra = "".join(f"{key} = {value}\n" for key, value in settings.items())
         self.config.write_text(
             "[vars]\nvm_sample_interval = 0.5\nhost_sample_stats_interval = 1\n"
             f"[addresses]\nmanagement_port = {self.port}\n"
-            "[hostvisor]\nvm_powering_up_seconds = 0\n"
+            f"[hostvisor]\nvm_powering_up_seconds = 0\n{extra}"
         )
         self.runs: list[Daemon] = []
 
