@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pykka
-from pykka import messages as pykka_messages
 
 from hostvisor.actors.actor import CallbackFuture
 from hostvisor.actors.container import lifecycle
@@ -44,7 +43,6 @@ from hostvisor.actors.container.stats import ContainerSample, CpuLimits, contain
 from hostvisor.actors.errors import HostvisorError
 from hostvisor.actors.timers import Timers, shared_timers
 from hostvisor.actors.vm import domxml
-from hostvisor.actors.vm.errors import UnsupportedOperation
 from hostvisor.actors.vm.guest import (
     Done,
     GuestActor,
@@ -170,13 +168,6 @@ class ContainerActor(GuestActor):
         else:
             self._launch()
         self._post()
-
-    def _handle_receive(self, message: Any) -> Any:
-        if isinstance(message, pykka_messages.ProxyCall):
-            name = message.attr_path[0]
-            if len(message.attr_path) != 1 or name.startswith("_") or not hasattr(self, name):
-                raise UnsupportedOperation(vmId=self.vm_id, operation=name, runtime=RUNTIME)
-        return super()._handle_receive(message)
 
     def _launch(self) -> None:
         spec = self.spec

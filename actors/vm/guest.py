@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pykka
+from pykka import messages as pykka_messages
 
 from hostvisor.actors.actor import Actor, CallbackFuture
 from hostvisor.actors.errors import Conflict, HostvisorError, Unavailable
@@ -29,7 +30,7 @@ from hostvisor.actors.events import Event, notify_time
 from hostvisor.actors.timers import Timers
 from hostvisor.actors.vm.board import Forget, Post
 from hostvisor.actors.vm.entry import VmEntry
-from hostvisor.actors.vm.errors import VmIsDown, VmOperationFailed
+from hostvisor.actors.vm.errors import UnsupportedOperation, VmIsDown, VmOperationFailed
 from hostvisor.actors.vm.lifecycle import Exit
 from hostvisor.actors.vm.status import VmStatus
 
@@ -131,6 +132,13 @@ class GuestActor(Actor):
         self._board(Forget(self.vm_id))
 
     def _handle_receive(self, message: Any) -> Any:
+        if isinstance(message, pykka_messages.ProxyCall):
+            # A VM verb this guest's runtime does not implement (migrate, snapshot,
+            # hotplug…): VDSM's "operation not supported", not a crash.
+            name = message.attr_path[0]
+            if len(message.attr_path) != 1 or name.startswith("_") or not hasattr(self, name):
+                runtime = {"runtime": self.runtime} if self.runtime else {}
+                raise UnsupportedOperation(vmId=self.vm_id, operation=name, **runtime)
         try:
             return super()._handle_receive(message)
         finally:

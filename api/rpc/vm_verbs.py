@@ -23,7 +23,7 @@ from hostvisor.actors.actor import call
 from hostvisor.actors.errors import ActorCrashed, AlreadyExists, NotFound
 from hostvisor.actors.vm import domxml
 from hostvisor.actors.vm.disks import DiskVolume, PreparedDisk, disk_volumes, with_disk_paths
-from hostvisor.actors.vm.errors import NoSuchVm, VmCreateError, VmExists
+from hostvisor.actors.vm.errors import NoSuchVm, UnsupportedOperation, VmCreateError, VmExists
 from hostvisor.api.rpc.bridge import settled
 from hostvisor.api.rpc.verbs import Call, Kind, Param, Verb
 from hostvisor.supervision.registry import Registry, child_path
@@ -214,6 +214,21 @@ class VmHandlers:
         await self.operate(request, "reset")
         return True
 
+    def unsupported(self, name: str, *, vm_in_params: bool = False) -> Callable[[Call], Any]:
+        """A verb no runtime here implements yet: the VM's actor answers code 75.
+
+        `vm_in_params`: the VM id comes inside `params` (`params.vmId`), as the
+        hotplug verbs send it.
+        """
+
+        async def handler(request: Call) -> Any:
+            args = request.args
+            vm_id = str(args["params"].get("vmId", "")) if vm_in_params else args["vmID"]
+            ref = self.api.vm(vm_id)
+            return await settled(call(ref, name))
+
+        return handler
+
     async def get_stats(self, request: Call) -> list[Any]:
         """VM.getStats: a one-element list."""
         return [await settled(call(self.api.vm(request.args["vmID"]), "stats"))]
@@ -315,6 +330,28 @@ def vm_verbs(api: VmApi) -> list[Verb]:
             errors=(NoSuchVm,),
             timeout=api.operation_timeout,
         ),
+        *[
+            Verb(
+                namespace="VM",
+                name=name,
+                doc=f"{name}: not supported on this host yet (code 75).",
+                params=(VM_ID, Param(name="params", kind=Kind.OBJECT, doc="ignored", default={})),
+                handler=h.unsupported(name),
+                errors=(NoSuchVm, UnsupportedOperation),
+            )
+            for name in ("migrate", "snapshot")
+        ],
+        *[
+            Verb(
+                namespace="VM",
+                name=name,
+                doc=f"{name}: not supported on this host yet (code 75).",
+                params=(Param(name="params", kind=Kind.OBJECT, doc="{vmId, xml}"),),
+                handler=h.unsupported(name, vm_in_params=True),
+                errors=(NoSuchVm, UnsupportedOperation),
+            )
+            for name in ("hotplugDisk", "hotunplugDisk", "hotplugNic", "hotunplugNic")
+        ],
         Verb(
             namespace="VM",
             name="getStats",

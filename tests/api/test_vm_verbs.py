@@ -23,7 +23,7 @@ from hostvisor.api.embedded import EmbeddedHost
 
 pytestmark = [pytest.mark.kvm, pytest.mark.libvirt]
 
-NO_VM, VM_EXISTS, VM_IS_DOWN, CREATE_ERROR, INVALID_PARAMETER = 1, 4, 6, 9, 91
+NO_VM, VM_EXISTS, VM_IS_DOWN, CREATE_ERROR, UNSUPPORTED, INVALID_PARAMETER = 1, 4, 6, 9, 75, 91
 PERCENT = re.compile(r"^\d+\.\d\d$")
 
 
@@ -106,6 +106,24 @@ def test_create_of_an_existing_id_is_refused_and_leaves_the_vm_alone(cli: Client
     assert error.code == VM_EXISTS
     assert vm_id in error.message
     assert cli.Host.getVMList(onlyUUID=False) == [{"vmId": vm_id, "status": "Up"}]
+
+
+def test_verbs_this_host_does_not_implement_answer_code_75_and_the_vm_runs_on(
+    cli: Client, guests: Guests
+):
+    vm_id, _xml = _up(cli, guests, "no-migration")
+
+    for operation, verb in {
+        "migrate": lambda: cli.VM.migrate(vmID=vm_id, params={"dst": "192.0.2.7:54321"}),
+        "snapshot": lambda: cli.VM.snapshot(vmID=vm_id),
+        "hotplugNic": lambda: cli.VM.hotplugNic(params={"vmId": vm_id, "xml": "<hotplug/>"}),
+    }.items():
+        error = _error(verb)
+        assert error.code == UNSUPPORTED, operation
+        assert operation in error.message
+    assert _error(lambda: cli.VM.hotplugDisk(params={"vmId": "nope"})).code == NO_VM
+    assert cli.Host.getVMList(onlyUUID=False) == [{"vmId": vm_id, "status": "Up"}]
+    assert cli.VM.pause(vmID=vm_id) == {"vmList": {}}  # the actor carried on
 
 
 def test_verbs_on_an_unknown_vm_answer_code_1(cli: Client):

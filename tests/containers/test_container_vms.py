@@ -254,6 +254,18 @@ def test_unsupported_operations_fail_with_code_75_naming_docker(cli: Client, hos
         assert raised.value.code == UNSUPPORTED
         assert "docker" in str(raised.value)
         assert operation in str(raised.value)
+    # The same over the wire, as the Engine sends them.
+    wire = {
+        "migrate": lambda: cli.VM.migrate(vmID=vm_id, params={"dst": "192.0.2.7:54321"}),
+        "snapshot": lambda: cli.VM.snapshot(vmID=vm_id),
+        "hotplugDisk": lambda: cli.VM.hotplugDisk(params={"vmId": vm_id, "xml": "<hotplug/>"}),
+        "hotunplugNic": lambda: cli.VM.hotunplugNic(params={"vmId": vm_id, "xml": "<x/>"}),
+    }
+    for operation, verb in wire.items():
+        error = _error(verb)
+        assert error.code == UNSUPPORTED, operation
+        assert "docker" in error.message
+        assert operation in error.message
     assert _stats(cli, vm_id)["status"] == "Up"  # the actor carried on
 
 
