@@ -92,10 +92,9 @@ def format_domain_metadata(values: Mapping[str, str]) -> bytes:
     Raises:
         StorageError: a key or value cannot be stored in this line format.
     """
-    _check_pairs(values)
-    lines = [f"{key}={values[key].strip()}\n" for key in sorted(values)]
-    lines.append(f"{CHECKSUM_KEY}={domain_checksum(values)}\n")
-    return "".join(lines).encode("utf-8")
+    _check_pairs(values)  # before stripping: a line break in a value is refused
+    stripped = {key: value.strip() for key, value in values.items()}
+    return _format_lines(stripped, f"{CHECKSUM_KEY}={domain_checksum(values)}")
 
 
 def parse_domain_metadata(data: bytes, *, source: str = "") -> dict[str, str]:
@@ -166,10 +165,7 @@ def format_volume_metadata(values: Mapping[str, str]) -> bytes:
     Raises:
         StorageError: a key or value cannot be stored in this line format.
     """
-    _check_pairs(values)
-    lines = [f"{key}={values[key]}\n" for key in sorted(values)]
-    lines.append(f"{VOLUME_END}\n")
-    return "".join(lines).encode("utf-8")
+    return _format_lines(values, VOLUME_END)
 
 
 def parse_volume_metadata(data: bytes, *, source: str = "") -> dict[str, str]:
@@ -214,6 +210,14 @@ def write_volume_metadata(path: Path, values: Mapping[str, str]) -> None:
         StorageError: a key or value cannot be stored in this line format.
     """
     atomic_write(Path(path), format_volume_metadata(values))
+
+
+def _format_lines(values: Mapping[str, str], last: str) -> bytes:
+    """Sorted `KEY=VALUE` lines, then `last` (the checksum line, or `EOF`)."""
+    _check_pairs(values)
+    lines = [f"{key}={values[key]}\n" for key in sorted(values)]
+    lines.append(f"{last}\n")
+    return "".join(lines).encode("utf-8")
 
 
 def _check_pairs(values: Mapping[str, str]) -> None:
