@@ -32,6 +32,7 @@ from typing import Any, Self
 import pykka
 from pykka import messages as pykka_messages
 
+from hostvisor.actors.clock import Clock
 from hostvisor.actors.errors import (
     ActorCrashed,
     HostvisorError,
@@ -39,7 +40,9 @@ from hostvisor.actors.errors import (
     Timeout,
     Unavailable,
 )
-from hostvisor.actors.ticker import Ticker
+from hostvisor.actors.future import CallbackFuture as CallbackFuture  # re-exported
+from hostvisor.actors.runtime import Runtime
+from hostvisor.actors.timers import Timer
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,15 @@ class ActorStats:
     children: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class WorkDone:
+    """Told to an actor by the work facility: blocking work it ran off its thread ended."""
+
+    then: Callable[[Any], Any]
+    outcome: Any
+    """The work's return value, or the exception it raised."""
+
+
 def _ignore_exit(_exit: Exit) -> None:
     """Where an unsupervised actor reports its exit: nowhere."""
 
@@ -111,52 +123,13 @@ class Link:
     notify: Callable[[Exit], None] = _ignore_exit
     started: pykka.ThreadingFuture[None] = field(default_factory=pykka.ThreadingFuture)
     stats: ActorStats = field(default_factory=ActorStats)
+    runtime: Runtime = field(default_factory=Runtime.default)
+    """The tree's clock, timers and workers; a supervisor passes its own to each child."""
 
     @classmethod
     def unsupervised(cls, path: str) -> Link:
         """Return a link for an actor that nobody supervises (benchmarks, tools)."""
         return cls(path=path)
-
-
-class CallbackFuture(pykka.ThreadingFuture[Any]):
-    """A pykka future that also runs callbacks once it is settled.
-
-    Lets code that must not block (the API's event loop) wait for an ask: the
-    callback runs in the thread that settles the future (the actor's), or at once
-    in the caller's if it is already settled, and must only hand the result on.
-    """
-
-    def __init__(self) -> None:
-        """Create an unsettled future."""
-        super().__init__()
-        self._callbacks: list[Callable[[CallbackFuture], None]] | None = []
-
-    def add_done_callback(self, callback: Callable[[CallbackFuture], None]) -> None:
-        """Run `callback(self)` once the future is settled (at once if it is)."""
-        with self._condition:  # pykka's own guard of this future's result
-            if self._callbacks is not None:
-                self._callbacks.append(callback)
-                return
-        callback(self)
-
-    def set(self, value: Any | None = None) -> None:
-        """Settle with a value, then run the callbacks."""
-        super().set(value)
-        self._settled()
-
-    def set_exception(self, exc_info: Any = None) -> None:
-        """Settle with an exception, then run the callbacks."""
-        super().set_exception(exc_info)
-        self._settled()
-
-    def _settled(self) -> None:
-        with self._condition:
-            callbacks, self._callbacks = self._callbacks, None
-        for callback in callbacks or ():
-            try:
-                callback(self)
-            except Exception:
-                log.exception("future callback %r failed", callback)
 
 
 class Actor(pykka.ThreadingActor):
@@ -190,7 +163,7 @@ class Actor(pykka.ThreadingActor):
         actor._exit_reason = ExitReason.NORMAL
         actor._exit_error = None
         actor._crash_info = None
-        actor._tickers = []
+        actor._ticking = []
         pykka.ActorRegistry.register(actor.actor_ref)
         actor._start_actor_loop()
         return actor.actor_ref
@@ -198,7 +171,7 @@ class Actor(pykka.ThreadingActor):
     _exit_reason: ExitReason
     _exit_error: str | None
     _crash_info: ExcInfo | None
-    _tickers: list[Ticker]
+    _ticking: list[Timer]
 
     @classmethod
     def start(cls, *args: Any, **kwargs: Any) -> pykka.ActorRef[Self]:
@@ -210,13 +183,66 @@ class Actor(pykka.ThreadingActor):
         """The actor's address in the supervision tree, such as `vms/<uuid>`."""
         return self.link.path
 
-    def tick_every(self, interval: float, message: Any, *, first: float | None = None) -> None:
+    @property
+    def runtime(self) -> Runtime:
+        """The tree's clock, timer service and work facility (from the link)."""
+        return self.link.runtime
+
+    @property
+    def clock(self) -> Clock:
+        """The clock this actor reads time from (`runtime.clock`)."""
+        return self.link.runtime.clock
+
+    def tick_every(self, interval: float, message: Any, *, first: float | None = None) -> Timer:
         """Be told `message` every `interval` seconds (the first after `first`) while alive.
 
-        A small thread only waits and tells; it stops when this actor exits, however
-        it exits, so no actor needs an `on_stop` just for that.
+        Served by the timer service (no thread of its own); it stops when this actor
+        exits, however it exits, so no actor needs an `on_stop` just for that.
         """
-        self._tickers.append(Ticker(self.actor_ref, message, interval, self.path, first=first))
+        timer = self.runtime.timers.tick_every(interval, self.actor_ref, message, first=first)
+        self._ticking.append(timer)
+        return timer
+
+    def tell_later(self, delay: float, message: Any) -> Timer:
+        """Be told `message` once, in `delay` seconds (dropped if this actor is gone by then)."""
+        return self.runtime.timers.tell_later(delay, self.actor_ref, message)
+
+    def run_off(
+        self,
+        work: Callable[[], Any],
+        then: Callable[[Any], Any],
+        *,
+        name: str = "work",
+    ) -> CallbackFuture:
+        """Run blocking `work()` on the work facility; handle its outcome back here.
+
+        Call it from the actor's own thread. Does not block. When `work` ends, this
+        actor is told a `WorkDone` and `then(outcome)` runs on the actor's thread,
+        where `outcome` is `work`'s return value or the exception it raised (an
+        instance, so `then` decides; re-raising it crashes the actor as any handler
+        error would). Dropped if the actor has stopped meanwhile. Returns the
+        worker's future (for tests and introspection; do not wait on it here).
+        """
+        future = self.runtime.work.submit(work, name=f"{self.path}:{name}")
+        ref = self.actor_ref
+
+        def report(settled: CallbackFuture) -> None:
+            try:
+                outcome = settled.get(timeout=0)
+            except BaseException as error:  # noqa: BLE001 - handed to `then` as a value
+                outcome = error
+            try:
+                ref.tell(WorkDone(then=then, outcome=outcome))
+            except pykka.ActorDeadError:
+                log.debug("%s stopped before its %s finished; result dropped", ref, name)
+
+        future.add_done_callback(report)
+        return future
+
+    def _handle_receive(self, message: Any) -> Any:
+        if type(message) is WorkDone:
+            return message.then(message.outcome)
+        return super()._handle_receive(message)
 
     def exit(self, reason: ExitReason = ExitReason.NORMAL, error: str | None = None) -> None:
         """Stop now, reporting `reason` (and `error`, if given) to the supervisor.
@@ -318,8 +344,8 @@ class Actor(pykka.ThreadingActor):
             log.exception("on_failure of %s raised", self.path)
 
     def _report_exit(self) -> None:
-        for ticker in self._tickers:
-            ticker.stop()
+        for timer in self._ticking:
+            timer.cancel()
         if self._exit_reason is not ExitReason.CRASH:
             self.actor_stats.state = ActorState.STOPPED
         error = self._exit_error

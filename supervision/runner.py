@@ -14,6 +14,7 @@ import pykka
 
 from hostvisor.actors.actor import Exit, ExitReason, Link
 from hostvisor.actors.errors import StartFailed
+from hostvisor.actors.runtime import Runtime
 from hostvisor.supervision.clock import Clock
 from hostvisor.supervision.registry import ROOT, ActorStatus, Registry, RestartInfo
 from hostvisor.supervision.spec import ChildSpec, SupervisorFlags
@@ -37,12 +38,15 @@ class TreeRunner:
         *,
         registry: Registry,
         clock: Clock | None = None,
+        runtime: Runtime | None = None,
         flags: SupervisorFlags = ROOT_FLAGS,
     ) -> None:
         """Prepare the root; nothing starts until `start`."""
         self.registry = registry
         self._children = tuple(children)
         self._clock = clock
+        self.runtime = runtime or Runtime.make(clock)
+        """The clock, timers and workers every actor of this tree shares."""
         self._flags = flags
         self._ref: pykka.ActorRef[Any] | None = None
         self._stopping = False
@@ -63,7 +67,7 @@ class TreeRunner:
             StartFailed: a child failed to start, or the tree took over `timeout` s;
                 whatever had started is stopped again.
         """
-        link = Link(path=ROOT, notify=self._on_root_exit)
+        link = Link(path=ROOT, notify=self._on_root_exit, runtime=self.runtime)
         self._ref = Supervisor.spawn(
             link,
             flags=self._flags,

@@ -30,7 +30,7 @@ from hostvisor.actors.errors import (
     StartFailed,
 )
 from hostvisor.supervision.budget import RestartBudget
-from hostvisor.supervision.clock import Clock, MonotonicClock
+from hostvisor.supervision.clock import Clock
 from hostvisor.supervision.registry import Registry, RestartInfo, child_path
 from hostvisor.supervision.spec import (
     ChildKind,
@@ -146,7 +146,8 @@ class Supervisor(Actor):
         self._flags = flags
         self._initial = tuple(children)
         self._registry = registry
-        self._clock = clock or MonotonicClock()
+        self._clock = clock
+        """The restart window's clock; None: the tree's (`self.clock`)."""
         self._budget = RestartBudget(flags.intensity, flags.period)
         self._slots: dict[str, _Slot] = {}
 
@@ -299,7 +300,7 @@ class Supervisor(Actor):
         self._publish_children()
 
     def _restart(self, slot: _Slot, reason: str) -> None:
-        budget = self._budget.spend(self._clock.monotonic())
+        budget = self._budget.spend((self._clock or self.clock).monotonic())
         if budget is None:
             self._escalate(slot, reason)
             return
@@ -353,7 +354,12 @@ class Supervisor(Actor):
     def _spawn_slot(self, slot: _Slot) -> tuple[Link, pykka.ActorRef[Any]]:
         """Start one incarnation of `slot` without waiting for its `on_start`."""
         slot.incarnation += 1
-        link = Link(path=slot.path, incarnation=slot.incarnation, notify=self.actor_ref.tell)
+        link = Link(
+            path=slot.path,
+            incarnation=slot.incarnation,
+            notify=self.actor_ref.tell,
+            runtime=self.link.runtime,
+        )
         try:
             ref = slot.spec.start(link)
         except Exception as error:

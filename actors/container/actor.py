@@ -115,7 +115,7 @@ class ContainerActor(GuestActor):
             VM report monitorResponse -1.
     """
 
-    runtime = RUNTIME
+    guest_runtime = RUNTIME
     thread_prefix = "container"
 
     def __init__(

@@ -84,7 +84,7 @@ class GuestActor(Actor):
             VM report monitorResponse -1.
     """
 
-    runtime: ClassVar[str | None] = None
+    guest_runtime: ClassVar[str | None] = None
     """Named in operation errors when the guest is not a libvirt domain ("docker")."""
     thread_prefix: ClassVar[str] = "vm"
 
@@ -137,7 +137,7 @@ class GuestActor(Actor):
             # hotplug…): VDSM's "operation not supported", not a crash.
             name = message.attr_path[0]
             if len(message.attr_path) != 1 or name.startswith("_") or not hasattr(self, name):
-                runtime = {"runtime": self.runtime} if self.runtime else {}
+                runtime = {"runtime": self.guest_runtime} if self.guest_runtime else {}
                 raise UnsupportedOperation(vmId=self.vm_id, operation=name, **runtime)
         try:
             return super()._handle_receive(message)
@@ -295,7 +295,7 @@ class GuestActor(Actor):
         op_id = next(self._op_ids)
         self._in_flight[op_id] = time.monotonic()
         self._changed()
-        runtime = {"runtime": self.runtime} if self.runtime else {}
+        runtime = {"runtime": self.guest_runtime} if self.guest_runtime else {}
 
         def fail(error: BaseException) -> BaseException:
             if failed is not None:

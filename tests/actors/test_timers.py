@@ -8,6 +8,7 @@ from typing import Any
 
 import pykka
 
+from hostvisor.actors.clock import ManualClock
 from hostvisor.actors.timers import Timers
 
 
@@ -64,5 +65,29 @@ def test_a_sooner_timer_wakes_the_thread_early():
         timers.tell_later(3600, ref, "in an hour")
         timers.tell_later(0.01, ref, "now")
         assert heard.get(timeout=5) == "now"
+    finally:
+        ref.stop()
+
+
+def test_on_a_manual_clock_timers_fire_when_time_is_moved_not_before():
+    heard: queue.Queue[Any] = queue.Queue()
+    ref = Recorder.start(heard)
+    clock = ManualClock()
+    timers = Timers(clock, name="test-manual")
+    try:
+        timers.tell_later(30, ref, "half a minute")
+        ticking = timers.tick_every(10, ref, "tick")
+        clock.advance(9.9)
+        assert timers.pending() == 2
+        assert heard.empty()
+        clock.advance(0.1)
+        assert heard.get(timeout=5) == "tick"
+        clock.advance(20)  # the tick of 20 s, then the one-shot and the tick of 30 s
+        got = sorted(heard.get(timeout=5) for _ in range(3))
+        assert got == ["half a minute", "tick", "tick"]
+        ticking.cancel()
+        clock.advance(100)
+        assert timers.pending() in (0, 1)  # the cancelled tick leaves when it comes due
+        assert heard.empty()
     finally:
         ref.stop()
