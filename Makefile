@@ -1,6 +1,7 @@
 # Hostvisor: set up a Debian 12 machine (as root), build the venv, lint, type-check, test, run.
 #
 #   make test           deps + venv, then ruff, mypy and pytest
+#   make unit           the fast ring of unit tests only (pure code; seconds)
 #   make run ARGS=...   deps + venv, then `hostvisor serve ARGS`
 #   make lint | types | bench | clean
 #
@@ -36,7 +37,7 @@ APT_PACKAGES := \
 	mount e2fsprogs \
 	systemd
 
-.PHONY: all deps venv test lint types typecheck-tree pytest run bench clean
+.PHONY: all deps venv test unit lint types typecheck-tree pytest run bench clean
 
 all: test
 
@@ -113,6 +114,10 @@ pytest: venv
 	@rc=0; $(VENV)/bin/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
+
+# The fast ring: pure modules only (budget, codec, verb binding, metadata, parsers).
+unit: venv
+	$(VENV)/bin/pytest -q -m unit -p no:cacheprovider $(PYTEST_ARGS)
 
 # -- run ----------------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from hostvisor.actors.errors import (
     Timeout,
     Unavailable,
 )
-from hostvisor.actors.future import CallbackFuture as CallbackFuture  # re-exported
+from hostvisor.actors.future import CallbackFuture as CallbackFuture  # noqa: PLC0414 - re-export (mypy)
 from hostvisor.actors.runtime import Runtime
 from hostvisor.actors.timers import Timer
 
@@ -103,6 +103,21 @@ class WorkDone:
     then: Callable[[Any], Any]
     outcome: Any
     """The work's return value, or the exception it raised."""
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    """Tell (an operator's or a drill's): crash now, as if the handler had failed.
+
+    OTP's `exit(Pid, kill)`: the actor dies with `Killed`, its supervisor restarts it
+    within its budget. For drills and the introspection console; never a client's lever.
+    """
+
+    reason: str = "killed"
+
+
+class Killed(Exception):
+    """The crash a `Kill` causes."""
 
 
 def _ignore_exit(_exit: Exit) -> None:
@@ -242,6 +257,8 @@ class Actor(pykka.ThreadingActor):
     def _handle_receive(self, message: Any) -> Any:
         if type(message) is WorkDone:
             return message.then(message.outcome)
+        if type(message) is Kill:
+            raise Killed(message.reason)
         return super()._handle_receive(message)
 
     def exit(self, reason: ExitReason = ExitReason.NORMAL, error: str | None = None) -> None:
@@ -258,6 +275,7 @@ class Actor(pykka.ThreadingActor):
     # -- pykka loop hooks -------------------------------------------------------------
 
     def _start_actor_loop(self) -> None:
+        # owns a thread: an actor's mailbox thread (pykka's ThreadingActor)
         thread = threading.Thread(
             target=self._actor_loop, name=f"actor:{self.link.path}", daemon=True
         )

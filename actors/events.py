@@ -9,7 +9,6 @@ so a subscriber that restarts keeps receiving.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,13 +16,14 @@ from typing import Any
 import pykka
 
 from hostvisor.actors.actor import Actor
+from hostvisor.actors.clock import Clock
 
 NOTIFY_TIME_BASE = 2**31 - 1
 
 
-def notify_time() -> int:
-    """Return VDSM's `notify_time` for now."""
-    return NOTIFY_TIME_BASE + int(time.monotonic() * 1000)
+def notify_time(clock: Clock) -> int:
+    """Return VDSM's `notify_time` for now on `clock` (its monotonic milliseconds)."""
+    return NOTIFY_TIME_BASE + int(clock.monotonic() * 1000)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,7 +58,9 @@ class EventBus(Actor):
         return super().on_receive(message)
 
     def _publish(self, event: Event) -> None:
-        stamped = Event(method=event.method, params={**event.params, "notify_time": notify_time()})
+        stamped = Event(
+            method=event.method, params={**event.params, "notify_time": notify_time(self.clock)}
+        )
         for ref in self._subscribers():
             try:
                 ref.tell(Publish(stamped))

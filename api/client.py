@@ -82,6 +82,7 @@ class Client:
         self._connected = threading.Event()
         self._closed = threading.Event()
         self._settled = threading.Event()  # CONNECTED arrived, or the reader ended
+        # owns a thread: the client's blocking socket reader (a client, not an actor)
         self._reader = threading.Thread(target=self._read, name="hostvisor-client", daemon=True)
 
     # -- connection ------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The embedded host: the same tree `hostvisor serve` runs, started in-process.
 
     with EmbeddedHost(load_config(state_dir=tmp, management_port=0)) as host:
-        host.registry.lookup("infra/hypervisor")
+        host.registry.lookup(HYPERVISOR)
         host.address            # where the API listens
 
 Test harnesses of every later issue start hosts this way.
@@ -9,12 +9,16 @@ Test harnesses of every later issue start hosts this way.
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-from hostvisor.actors.actor import call
+import pykka
+
+from hostvisor.actors.errors import StartFailed
+from hostvisor.actors.runtime import Runtime
 from hostvisor.api.client import Client, connect
-from hostvisor.api.front import RpcFront
+from hostvisor.api.front import FRONT, FRONT_ID, FrontProxy, RpcFront
 from hostvisor.api.rpc.domain_verbs import domain_verbs
 from hostvisor.api.rpc.host_verbs import HostApi, host_verbs
 from hostvisor.api.rpc.network_verbs import NetworkApi, network_verbs
@@ -25,28 +29,25 @@ from hostvisor.api.rpc.task_verbs import TaskApi, task_verbs
 from hostvisor.api.rpc.verbs import VerbTable
 from hostvisor.api.rpc.vm_verbs import VmApi, vm_verbs
 from hostvisor.api.rpc.volume_verbs import volume_verbs
+from hostvisor.supervision.branches.context import TreeContext
 from hostvisor.supervision.clock import Clock
 from hostvisor.supervision.config import Config
 from hostvisor.supervision.gate import Gate
-from hostvisor.supervision.recovery import recover_containers, recover_vms
-from hostvisor.supervision.registry import ActorStatus, Registry
+from hostvisor.supervision.registry import ROOT, ActorStatus, Registry
 from hostvisor.supervision.runner import TreeRunner
 from hostvisor.supervision.spec import ChildSpec
-from hostvisor.supervision.storage_recovery import recover_storage
-from hostvisor.supervision.tree import HostTree
-
-FRONT = "api/front"
+from hostvisor.supervision.tree import RESOURCE_BRANCHES, HostTree
 
 
 def verb_table(tree: HostTree) -> VerbTable:
     """Return every verb the host serves."""
-    storage = StorageApi(tree.registry, tree.config, tree.domain_child, tree.pool_child)
+    storage = StorageApi(tree.registry)
     vms = VmApi(
         tree.registry,
-        tree.vm_child,
+        tree.vms.child,
         operation_timeout=tree.config.vm_operation_timeout,
         prepare_disk=storage.prepare_disk,
-        container_child=tree.container_child,
+        container_child=tree.containers.child,
     )
     networks = NetworkApi(tree.registry)
     return VerbTable.of(
@@ -63,7 +64,8 @@ def verb_table(tree: HostTree) -> VerbTable:
 
 def offline_verb_table() -> VerbTable:
     """Return the verb table for describing the API (schema, CLI help); serves nothing."""
-    return verb_table(HostTree(Config(), registry=Registry()))
+    ctx = TreeContext(config=Config(), registry=Registry(), runtime=Runtime.default())
+    return verb_table(HostTree(ctx))
 
 
 class EmbeddedHost:
@@ -78,11 +80,19 @@ class EmbeddedHost:
         """Prepare the tree for `config`; start it with `start()` or `with`."""
         self.config = config
         self.registry = Registry()
-        self.gate = Gate()
-        self.tree = HostTree(config, registry=self.registry, clock=clock)
+        self.gate = Gate(RESOURCE_BRANCHES)
+        self.runtime = Runtime.make(clock)
+        ctx = TreeContext(
+            config=config,
+            registry=self.registry,
+            runtime=self.runtime,
+            report_recovered=self.gate.report,
+            subscribers=self._subscribers,
+        )
+        self.tree = HostTree(ctx)
         table = verb_table(self.tree)
         front = ChildSpec(
-            id="front",
+            id=FRONT_ID,
             start=lambda link: RpcFront.spawn(
                 link, config=config, table=table, is_ready=self.gate.is_open
             ),
@@ -91,12 +101,18 @@ class EmbeddedHost:
             self.tree.children(api_children=[front]),
             registry=self.registry,
             clock=clock,
+            runtime=self.runtime,
         )
+
+    def _subscribers(self) -> list[pykka.ActorRef[Any]]:
+        """The actors that hear every event: the API's front, while it runs."""
+        front = self.registry.get(FRONT)
+        return [] if front is None else [front]
 
     @property
     def address(self) -> tuple[str, int]:
         """The (host, port) the API listens on."""
-        address: tuple[str, int] = call(self.registry.lookup(FRONT), "address").get(timeout=5)
+        address: tuple[str, int] = FrontProxy(self.registry.lookup(FRONT)).address().get(timeout=5)
         return address
 
     def client(self, *, timeout: float = 30.0) -> Client:
@@ -105,13 +121,23 @@ class EmbeddedHost:
         return connect(host, port, timeout=timeout)
 
     def start(self) -> Self:
-        """Start the tree and open the gate (blocking). Raises StartFailed."""
+        """Start the tree and wait until every branch has recovered (blocking).
+
+        The gate opens when each resource branch's recoverer has reported.
+
+        Raises:
+            StartFailed: the tree did not start, or a branch did not recover within
+                `config.start_timeout` (the tree is stopped again).
+        """
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.runner.start(self.config.start_timeout)
-        recover_storage(self.tree)
-        recover_vms(self.tree)
-        recover_containers(self.tree)
-        self.gate.open()
+        timeout = self.config.start_timeout
+        started = time.monotonic()
+        self.runner.start(timeout)
+        left = max(timeout - (time.monotonic() - started), 0.0)
+        if not self.gate.wait_open(left):
+            waiting = ", ".join(sorted(self.gate.waiting()))
+            self.runner.stop(self.config.stop_timeout)
+            raise StartFailed(child=ROOT, reason=f"not recovered after {timeout} s: {waiting}")
         return self
 
     def stop(self) -> bool:

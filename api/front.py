@@ -10,6 +10,10 @@ told: events to publish.
 Why one actor for the front and the listener: the loop, the server and the
 dispatcher live and die together; splitting them would add a hop to every call
 and a restart order to keep, for no isolation gained.
+
+The front lives at `FRONT` (`api/front`), the one place that path is written; the
+API layer hands it to the tree as the event bus's subscriber, so nothing below api/
+names an API address. `FrontProxy` is its typed client.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final, final
 
-from hostvisor.actors.actor import Actor
+import pykka
+
+from hostvisor.actors.actor import Actor, call
 from hostvisor.actors.errors import InvalidArgument
 from hostvisor.actors.events import Publish
 from hostvisor.api.rpc import codec
@@ -36,6 +42,11 @@ from hostvisor.supervision.config import Config
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 10.0
+API: Final = "api"
+"""The API branch, started last and stopped first."""
+FRONT_ID: Final = "front"
+FRONT: Final = f"{API}/{FRONT_ID}"
+"""The RpcFront."""
 
 
 class RpcFront(Actor):
@@ -70,6 +81,7 @@ class RpcFront(Actor):
         context = _ssl_context(config)
         loop = asyncio.new_event_loop()
         self._loop = loop
+        # owns a thread: the API's asyncio event loop (sockets, STOMP, JSON-RPC)
         self._thread = threading.Thread(target=loop.run_forever, name="api-loop", daemon=True)
         self._thread.start()
         self._server = StompServer(
@@ -123,6 +135,21 @@ class RpcFront(Actor):
         """Return the bound (host, port)."""
         assert self._address is not None  # noqa: S101 - set by on_start
         return self._address
+
+
+@final
+class FrontProxy:
+    """Calls to the RpcFront (see `hostvisor.actors.vm.proxy` for the conventions)."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: pykka.ActorRef[Any]) -> None:
+        """Call the front behind `ref`."""
+        self.ref = ref
+
+    def address(self) -> pykka.Future[tuple[str, int]]:
+        """The (host, port) the API listens on."""
+        return call(self.ref, "address")
 
 
 async def _close(server: StompServer) -> None:

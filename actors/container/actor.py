@@ -3,8 +3,8 @@
 Docker is the source of truth: the container carries the VM id and its domain XML
 in labels (`spec`), so a new ContainerActor either launches the container (VM.create)
 or, after any restart, reads it back (`recover=True`). It never blocks on docker:
-every call runs on a thread of its own and comes back as a message, so a hung
-docker engine only makes this VM's operations time out.
+every call runs on the work facility and comes back as a message, so a hung docker
+engine only makes this VM's operations time out.
 
 It answers the VM verbs through the same method names as a VmActor (`pause`,
 `cont`, `reset`, `shutdown`, `destroy` return a future that settles when docker
@@ -27,13 +27,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import pykka
 
 from hostvisor.actors.actor import CallbackFuture
 from hostvisor.actors.container import lifecycle
@@ -41,19 +37,10 @@ from hostvisor.actors.container.engine import ContainerEvent, ContainerState, Do
 from hostvisor.actors.container.spec import RUNTIME, ContainerSpec
 from hostvisor.actors.container.stats import ContainerSample, CpuLimits, container_stats
 from hostvisor.actors.errors import HostvisorError
-from hostvisor.actors.timers import Timers, shared_timers
+from hostvisor.actors.guest.actor import GuestActor, ShutdownTimedOut
+from hostvisor.actors.guest.model import Publish, TellBoard, no_board
+from hostvisor.actors.guest.status import Exit, ExitReason, PauseCode, VmStatus
 from hostvisor.actors.vm import domxml
-from hostvisor.actors.vm.guest import (
-    Done,
-    GuestActor,
-    PoweringUpOver,
-    Publish,
-    ShutdownTimedOut,
-    TellBoard,
-    no_board,
-)
-from hostvisor.actors.vm.lifecycle import Exit
-from hostvisor.actors.vm.status import ExitReason, PauseCode, VmStatus
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +53,16 @@ class ContainerServices:
         engine: returns the host's docker engine (an ask to the docker actor).
         publish: sends an event up to the event bus (never blocks).
         board: tells the board a VM's entries (a `Post` or a `Forget`).
-        timers: the thread that tells actors their timers (default: the process's).
     """
 
     engine: Callable[[], DockerEngine]
     publish: Publish
     board: TellBoard = no_board
-    timers: Timers = field(default_factory=shared_timers)
 
 
 @dataclass(frozen=True, slots=True)
 class Inspected:
-    """Tell (from a refresh thread): what docker inspect said; `error` if it failed."""
+    """What docker inspect said (a refresh's outcome); `error` if it failed."""
 
     seq: int
     state: ContainerState | None
@@ -102,11 +87,11 @@ class Sampled:
 
 
 class ContainerActor(GuestActor):
-    """Owns one container VM. Runs in its own thread; docker calls run in helper threads.
+    """Owns one container VM. Runs in its own thread; docker calls run on the work facility.
 
     Args:
         spec: the VM's container settings (and its domain XML).
-        services: the host's docker engine, event bus, board and timers.
+        services: the host's docker engine, event bus and board.
         recover: adopt the existing container instead of launching one.
         hint: docker's word for the adopted container's state, from the listing that
             found it (`running`, `paused`, …): reported until the first inspect is in.
@@ -116,7 +101,6 @@ class ContainerActor(GuestActor):
     """
 
     guest_runtime = RUNTIME
-    thread_prefix = "container"
 
     def __init__(
         self,
@@ -135,7 +119,6 @@ class ContainerActor(GuestActor):
             xml=spec.domain.xml,
             publish=services.publish,
             board=services.board,
-            timers=services.timers,
             powering_up=powering_up,
             operation_timeout=operation_timeout,
         )
@@ -148,6 +131,7 @@ class ContainerActor(GuestActor):
         self._stop_signal = "SIGTERM"
         self._run_started_ns = 0  # docker's start of the current run
         self._stop_requested = False
+        self._shutdown_attempt = 0
         self._oom = False
         self._resets = 0  # restarts in flight: their die/start are not news
         self._refresh_ids = itertools.count(1)
@@ -163,22 +147,22 @@ class ContainerActor(GuestActor):
         if self._recover:
             hinted = lifecycle.status_of(self._hint or "")
             if hinted not in (VmStatus.DOWN, VmStatus.WAIT_FOR_LAUNCH):  # Down needs its exit
-                self._set_status(hinted, publish=False)
+                self.guest.set_status(hinted, publish=False)
             self._refresh()
         else:
             self._launch()
-        self._post()
+        self.guest.post()
 
     def _launch(self) -> None:
         spec = self.spec
         engine = self._services.engine
-        self._blocking(
+        self.operation(
             "launch", lambda: engine().launch(spec), then=self._apply, failed=self._launch_failed
         )
 
     def _launch_failed(self, error: BaseException) -> None:
-        if self._status is VmStatus.WAIT_FOR_LAUNCH:
-            self._down(lifecycle.launch_failed(str(error)))
+        if self.guest.status is VmStatus.WAIT_FOR_LAUNCH:
+            self.guest.go_down(lifecycle.launch_failed(str(error)))
 
     # -- messages -----------------------------------------------------------------------
 
@@ -187,23 +171,15 @@ class ContainerActor(GuestActor):
         match message:
             case ContainerEvent():
                 self._on_event(message)
-            case Done():
-                self._on_done(message)
-            case Inspected():
-                self._on_inspected(message)
             case Sampled(sample):
                 self._on_sample(sample)
             case EngineReconnected():
-                self._changed()
-                self._monitor_response = 0
+                self.guest.responsive()
                 self._refresh()
             case EngineLost():
-                self._changed()
-                self._monitor_response = -1
+                self.guest.unresponsive()
             case ShutdownTimedOut(attempt):
                 self._on_shutdown_timeout(attempt)
-            case PoweringUpOver():
-                self._on_powering_up_over()
             case _:
                 return super().on_receive(message)
         return None
@@ -211,49 +187,48 @@ class ContainerActor(GuestActor):
     def _on_event(self, event: ContainerEvent) -> None:
         if self._container_id is not None and event.container_id != self._container_id:
             return  # another container with our label (one left from before): not ours
-        action = event.action
+        action, guest = event.action, self.guest
         if action == "start" and event.time_ns > self._run_started_ns:
             self._run_started_ns = event.time_ns
-            self._mark_started(time.monotonic())
-            if self._status is VmStatus.WAIT_FOR_LAUNCH and not self._resets:
-                self._set_status(VmStatus.UP)
-        elif action == "pause" and self._status not in (VmStatus.DOWN, VmStatus.WAIT_FOR_LAUNCH):
-            self._set_status(VmStatus.PAUSED)
-        elif action == "unpause" and self._status is VmStatus.PAUSED:
-            self._set_status(VmStatus.UP)
+            self.mark_started(self.clock.monotonic())
+            if guest.status is VmStatus.WAIT_FOR_LAUNCH and not self._resets:
+                guest.set_status(VmStatus.UP)
+        elif action == "pause" and guest.running:
+            guest.set_status(VmStatus.PAUSED)
+        elif action == "unpause" and guest.status is VmStatus.PAUSED:
+            guest.set_status(VmStatus.UP)
         elif action == "oom":
             self._oom = True
         elif action == "die" and self._is_news(event):
-            self._down(
+            guest.go_down(
                 lifecycle.exit_of(
                     event.exit_code or 0, requested=self._stop_requested, oom=self._oom
                 )
             )
-        elif action == "destroy" and self._status is not VmStatus.DOWN and not self._resets:
-            self._down(lifecycle.gone(self._stop_requested))
+        elif action == "destroy" and not guest.down and not self._resets:
+            guest.go_down(lifecycle.gone(self._stop_requested))
 
     def _is_news(self, die: ContainerEvent) -> bool:
         """Whether a `die` ends the current run (not a restart's, nor an earlier run's)."""
-        return (
-            self._status is not VmStatus.DOWN
-            and not self._resets
-            and die.time_ns >= self._run_started_ns
-        )
+        return not self.guest.down and not self._resets and die.time_ns >= self._run_started_ns
 
     def _apply(self, state: ContainerState | None, *, publish: bool = True) -> None:
         """Report what docker inspect says of the container (Down stays Down)."""
-        self._changed()
+        guest = self.guest
+        guest.changed()
         if state is None:
-            if self._status is not VmStatus.DOWN:
-                self._down(lifecycle.gone(self._stop_requested), publish=publish)
+            if not guest.down:
+                guest.go_down(lifecycle.gone(self._stop_requested), publish=publish)
             return
         self._container = self._container_id = state.container_id
         self._stop_signal = state.stop_signal
-        if self._status is VmStatus.DOWN:
+        if guest.down:
             return
         if state.started_ns > self._run_started_ns:
             self._run_started_ns = state.started_ns
-            self._mark_started(time.monotonic() - max(0, time.time_ns() - state.started_ns) / 1e9)
+            clock = self.clock
+            ran_for = max(0.0, clock.time() - state.started_ns / 1e9)
+            self.mark_started(clock.monotonic() - ran_for)
         if self._resets:
             # A restart is in flight (a reboot can be asked before the launch's own
             # inspect is back): that inspect shows the run being restarted, and the
@@ -261,48 +236,47 @@ class ContainerActor(GuestActor):
             return
         status = lifecycle.status_of(state.status)
         if status is VmStatus.DOWN:
-            self._down(
+            guest.go_down(
                 lifecycle.exit_of_state(state, requested=self._stop_requested), publish=publish
             )
-        elif status is not VmStatus.WAIT_FOR_LAUNCH and self._status is not VmStatus.POWERING_DOWN:
-            self._set_status(status, publish=publish)
+        elif status is not VmStatus.WAIT_FOR_LAUNCH and guest.status is not VmStatus.POWERING_DOWN:
+            guest.set_status(status, publish=publish)
 
     def _refresh(self) -> None:
-        """Inspect the container on a thread; the answer comes back as `Inspected`."""
+        """Inspect the container on a worker; the answer comes back as `Inspected`."""
         seq = next(self._refresh_ids)
-        ref, container, engine = self.actor_ref, self._container, self._services.engine
+        container, engine = self._container, self._services.engine
 
-        def run() -> None:
+        def run() -> Inspected:
             try:
-                message = Inspected(seq, engine().inspect(container))
+                return Inspected(seq, engine().inspect(container))
             except HostvisorError as error:
-                message = Inspected(seq, None, str(error))
-            try:
-                ref.tell(message)
-            except pykka.ActorDeadError:
-                return
+                return Inspected(seq, None, str(error))
 
-        threading.Thread(target=run, name=f"container:{self.vm_id}:inspect", daemon=True).start()
+        def then(outcome: Inspected | BaseException) -> None:
+            if isinstance(outcome, BaseException):
+                raise outcome  # not docker's refusal (those are Inspected): a bug, crash
+            self._on_inspected(outcome)
+
+        self.run_off(run, then, name="inspect")
 
     def _on_inspected(self, inspected: Inspected) -> None:
         if inspected.seq < self._applied_refresh:
             return  # an older refresh answered late
         self._applied_refresh = inspected.seq
-        self._changed()
+        self.guest.changed()
         if inspected.error is not None:
             log.warning("VM %s: docker inspect failed: %s", self.vm_id, inspected.error)
-            self._monitor_response = -1
+            self.guest.unresponsive()
             return
         if not self._resets:  # a restart in flight reports its own outcome
             self._apply(inspected.state)
 
     def _on_sample(self, sample: ContainerSample | None) -> None:
-        self._changed()
         if sample is None:
-            self._monitor_response = -1 if self._status is not VmStatus.DOWN else 0
+            self.guest.unresponsive()
             return
-        self._monitor_response = 0
-        self._figures = container_stats(sample, self._last_sample, cpu=self._cpu)
+        self.guest.sampled(container_stats(sample, self._last_sample, cpu=self._cpu))
         self._last_sample = sample
 
     # -- operations (asked by the API; each returns a future) ----------------------------
@@ -325,23 +299,23 @@ class ContainerActor(GuestActor):
         With `reboot`, restart it instead (stop signal, `timeout`, start); the
         future settles once the restart is under way, as a guest's reboot does.
         """
-        self._require_running("shutdown")
+        self.guest.require_running("shutdown")
         if reboot:
-            self._set_status(VmStatus.REBOOT_IN_PROGRESS)
+            self.guest.set_status(VmStatus.REBOOT_IN_PROGRESS)
             self._restart("reboot", timeout=int(timeout))
             under_way = CallbackFuture()
             under_way.set(None)
             return under_way
         self._stop_requested = True
         self._shutdown_attempt += 1
-        self._set_status(VmStatus.POWERING_DOWN)
+        self.guest.set_status(VmStatus.POWERING_DOWN)
         signal = self._stop_signal
         future = self._operate("shutdown", lambda e, c: e.kill(c, signal))
-        self._tell_later(timeout, ShutdownTimedOut(self._shutdown_attempt))
+        self.tell_later(timeout, ShutdownTimedOut(self._shutdown_attempt))
         return future
 
     def _on_shutdown_timeout(self, attempt: int) -> None:
-        if attempt == self._shutdown_attempt and self._status is VmStatus.POWERING_DOWN:
+        if attempt == self._shutdown_attempt and self.guest.status is VmStatus.POWERING_DOWN:
             log.info("VM %s did not shut down in time; killing its container", self.vm_id)
             self._operate("force off", lambda e, c: e.kill(c, "SIGKILL"))
 
@@ -351,21 +325,21 @@ class ContainerActor(GuestActor):
         A VM whose container was never made (its launch failed) needs no docker call.
         """
         self._stop_requested = True
-        if self._container_id is None and self._status is VmStatus.DOWN:
+        if self._container_id is None and self.guest.down:
             done = CallbackFuture()
             done.set(None)
             return done
         engine, container = self._services.engine, self._container
-        return self._blocking(
+        return self.operation(
             "destroy", lambda: engine().remove(container), then=lambda _r: self._destroyed()
         )
 
     def _destroyed(self) -> None:
-        if self._status is not VmStatus.DOWN:
-            self._down(Exit.of(ExitReason.ADMIN_SHUTDOWN))
+        if not self.guest.down:
+            self.guest.go_down(Exit.of(ExitReason.ADMIN_SHUTDOWN))
 
     def _restart(self, op: str, *, timeout: int) -> CallbackFuture:
-        self._require_running(op)
+        self.guest.require_running(op)
         self._resets += 1
         engine, container = self._services.engine, self._container
 
@@ -380,7 +354,7 @@ class ContainerActor(GuestActor):
             self._resets -= 1
             self._refresh()
 
-        return self._blocking(
+        return self.operation(
             op, lambda: engine().restart(container, timeout), then=restarted, failed=failed
         )
 
@@ -403,11 +377,11 @@ class ContainerActor(GuestActor):
         docker's own event says the same, but may come after the answer: setting it
         here means a caller that reads the status right after the verb sees it.
         """
-        self._require_running(op)
+        self.guest.require_running(op)
         engine, container = self._services.engine, self._container
 
         def done(_result: Any) -> None:
-            if then is not None and self._status not in (VmStatus.DOWN, VmStatus.WAIT_FOR_LAUNCH):
-                self._set_status(then)
+            if then is not None and self.guest.running:
+                self.guest.set_status(then)
 
-        return self._blocking(op, lambda: action(engine(), container), then=done)
+        return self.operation(op, lambda: action(engine(), container), then=done)

@@ -13,8 +13,7 @@ error (exitCode 1). The container's own exit status is always in `exitMessage`.
 from __future__ import annotations
 
 from hostvisor.actors.container.engine import ContainerState
-from hostvisor.actors.vm.lifecycle import Exit
-from hostvisor.actors.vm.status import EXIT_MESSAGES, ExitCode, ExitReason, VmStatus
+from hostvisor.actors.guest.status import EXIT_MESSAGES, Exit, ExitCode, ExitReason, VmStatus
 
 _STATUSES = {
     "created": VmStatus.WAIT_FOR_LAUNCH,

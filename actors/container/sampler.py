@@ -1,28 +1,29 @@
 """ContainerStatsSampler: every interval, docker's stats of every VM container.
 
 Docker has no bulk stats call, so each tick makes one listing of the running VM
-containers (one call) and then reads each one's one-shot stats (~5 ms each) on a
-few threads at once, all off this actor's thread; when they are in, each
-ContainerActor is told its sample (None when docker had nothing for it, which it
-reports as monitorResponse -1). A collection still running at the next tick is not
-doubled: that tick is skipped.
+containers (one call) and then reads each one's one-shot stats (~5 ms each),
+`WORKERS` at a time, each read a job on the work facility, off this actor's
+thread; when they are all in, each ContainerActor is told its sample (None when
+docker had nothing for it, which it reports as monitorResponse -1). A collection
+still running at the next tick is not doubled: that tick is skipped.
+
+    Tick --(worker: list running VM containers)--> up to WORKERS reads at once
+    each read --(worker: docker stats)--> the next read; after the last: hand out
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pykka
 
 from hostvisor.actors.actor import Actor
 from hostvisor.actors.container.actor import Sampled
-from hostvisor.actors.container.engine import DockerEngine
+from hostvisor.actors.container.engine import DockerEngine, Labelled
 from hostvisor.actors.container.stats import ContainerSample
 from hostvisor.actors.errors import HostvisorError
 
@@ -34,35 +35,16 @@ WORKERS = 4
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """Tell (from the ticker): sample now."""
+    """Tell (from the timer service): sample now."""
 
 
-@dataclass(frozen=True, slots=True)
-class Collected:
-    """Tell (from a collecting thread): the samples by VM id, or why there are none."""
+@dataclass(slots=True)
+class _Collection:
+    """One tick's collection in progress (the sampler's thread only)."""
 
-    samples: Mapping[str, ContainerSample]
-    error: str | None = None
-
-
-def collect(engine: DockerEngine, workers: int = WORKERS) -> dict[str, ContainerSample]:
-    """Read the stats of every running VM container (blocking). Raises DockerUnavailable."""
-    running = engine.labelled(running=True)
-
-    def read(container_id: str) -> ContainerSample | None:
-        try:
-            raw = engine.stats(container_id)
-        except HostvisorError as error:  # it stopped between the listing and the read
-            log.debug("stats of container %s: %s", container_id, error)
-            return None
-        return ContainerSample(taken_at=time.monotonic(), raw=raw)
-
-    if not running:
-        return {}
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="container-stats") as pool:
-        samples = pool.map(read, [item.container_id for item in running])
-        pairs = zip((item.vm_id for item in running), samples, strict=True)
-        return {vm_id: sample for vm_id, sample in pairs if sample is not None}
+    to_read: deque[Labelled]
+    reading: int = 0
+    samples: dict[str, ContainerSample] = field(default_factory=dict)
 
 
 class ContainerStatsSampler(Actor):
@@ -95,12 +77,10 @@ class ContainerStatsSampler(Actor):
         self.tick_every(self._interval, Tick())
 
     def on_receive(self, message: Any) -> Any:
-        """Handle `Tick` and `Collected`."""
+        """Handle `Tick` (collections come back through `run_off`)."""
         match message:
             case Tick():
                 self._tick()
-            case Collected(samples, error):
-                self._hand_out(samples, error)
             case _:
                 return super().on_receive(message)
         return None
@@ -112,22 +92,54 @@ class ContainerStatsSampler(Actor):
         if not self._containers():
             return
         self._busy = True
-        ref, engine = self.actor_ref, self._engine
+        engine = self._engine
+        self.run_off(lambda: engine().labelled(running=True), self._listed, name="container-list")
 
-        def run() -> None:
-            try:
-                message = Collected(collect(engine()))
-            except HostvisorError as error:
-                message = Collected({}, str(error))
-            try:
-                ref.tell(message)
-            except pykka.ActorDeadError:
-                return
+    def _listed(self, outcome: list[Labelled] | BaseException) -> None:
+        if isinstance(outcome, HostvisorError):
+            self._busy = False
+            self._hand_out({}, str(outcome))
+            return
+        if isinstance(outcome, BaseException):
+            raise outcome  # not docker's refusal: a bug, crash
+        collection = _Collection(to_read=deque(outcome))
+        if not outcome:
+            self._done(collection)
+            return
+        for _ in range(min(WORKERS, len(outcome))):
+            self._read_next(collection)
 
-        threading.Thread(target=run, name="container-stats", daemon=True).start()
+    def _read_next(self, collection: _Collection) -> None:
+        item = collection.to_read.popleft()
+        collection.reading += 1
+        engine, clock = self._engine, self.clock
+
+        def read() -> ContainerSample | None:
+            try:
+                raw = engine().stats(item.container_id)
+            except HostvisorError as error:  # it stopped between the listing and the read
+                log.debug("stats of container %s: %s", item.container_id, error)
+                return None
+            return ContainerSample(taken_at=clock.monotonic(), raw=raw)
+
+        def then(outcome: ContainerSample | BaseException | None) -> None:
+            collection.reading -= 1
+            if isinstance(outcome, BaseException):
+                raise outcome  # not docker's refusal: a bug, crash
+            if outcome is not None:
+                collection.samples[item.vm_id] = outcome
+            if collection.to_read:
+                self._read_next(collection)
+            elif not collection.reading:
+                self._done(collection)
+
+        self.run_off(read, then, name="container-stats")
+
+    def _done(self, collection: _Collection) -> None:
+        self._busy = False
+        self._hand_out(collection.samples, None)
 
     def _hand_out(self, samples: Mapping[str, ContainerSample], error: str | None) -> None:
-        self._busy = False
         self.samples += 1
         if error is not None:
             log.debug("container stats: %s", error)

@@ -44,7 +44,7 @@ class ContainerSample:
     """One container's docker stats and when they were read.
 
     Attributes:
-        taken_at: `time.monotonic()` seconds at the read.
+        taken_at: the sampler's clock, monotonic seconds, at the read.
         raw: docker's one-shot stats answer.
     """
 

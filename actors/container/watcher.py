@@ -63,6 +63,7 @@ class EventWatcher:
         self._stopped = threading.Event()
         self._stream: EventStream | None = None
         self.connections = 0
+        # owns a thread: docker's event stream is one long blocking read
         self._thread = threading.Thread(target=self._run, name="docker-events", daemon=True)
         self._thread.start()
 

@@ -1,50 +1,68 @@
 """HostActor: the machine this agent runs on: its facts, capabilities and stats.
 
-Static facts are read once in `on_start`. Statistics are sampled every
-`sample_interval` seconds (driven by a ticker, never by a sleep in the mailbox
-thread), and `stats()` answers from the last two samples, as VDSM's host monitor
-does. Capabilities read libvirt through the hypervisor's connection, which the
-actor gets from `connection()`, a sideways ask into the infra branch (which
-never asks anyone back).
+Nothing slow runs on the actor's thread. Everything that reads the machine,
+libvirt, docker or the network configurator (a sideways ask that can take up to
+its timeout) runs on the work facility (`Actor.run_off`), and the answers that
+need it are given later (`reply.Later`): the caller sees one future and one
+value, and the actor keeps answering meanwhile. As messages:
+
+    Sample (every sample_interval) --(worker: CPU counters, /proc, /sys, network)-->
+        the stats body is kept (the window is the last sample)
+    stats()         --(worker: netConfigDirty, VM counts)--> last body + those + times
+        StatsDeadline (STATS_DEADLINE s later): answer with the last known ones;
+        one read at a time, coalesced as below
+    capabilities()  --(worker: libvirt, dpkg, docker ping, network)--> answer
+        an ask that comes while a read runs waits for the next read, started when
+        that one ends: one read at a time, never an answer older than its ask
+    hardware_info() --(worker: DMI)--> answer
+
+So `Host.getStats` costs the actor two short messages whatever libvirt, docker or
+the network configurator are doing. Capabilities are read for each ask (coalesced),
+not cached: a network change or docker going away shows in the next answer, as
+in VDSM, without anyone having to tell the host actor.
+
+Static facts are read once in `on_start`. What it holds is rebuilt by sampling
+again after a restart.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-import platform
-import socket
-import time
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
+import pykka
 
 from hostvisor.actors.actor import Actor
+from hostvisor.actors.errors import HostvisorError
 from hostvisor.actors.host.caps import capabilities
+from hostvisor.actors.host.facts import HostFacts, read_facts
 from hostvisor.actors.host.hardware import hardware_info
 from hostvisor.actors.host.netinfo import interface_stats, network_caps
-from hostvisor.actors.host.stats import HostStatsSampler
+from hostvisor.actors.host.reply import FollowingFuture, Later
+from hostvisor.actors.host.stats import (
+    HostSample,
+    date_time,
+    disk_paths,
+    find_ksmd,
+    read_sample,
+    render_stats,
+)
+from hostvisor.actors.timers import Timer
 
 log = logging.getLogger(__name__)
 
+__all__ = ["HostActor", "HostFacts", "HostNetwork", "Sample", "StatsDeadline"]
+
 FIRST_SAMPLE_DELAY = 1.0
+STATS_DEADLINE = 1.0
+"""Seconds getStats waits for netConfigDirty and the VM counts before using the last known."""
 SOFTWARE_VERSION = "4.50.7"
 """The VDSM API level Hostvisor speaks (reference/vdsm-wire.md, API version 4.50.7)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HostFacts:
-    """Facts that do not change while the agent runs."""
-
-    hostname: str
-    kernel: str
-    cpu_count: int
-    memory_bytes: int
-    boot_time: float
-    host_uuid: str
 
 
 def _clean() -> bool:
@@ -54,6 +72,8 @@ def _clean() -> bool:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HostNetwork:
     """How the host actor reads the networks of the namespace the host manages.
+
+    Each is called on a worker, never on the actor's thread, and may block.
 
     Attributes:
         caps: the network part of getCapabilities (blocking, bounded by a timeout).
@@ -68,11 +88,40 @@ class HostNetwork:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """Tell (from the ticker): take a statistics sample now."""
+    """Tell (from the timer service): take a statistics sample now."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatsDeadline:
+    """Tell (from the timer service): answer stats ask `ask` with what is known."""
+
+    ask: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Sampled:
+    sample: HostSample
+    body: dict[str, Any]
+    ksmd: psutil.Process | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Fresh:
+    """The getStats fields read for each ask."""
+
+    dirty: bool = False
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _StatsAsk:
+    reply: Later
+    deadline: Timer | None = None
+    fresh: _Fresh | None = None
 
 
 class HostActor(Actor):
-    """Owns the host's facts and statistics. Methods are idempotent.
+    """Owns the host's facts and statistics. Methods are idempotent and never block.
 
     Args:
         state_dir: where the host's persistent id lives when DMI has none.
@@ -100,33 +149,55 @@ class HostActor(Actor):
         self._containers = containers
         self._sample_interval = sample_interval
         self._vm_counts = vm_counts
+        self._network = network or HostNetwork()
+        self._disks = disk_paths(state_dir)
         self._facts: HostFacts | None = None
         self._started_at = 0.0
-        self._network = network or HostNetwork()
-        self._sampler = HostStatsSampler(state_dir=state_dir, network_stats=self._network.stats)
+        # statistics
+        self._last_sample: HostSample | None = None
+        self._ksmd: psutil.Process | None = None
+        self._body: dict[str, Any] | None = None
+        self._sampling = False
+        self._fresh = _Fresh()  # the last known netConfigDirty and VM counts
+        self._stats_asks: dict[int, _StatsAsk] = {}
+        self._ask_ids = itertools.count(1)
+        # fresh fields: the asks the read in progress answers, and those for the next one
+        self._fresh_reading: list[int] | None = None
+        self._fresh_next: list[int] = []
+        # capabilities: the asks the read in progress answers, and those for the next one
+        self._caps_reading: list[Later] | None = None
+        self._caps_next: list[Later] = []
+        self.samples = 0
+        self.samples_skipped = 0
+        self.stats_late = 0
+        self.caps_reads = 0
+
+    @staticmethod
+    def _create_future() -> pykka.Future[Any]:
+        """Reply futures that follow a `Later` answer (see `reply`)."""
+        return FollowingFuture()
 
     def on_start(self) -> None:
-        """Read the host's facts, take the first sample, start the ticker."""
-        self._started_at = time.monotonic()
-        self._facts = HostFacts(
-            hostname=socket.gethostname(),
-            kernel=platform.release(),
-            cpu_count=psutil.cpu_count() or 1,
-            memory_bytes=psutil.virtual_memory().total,
-            boot_time=psutil.boot_time(),
-            host_uuid=host_uuid(self._state_dir),
-        )
-        self._sampler.sample()
+        """Read the host's facts; start sampling (the first sample at once, off-thread)."""
+        self._started_at = self.clock.monotonic()
+        self._facts = read_facts(self._state_dir)
+        self._sample()
         # A second sample soon after start, so that rates exist within a second.
         first = min(self._sample_interval, FIRST_SAMPLE_DELAY)
         self.tick_every(self._sample_interval, Sample(), first=first)
 
     def on_receive(self, message: Any) -> Any:
-        """Handle `Sample`."""
-        if isinstance(message, Sample):
-            self._sampler.sample()
-            return None
-        return super().on_receive(message)
+        """Handle `Sample` and `StatsDeadline` (actor thread)."""
+        match message:
+            case Sample():
+                self._sample()
+            case StatsDeadline(ask):
+                self._stats_deadline(ask)
+            case _:
+                return super().on_receive(message)
+        return None
+
+    # -- answers ---------------------------------------------------------------------------
 
     def facts(self) -> HostFacts:
         """Return the host's facts."""
@@ -135,51 +206,167 @@ class HostActor(Actor):
 
     def uptime(self) -> float:
         """Return seconds since this actor started (the agent's uptime, near enough)."""
-        return time.monotonic() - self._started_at
+        return self.clock.monotonic() - self._started_at
 
-    def capabilities(self) -> dict[str, Any]:
-        """Return Host.getCapabilities' `info` (blocking: libvirt, dpkg; ~100 ms)."""
-        return capabilities(
-            self._connection(),
-            host_uuid=self.facts().host_uuid,
-            software_version=SOFTWARE_VERSION,
-            containers=self._containers(),
-            network=self._network.caps(),
+    def capabilities(self) -> Later:
+        """Answer Host.getCapabilities' `info`, read on a worker for this ask.
+
+        Returns at once; the answer follows (libvirt, dpkg, a docker ping and the
+        network configurator: ~100 ms, or up to their timeouts). Raises, through the
+        answer, whatever the read raised.
+        """
+        reply = Later()
+        if self._caps_reading is None:
+            self._read_caps([reply])
+        else:
+            self._caps_next.append(reply)
+        return reply
+
+    def stats(self) -> Later:
+        """Answer Host.getStats' `info`: the last sample with fresh counts and times.
+
+        Returns at once; the answer follows within STATS_DEADLINE seconds (the
+        netConfigDirty and VM counts reads run on a worker, one read at a time,
+        coalesced like capabilities; past the deadline the last known ones are
+        used), so a hung network configurator holds one worker, not one per ask.
+        """
+        ask = next(self._ask_ids)
+        pending = self._stats_asks[ask] = _StatsAsk(Later())
+        pending.deadline = self.tell_later(STATS_DEADLINE, StatsDeadline(ask))
+        if self._fresh_reading is None:
+            self._read_fresh([ask])
+        else:
+            self._fresh_next.append(ask)
+        return pending.reply
+
+    def hardware_info(self) -> Later:
+        """Answer Host.getHardwareInfo's result (DMI; empty strings where unreadable)."""
+        reply = Later()
+        self.run_off(hardware_info, lambda outcome: _settle(reply, outcome), name="hardware")
+        return reply
+
+    # -- statistics --------------------------------------------------------------------------
+
+    def _sample(self) -> None:
+        """Start a sample on a worker unless one is running (actor thread)."""
+        if self._sampling:
+            self.samples_skipped += 1
+            return
+        self._sampling = True
+        previous, ksmd, first = self._last_sample, self._ksmd, self._last_sample is None
+        clock, network, disks = self.clock, self._network, self._disks
+
+        def collect() -> _Sampled:
+            process = find_ksmd() if first else ksmd
+            taken = read_sample(clock.monotonic(), process)
+            body = render_stats(
+                previous or taken,
+                taken,
+                disks=disks,
+                network=network.stats(),
+                elapsed=0.0,  # laid over with the uptime and the time of each answer
+                wall=clock.time(),
+            )
+            return _Sampled(sample=taken, body=body, ksmd=process if taken.ksmd else None)
+
+        self.run_off(collect, self._sampled, name="sample")
+
+    def _sampled(self, outcome: _Sampled | BaseException) -> None:
+        self._sampling = False
+        if isinstance(outcome, HostvisorError):
+            log.warning("host statistics sample failed: %s", outcome)
+            return
+        if isinstance(outcome, BaseException):
+            raise outcome  # a bug in reading the machine: crash, as in any handler
+        self.samples += 1
+        self._last_sample, self._ksmd, self._body = outcome.sample, outcome.ksmd, outcome.body
+        for ask in list(self._stats_asks):
+            self._try_answer(ask)
+
+    def _read_fresh(self, asks: list[int]) -> None:
+        """Read netConfigDirty and the VM counts on a worker for `asks` (actor thread)."""
+        self._fresh_reading = asks
+        network, vm_counts = self._network, self._vm_counts
+
+        def read() -> _Fresh:
+            return _Fresh(dirty=network.dirty(), counts=dict(vm_counts()))
+
+        self.run_off(read, self._fresh_read, name="stats")
+
+    def _fresh_read(self, outcome: _Fresh | BaseException) -> None:
+        asks, self._fresh_reading = self._fresh_reading or [], None
+        if self._fresh_next:
+            waiting, self._fresh_next = self._fresh_next, []
+            self._read_fresh(waiting)
+        if isinstance(outcome, BaseException):
+            log.warning("netConfigDirty or the VM counts could not be read: %r", outcome)
+            outcome = self._fresh
+        self._fresh = outcome
+        for ask in asks:
+            pending = self._stats_asks.get(ask)
+            if pending is not None and pending.fresh is None:  # not answered at its deadline
+                pending.fresh = outcome
+                self._try_answer(ask)
+
+    def _stats_deadline(self, ask: int) -> None:
+        pending = self._stats_asks.get(ask)
+        if pending is not None and pending.fresh is None:
+            self.stats_late += 1
+            pending.fresh = self._fresh
+            self._try_answer(ask)
+
+    def _try_answer(self, ask: int) -> None:
+        """Answer `ask` if its fields and a sample are in (the first sample may not be)."""
+        pending = self._stats_asks[ask]
+        body = self._body
+        if pending.fresh is None or body is None:
+            return
+        del self._stats_asks[ask]
+        if pending.deadline is not None:
+            pending.deadline.cancel()
+        answer = dict(body)
+        answer.update(pending.fresh.counts)
+        answer.update(
+            elapsedTime=f"{int(self.uptime()):.2f}",
+            dateTime=date_time(self.clock.time()),
+            netConfigDirty=str(pending.fresh.dirty),
         )
+        pending.reply.set(answer)
 
-    def stats(self) -> dict[str, Any]:
-        """Return Host.getStats' `info` from the last two samples (fast)."""
-        extra: dict[str, Any] = {
-            "elapsedTime": int(self.uptime()),
-            "netConfigDirty": str(self._network.dirty()),
-            **self._vm_counts(),
-        }
-        return self._sampler.stats(extra)
+    # -- capabilities ------------------------------------------------------------------------
 
-    def hardware_info(self) -> dict[str, str]:
-        """Return Host.getHardwareInfo's result (DMI; empty strings where unreadable)."""
-        return hardware_info()
+    def _read_caps(self, asks: list[Later]) -> None:
+        """Read the capabilities on a worker for `asks` (actor thread)."""
+        self._caps_reading = asks
+        connection, containers, network = self._connection, self._containers, self._network
+        host_id = self.facts().host_uuid
+
+        def read() -> dict[str, Any]:
+            return capabilities(
+                connection(),
+                host_uuid=host_id,
+                software_version=SOFTWARE_VERSION,
+                containers=containers(),
+                network=network.caps(),
+            )
+
+        self.run_off(read, self._caps_read, name="capabilities")
+
+    def _caps_read(self, outcome: dict[str, Any] | BaseException) -> None:
+        asks, self._caps_reading = self._caps_reading or [], None
+        self.caps_reads += 1
+        if self._caps_next:
+            waiting, self._caps_next = self._caps_next, []
+            self._read_caps(waiting)
+        if isinstance(outcome, BaseException) and not isinstance(outcome, HostvisorError):
+            log.error("reading the host's capabilities failed", exc_info=outcome)
+        for reply in asks:
+            _settle(reply, outcome)
 
 
-def host_uuid(state_dir: Path) -> str:
-    """Return the host's id: DMI's product UUID, else one made once and kept.
-
-    VDSM keeps its own in /etc/vdsm/vdsm.id when DMI has none; ours lives in the
-    state directory.
-    """
-    try:
-        dmi = Path("/sys/class/dmi/id/product_uuid").read_text().strip()
-    except OSError:
-        dmi = ""
-    if dmi:
-        return dmi.lower()
-    kept = state_dir / "host.id"
-    try:
-        return kept.read_text().strip()
-    except FileNotFoundError:
-        made = str(uuid.uuid4())
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        temporary = kept.with_suffix(".tmp")
-        temporary.write_text(made + "\n")
-        temporary.replace(kept)
-        return made
+def _settle(reply: Later, outcome: Any) -> None:
+    """Settle `reply` with a work's outcome: its value, or the exception it raised."""
+    if isinstance(outcome, BaseException):
+        reply.set_exception(exc_info=(type(outcome), outcome, outcome.__traceback__))
+    else:
+        reply.set(outcome)

@@ -66,7 +66,12 @@ class HostSample:
 
 
 class HostStatsSampler:
-    """Keeps the last two host samples and builds `Host.getStats` from them."""
+    """Keeps the last two host samples and builds `Host.getStats` from them.
+
+    A convenience for tools and tests that sample and render in one thread. The host
+    actor uses the two halves apart: `read_sample` and `render_stats` run on a
+    worker, and the actor keeps the window.
+    """
 
     def __init__(
         self,
@@ -74,6 +79,7 @@ class HostStatsSampler:
         state_dir: Path | None = None,
         started_at: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         network_stats: Callable[[], dict[str, Any]] = interface_stats,
     ) -> None:
         """Create a sampler with an empty window.
@@ -83,25 +89,23 @@ class HostStatsSampler:
                 space beside /tmp and /var/log, where VDSM reports /run/vdsm.
             started_at: the agent's start on `clock`, for `elapsedTime`; now if None.
             clock: a monotonic clock in seconds (injected in tests).
+            wall: seconds since the epoch, for `dateTime`.
             network_stats: reads the network part of getStats (`network`,
                 `rxDropped`, `txDropped`) of the namespace the host manages.
         """
         self._network_stats = network_stats
         self._clock = clock
+        self._wall = wall
         self._started_at = clock() if started_at is None else started_at
-        self._disk_paths = (*DISK_PATHS, str(state_dir) if state_dir else VDSM_RUN)
+        self.disk_paths = disk_paths(state_dir)
         self._window: deque[HostSample] = deque(maxlen=2)
-        self._ksmd: psutil.Process | None = _find_ksmd()
+        self._ksmd: psutil.Process | None = find_ksmd()
 
     def sample(self) -> HostSample:
         """Record a sample of the CPU counters now, dropping the oldest of the window."""
-        taken = HostSample(
-            at=self._clock(),
-            host=_host_cpu_times(),
-            per_cpu=_per_cpu_times(),
-            process=_process_cpu_times(),
-            ksmd=self._ksmd_times(),
-        )
+        taken = read_sample(self._clock(), self._ksmd)
+        if taken.ksmd is None:
+            self._ksmd = None
         self._window.append(taken)
         return taken
 
@@ -123,45 +127,100 @@ class HostStatsSampler:
         """
         if not self._window:
             self.sample()
-        first, last = self._window[0], self._window[-1]
-        result = _cpu_stats(first, last)
-        result.update(_memory_stats())
-        result.update(_ksm_stats(first, last))
-        result.update(self._network_stats())
-        result.update(
-            diskStats=disk_stats(self._disk_paths),
-            elapsedTime=f"{self._clock() - self._started_at:.2f}",
-            bootTime=str(int(psutil.boot_time())),
-            dateTime=time.strftime("%Y-%m-%dT%H:%M:%S GMT", time.gmtime()),
-            netConfigDirty="False",
-            storageDomains={},
-            multipathHealth={},
-            v2vJobs={},
-            momStatus=MOM_STATUS,
-            haStats={
-                "configured": False,
-                "active": False,
-                "score": 0,
-                "globalMaintenance": False,
-                "localMaintenance": False,
-            },
-            haScore=0,
+        return render_stats(
+            self._window[0],
+            self._window[-1],
+            disks=self.disk_paths,
+            network=self._network_stats(),
+            elapsed=self._clock() - self._started_at,
+            wall=self._wall(),
+            extra=extra,
         )
-        result.update(dict.fromkeys(_VM_COUNTS, 0))
-        result.update(extra or {})
-        if isinstance(result["elapsedTime"], int | float):
-            result["elapsedTime"] = f"{result['elapsedTime']:.2f}"  # VDSM's type: a string
-        return result
 
-    def _ksmd_times(self) -> CpuTimes | None:
-        if self._ksmd is None:
-            return None
-        try:
-            times = self._ksmd.cpu_times()
-        except psutil.Error:
-            self._ksmd = None
-            return None
-        return CpuTimes(user=times.user, system=times.system)
+
+def disk_paths(state_dir: Path | None) -> tuple[str, ...]:
+    """The paths `diskStats` reports: VDSM's, with the agent's run-time directory."""
+    return (*DISK_PATHS, str(state_dir) if state_dir else VDSM_RUN)
+
+
+def read_sample(at: float, ksmd: psutil.Process | None) -> HostSample:
+    """Read the CPU counters now (blocking: /proc); `at` is the caller's clock reading.
+
+    The sample's `ksmd` is None when `ksmd` is None or has gone.
+    """
+    return HostSample(
+        at=at,
+        host=_host_cpu_times(),
+        per_cpu=_per_cpu_times(),
+        process=_process_cpu_times(),
+        ksmd=_ksmd_times(ksmd),
+    )
+
+
+def render_stats(  # noqa: PLR0913 - the window and what is read beside it
+    first: HostSample,
+    last: HostSample,
+    *,
+    disks: Sequence[str],
+    network: Mapping[str, Any],
+    elapsed: float,
+    wall: float,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build `Host.getStats` from two samples and what is read now (blocking: /proc, /sys).
+
+    Args:
+        first: the older sample of the window (`last` itself with only one).
+        last: the newer sample.
+        disks: the paths `diskStats` reports.
+        network: the network part (`network`, `rxDropped`, `txDropped`).
+        elapsed: the agent's uptime in seconds.
+        wall: seconds since the epoch, for `dateTime`.
+        extra: fields laid over the result (see `HostStatsSampler.stats`).
+    """
+    result = _cpu_stats(first, last)
+    result.update(_memory_stats())
+    result.update(_ksm_stats(first, last))
+    result.update(network)
+    result.update(
+        diskStats=disk_stats(disks),
+        elapsedTime=f"{elapsed:.2f}",
+        bootTime=str(int(psutil.boot_time())),
+        dateTime=date_time(wall),
+        netConfigDirty="False",
+        storageDomains={},
+        multipathHealth={},
+        v2vJobs={},
+        momStatus=MOM_STATUS,
+        haStats={
+            "configured": False,
+            "active": False,
+            "score": 0,
+            "globalMaintenance": False,
+            "localMaintenance": False,
+        },
+        haScore=0,
+    )
+    result.update(dict.fromkeys(_VM_COUNTS, 0))
+    result.update(extra or {})
+    if isinstance(result["elapsedTime"], int | float):
+        result["elapsedTime"] = f"{result['elapsedTime']:.2f}"  # VDSM's type: a string
+    return result
+
+
+def date_time(wall: float) -> str:
+    """`dateTime` as VDSM writes it: UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S GMT", time.gmtime(wall))
+
+
+def _ksmd_times(ksmd: psutil.Process | None) -> CpuTimes | None:
+    if ksmd is None:
+        return None
+    try:
+        times = ksmd.cpu_times()
+    except psutil.Error:
+        return None
+    return CpuTimes(user=times.user, system=times.system)
 
 
 # -- CPU -----------------------------------------------------------------------------------
@@ -324,7 +383,8 @@ def _int(path: Path) -> int:
 # -- KSM and disks -------------------------------------------------------------------------
 
 
-def _find_ksmd() -> psutil.Process | None:
+def find_ksmd() -> psutil.Process | None:
+    """Return the kernel's ksmd process, or None (blocking: walks every process)."""
     for process in psutil.process_iter(["name"]):
         if process.info["name"] == "ksmd":
             return process

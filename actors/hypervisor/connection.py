@@ -95,6 +95,7 @@ def ensure_event_loop() -> None:
         if _event_loop_thread is not None:
             return
         libvirt.virEventRegisterDefaultImpl()
+        # owns a thread: libvirt's default event loop must be run by a thread of its own
         thread = threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True)
         thread.start()
         _event_loop_thread = thread

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +56,7 @@ from hostvisor.actors.network.monitor import LinkState, dump_links
 from hostvisor.actors.network.netinfo import NetworkView
 from hostvisor.actors.network.netns import NamespaceWorker
 from hostvisor.actors.network.persistence import NetStore, Pending, boot_identity
-from hostvisor.actors.timers import Timer, Timers, shared_timers
+from hostvisor.actors.timers import Timer
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +129,8 @@ class NetworkConfigurator(Actor):
         netns: the managed namespace (None: the process's own).
         store: the persisted configuration.
         children: how to start, tell and stop the network actors.
-        timers: the timer thread for connectivity checks.
-        clock: a monotonic clock (seconds).
+
+    Connectivity checks run on the tree's timer service and clock (`self.runtime`).
     """
 
     def __init__(
@@ -140,16 +139,12 @@ class NetworkConfigurator(Actor):
         netns: str | None,
         store: NetStore,
         children: NetworkChildren,
-        timers: Timers | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Remember collaborators; read the configuration and the kernel in `on_start`."""
         super().__init__()
         self._netns = netns or None
         self._store = store
         self._children = children
-        self._timers = timers or shared_timers()
-        self._clock = clock
         self._running = NetConfig()
         self._busy: _Transaction | None = None
         self._txids = itertools.count(1)
@@ -265,7 +260,10 @@ class NetworkConfigurator(Actor):
             raise NetworkBusy(reason="another setupNetworks is in progress")
         request = parse_request(networks, bondings, options)
         transaction = _Transaction(
-            txid=next(self._txids), request=request, future=CallbackFuture(), started=self._clock()
+            txid=next(self._txids),
+            request=request,
+            future=CallbackFuture(),
+            started=self.clock.monotonic(),
         )
         self._busy = transaction
         running = self._running
@@ -359,14 +357,14 @@ class NetworkConfigurator(Actor):
         if not request.connectivity_check or self._confirmed_at >= transaction.started:
             self._commit(transaction)
             return
-        left = request.connectivity_timeout - (self._clock() - transaction.started)
+        left = request.connectivity_timeout - (self.clock.monotonic() - transaction.started)
         log.info("setupNetworks applied; waiting %.1f s for connectivity", max(left, 0.0))
-        transaction.timer = self._timers.tell_later(
+        transaction.timer = self.runtime.timers.tell_later(
             left, self.actor_ref, ConnectivityTimeout(transaction.txid)
         )
 
     def _on_confirm(self) -> None:
-        self._confirmed_at = self._clock()
+        self._confirmed_at = self.clock.monotonic()
         transaction = self._busy
         if transaction is not None and transaction.outcome is not None:
             if transaction.timer is not None:

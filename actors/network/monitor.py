@@ -112,6 +112,7 @@ class LinkMonitor(Actor):
         self._stop_read, self._stop_write = os.pipe()
         ready = threading.Event()
         errors: list[BaseException] = []
+        # owns a thread: a blocking read of the kernel's netlink link events, stopped by a pipe
         self._thread = threading.Thread(
             target=self._listen, args=(ready, errors), name=f"linkmon:{self.path}", daemon=True
         )

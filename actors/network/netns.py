@@ -61,6 +61,7 @@ class NamespaceWorker:
         """Start the thread; it enters `netns` before running anything."""
         self.netns = netns or None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # owns a thread: setns() moves the calling thread into the namespace, for good
         self._thread = threading.Thread(target=self._run, name=f"netns:{name}", daemon=True)
         self._thread.start()
 

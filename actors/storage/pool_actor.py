@@ -1,139 +1,249 @@
-"""StoragePoolActor: this host's connection to its pool, and the SPM role.
+"""StoragePoolActor: this host's pool (create, connect, disconnect), membership and SPM.
 
-A modern Engine connects a pool with a `domainDict`, so the pool's state lives in
-memory on each host (reference/vdsm-wire.md §8). Hostvisor also writes it to the
-state directory, atomically, so an agent restarted after `kill -9` is connected to
-the same pool with the same domains before its API opens; the master domain's
-metadata keeps the pool's name and master version, as VDSM's does.
+    caller ──create(CreatePool)────▶ pool ──Serial──▶ worker: JoinPool on each domain's
+                                                      writer (checked there); on a refusal,
+                                                      UndoJoin on those joined, in reverse
+    caller ──connect(ConnectPool)──▶ pool ──Serial──▶ worker: read and check the master ──▶
+                                     pool: persist the record (pool.json)
+    caller ──disconnect(sp)────────▶ pool: release SPM, forget the record
+    caller ──member_read/write/task(sp, sd, op)──▶ pool: check connected, SPM, member
+                                     ──▶ the domain's actor (the answer is the domain's)
+    caller ──spm_start(sp)─────────▶ pool ──▶ TaskManager: a task that takes the lock
+                                     and hands it back (became_spm)
+
+Pool-level changes (create, connect, disconnect, attach, activate, deactivate,
+detach) run one at a time on one queue, so two creates never interleave and the
+record a change starts from is the one the previous change left. The record is
+persisted on this actor's thread (a small local file, atomically), so an agent
+restarted after `kill -9` is connected to the same pool: `on_start` reads it back.
 
 SPM: only the host holding the pool's lock may change metadata. File domains here
 use a local lock (as VDSM's localfs domains do): an exclusive `flock` on the
 master domain's `dom_md/leases`, taken by the spmStart task's worker and handed to
 this actor. The kernel drops it when the process dies, so a killed agent is no
 longer SPM and the Engine elects again; the lease version (lver) goes on growing.
+A crash of this actor releases the lock too: the restarted actor is not SPM.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
+import functools
 import logging
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hostvisor.actors.actor import Actor
-from hostvisor.actors.storage.errors import AcquireLockFailure, NotSpm, StorageDomainNotInPool
-from hostvisor.actors.storage.metadata import atomic_write
-from hostvisor.actors.storage.model import DomainStatus
+from hostvisor.actors.actor import Actor, CallbackFuture
+from hostvisor.actors.errors import InvalidArgument
+from hostvisor.actors.storage import pool_work
+from hostvisor.actors.storage.domain_ops import DomainRead, DomainTask, DomainWrite
+from hostvisor.actors.storage.errors import (
+    CannotConnectMultiplePools,
+    NotSpm,
+    StorageDomainNotInPool,
+    StoragePoolUnknown,
+)
+from hostvisor.actors.storage.model import DomainStatus, check_uuid
+from hostvisor.actors.storage.pool_model import (
+    ConnectPool,
+    CreatePool,
+    PoolRecord,
+    take_spm_lock,
+)
+from hostvisor.actors.storage.proxy import PoolProxy, StorageClient
+from hostvisor.actors.storage.serial import Serial, done, settle
+
+__all__ = ["PoolRecord", "StoragePoolActor", "take_spm_lock"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class PoolRecord:
-    """What this host knows of its pool; persisted as JSON."""
-
-    sp_uuid: str
-    host_id: int
-    master_uuid: str
-    master_version: int
-    domains: dict[str, str] = field(default_factory=dict)
-    """Domain id -> status ("Active", "Attached")."""
-    lver: int = -1
-    """The SPM lease version: grows at every spmStart."""
-
-    @classmethod
-    def load(cls, path: Path) -> PoolRecord | None:
-        """Read the record at `path`; None when there is none."""
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        return cls(**data)
-
-    def save(self, path: Path) -> None:
-        """Write the record atomically."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, json.dumps(asdict(self), indent=1, sort_keys=True).encode())
-
-
-def take_spm_lock(lease_file: Path) -> int:
-    """Open `lease_file` and lock it exclusively without waiting; return the descriptor.
-
-    Blocking I/O on the domain's mount: call it from a worker, never an actor.
-
-    Raises:
-        AcquireLockFailure: another process holds the lock.
-    """
-    fd = os.open(lease_file, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise AcquireLockFailure(lease=str(lease_file), reason="held by another host") from None
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+WAIT = 60.0
+"""How long a pool change's worker waits for one domain's answer."""
 
 
 class StoragePoolActor(Actor):
     """Owns this host's pool connection and, while SPM, the pool's lock.
 
     Args:
-        record: the pool as connected.
-        store: where the record is persisted.
+        store: where the connection's record is persisted (pool.json).
+        client: how the domains, the connections and the task manager are reached.
+        wait: seconds a pool change waits for one domain's answer.
     """
 
-    def __init__(self, *, record: PoolRecord, store: Path) -> None:
-        """Remember the pool; persist it in `on_start`."""
+    def __init__(self, *, store: Path, client: StorageClient, wait: float = WAIT) -> None:
+        """Remember the collaborators; read the record in `on_start`."""
         super().__init__()
-        self._record = record
         self._store = store
+        self._client = client
+        self._wait = wait
+        self._record: PoolRecord | None = None
         self._lock_fd: int | None = None
+        self._queue: Serial | None = None
 
     def on_start(self) -> None:
-        """Persist the connection: a restarted agent connects the same pool."""
-        self._record.save(self._store)
+        """Read the persisted connection: a restarted agent is connected to the same pool."""
+        self._record = PoolRecord.load(self._store)
+        self._queue = Serial(self.run_off, self.path)
+        if self._record is not None:
+            log.info("connected to pool %s (persisted)", self._record.sp_uuid)
 
     def on_stop(self) -> None:
-        """Release the SPM lock, if held."""
+        """Release the SPM lock, if held; answer what is queued."""
         self._release()
+        if self._queue is not None:
+            self._queue.fail_all("the pool's actor stopped")
 
     def on_failure(self, *_exc_info: Any) -> None:
-        """Release the SPM lock, if held."""
-        self._release()
+        """As `on_stop`."""
+        self.on_stop()
+
+    def on_receive(self, message: Any) -> Any:
+        """Only asks (method calls) come here: any other message is a bug, and crashes."""
+        raise TypeError(f"{type(self).__name__} got an unexpected message: {message!r}")
+
+    @property
+    def _serial(self) -> Serial:
+        assert self._queue is not None  # noqa: S101 - set in on_start
+        return self._queue
 
     # -- the pool -------------------------------------------------------------------------
 
-    def record(self) -> PoolRecord:
-        """The pool as this host knows it."""
+    def connected(self) -> PoolRecord | None:
+        """The connected pool's record, or None (from memory)."""
         return self._record
 
-    def set_domain(self, sd_uuid: str, status: DomainStatus | None) -> PoolRecord:
-        """Record a domain's status in the pool (None: the domain left the pool)."""
-        domains = dict(self._record.domains)
-        if status is None:
-            if domains.pop(sd_uuid, None) is None:
-                raise StorageDomainNotInPool(sdUUID=sd_uuid, spUUID=self._record.sp_uuid)
-        else:
-            domains[sd_uuid] = status.value
-        self._update(domains=domains)
-        return self._record
+    def record(self, sp_uuid: str) -> PoolRecord:
+        """The record of `sp_uuid`. Raises StoragePoolUnknown unless connected to it."""
+        return self._require(sp_uuid)
 
-    def set_master(self, master_uuid: str, master_version: int) -> PoolRecord:
-        """Record a new master domain and version."""
-        self._update(master_uuid=master_uuid, master_version=master_version)
-        return self._record
+    def create(self, request: CreatePool) -> CallbackFuture:
+        """StoragePool.create: write the pool into its domains, all or none.
 
-    def forget(self) -> None:
-        """Disconnect: release the SPM role and remove the persisted record."""
-        self._release()
-        with contextlib.suppress(FileNotFoundError):
-            self._store.unlink()
+        Fails with StoragePoolAlreadyExists or StorageDomainAlreadyAttached (each
+        checked inside the domain's writer), leaving every domain as it was.
+        """
+        work = functools.partial(pool_work.create_pool, request, self._client, self._wait)
+        return self._serial.add(work, op=f"create pool {request.sp_uuid}")
+
+    def connect(self, request: ConnectPool) -> CallbackFuture:
+        """StoragePool.connect: this host becomes a member (idempotent for the same pool).
+
+        Fails with CannotConnectMultiplePools, StoragePoolMasterNotFound or
+        StoragePoolWrongMaster.
+        """
+        if self._already(request):
+            return done(value=True)
+
+        def make() -> Any:  # this actor's thread, at the connect's turn
+            if self._already(request):
+                return lambda: None
+            return functools.partial(pool_work.connect_pool, request, self._client, self._wait)
+
+        def after(outcome: Any) -> None:
+            if isinstance(outcome, PoolRecord) and self._record is None:
+                self._set(outcome)
+
+        return self._serial.add_made(make, op=f"connect pool {request.sp_uuid}", after=after)
+
+    def _already(self, request: ConnectPool) -> bool:
+        if self._record is None:
+            return False
+        if self._record.sp_uuid == request.sp_uuid:
+            return True
+        raise CannotConnectMultiplePools(connected=self._record.sp_uuid, spUUID=request.sp_uuid)
+
+    def disconnect(self, sp_uuid: str) -> CallbackFuture:
+        """StoragePool.disconnect: give up SPM and forget the record. Raises StoragePoolUnknown."""
+        self._require(sp_uuid)
+
+        def make() -> Any:
+            self._require(sp_uuid)
+            self._release()
+            with contextlib.suppress(FileNotFoundError):
+                self._store.unlink()
+            self._record = None
+            return lambda: None
+
+        return self._serial.add_made(make, op=f"disconnect pool {sp_uuid}")
+
+    def info(self, sp_uuid: str) -> CallbackFuture:
+        """StoragePool.getInfo: {info, dominfo} (read from the domains on a worker)."""
+        record = self._require(sp_uuid)
+        spm_id = self.spm_status(sp_uuid)["spmId"]
+        reply = CallbackFuture()
+        work = functools.partial(pool_work.pool_info, record, spm_id, self._client, self._wait)
+        self.run_off(work, functools.partial(settle, reply, op="pool info"), name="pool info")
+        return reply
+
+    # -- membership (SPM) -------------------------------------------------------------------
+
+    def attach(self, sp_uuid: str, sd_uuid: str) -> CallbackFuture:
+        """StorageDomain.attach: the domain joins the pool (Attached)."""
+        self._require_spm(sp_uuid)
+        check_uuid(sd_uuid, "storagedomainID")
+
+        def make() -> Any:
+            self._require_spm(sp_uuid)
+            return functools.partial(pool_work.attach, sp_uuid, sd_uuid, self._client, self._wait)
+
+        def after(outcome: Any) -> None:
+            if not isinstance(outcome, BaseException):
+                record = self._record
+                if record is not None and sd_uuid not in record.domains:
+                    self._set_domain(sd_uuid, DomainStatus.ATTACHED)
+
+        return self._serial.add_made(make, op=f"attach {sd_uuid}", after=after)
+
+    def set_status(self, sp_uuid: str, sd_uuid: str, status: DomainStatus) -> CallbackFuture:
+        """StorageDomain.activate/deactivate: set a member domain's status."""
+        self._member(sp_uuid, sd_uuid, spm=True)
+
+        def make() -> Any:
+            self._member(sp_uuid, sd_uuid, spm=True)
+            return functools.partial(pool_work.exists, sd_uuid, self._client, self._wait)
+
+        def after(outcome: Any) -> None:
+            if not isinstance(outcome, BaseException) and self._record is not None:
+                self._set_domain(sd_uuid, status)
+
+        return self._serial.add_made(make, op=f"set {sd_uuid} {status.value}", after=after)
+
+    def detach(self, sp_uuid: str, sd_uuid: str) -> CallbackFuture:
+        """StorageDomain.detach: a member domain (not the master) leaves the pool."""
+
+        def make() -> Any:
+            record = self._require_spm(sp_uuid)
+            if sd_uuid == record.master_uuid:
+                raise InvalidArgument(sdUUID=sd_uuid, reason="the master domain cannot be detached")
+            self._member(sp_uuid, sd_uuid, spm=True)
+            return functools.partial(pool_work.detach, sd_uuid, self._client, self._wait)
+
+        def after(outcome: Any) -> None:
+            record = self._record
+            if not isinstance(outcome, BaseException) and record and sd_uuid in record.domains:
+                self._set_domain(sd_uuid, None)
+
+        make()  # answer a bad request at once
+        return self._serial.add_made(make, op=f"detach {sd_uuid}", after=after)
+
+    def member_read(
+        self, sp_uuid: str, sd_uuid: str, op: DomainRead[Any], *, spm: bool = False
+    ) -> CallbackFuture:
+        """Run `op` on a member domain; the future is the domain's answer."""
+        self._member(sp_uuid, sd_uuid, spm=spm)
+        return self._client.read(sd_uuid, op)
+
+    def member_write(self, sp_uuid: str, sd_uuid: str, op: DomainWrite[Any]) -> CallbackFuture:
+        """Run `op` on a member domain's writer (SPM only)."""
+        self._member(sp_uuid, sd_uuid, spm=True)
+        return self._client.write(sd_uuid, op)
+
+    def member_task(self, sp_uuid: str, sd_uuid: str, op: DomainTask) -> CallbackFuture:
+        """Start `op` as a task of a member domain (SPM only); settles with the task id."""
+        self._member(sp_uuid, sd_uuid, spm=True)
+        return self._client.run_task(sd_uuid, op)
 
     # -- SPM --------------------------------------------------------------------------------
 
@@ -142,41 +252,84 @@ class StoragePoolActor(Actor):
         """Whether this host holds the pool's lock."""
         return self._lock_fd is not None
 
-    def spm_status(self) -> dict[str, Any]:
+    def spm_status(self, sp_uuid: str) -> dict[str, Any]:
         """StoragePool.getSpmStatus: {spmStatus, spmLver, spmId}."""
-        record = self._record
+        record = self._require(sp_uuid)
         if self.is_spm:
             return {"spmStatus": "SPM", "spmLver": record.lver, "spmId": record.host_id}
         return {"spmStatus": "Free", "spmLver": record.lver, "spmId": -1}
 
-    def require_spm(self) -> None:
-        """Raise NotSpm unless this host is the SPM."""
-        if not self.is_spm:
-            raise NotSpm(spUUID=self._record.sp_uuid)
+    def spm_start(self, sp_uuid: str) -> CallbackFuture:
+        """StoragePool.spmStart: a task that takes the pool's lock; settles with its id."""
+        record = self._require(sp_uuid)
+        work = functools.partial(
+            pool_work.become_spm,
+            record.master_uuid,
+            self._client,
+            PoolProxy(self.actor_ref),
+            self._wait,
+        )
+        return self._client.tasks().submit("spmStart", work)
 
     def became_spm(self, lock_fd: int) -> dict[str, Any]:
         """Take the lock a spmStart task acquired; answer the new SPM status."""
-        if self._lock_fd is not None:
-            os.close(lock_fd)  # already SPM: keep the lock held, not a second one
-            return self.spm_status()
+        record = self._record
+        if record is None or self._lock_fd is not None:
+            os.close(lock_fd)  # disconnected meanwhile, or SPM already: keep one lock
+            if record is None:
+                raise StoragePoolUnknown(reason="disconnected while the SPM lock was taken")
+            return self.spm_status(record.sp_uuid)
         self._lock_fd = lock_fd
-        self._update(lver=self._record.lver + 1)
-        log.info("host %d is SPM of pool %s", self._record.host_id, self._record.sp_uuid)
-        return self.spm_status()
+        self._set(replace(record, lver=record.lver + 1))
+        log.info("host %d is SPM of pool %s", record.host_id, record.sp_uuid)
+        return self.spm_status(record.sp_uuid)
 
-    def spm_stop(self) -> None:
-        """Give up the SPM role."""
+    def spm_stop(self, sp_uuid: str) -> None:
+        """StoragePool.spmStop: give up the SPM role."""
+        self._require(sp_uuid)
         self._release()
+
+    # -- helpers (this actor's thread) ------------------------------------------------------
+
+    def _require(self, sp_uuid: str) -> PoolRecord:
+        check_uuid(sp_uuid, "storagepoolID")
+        if self._record is None or self._record.sp_uuid != sp_uuid:
+            raise StoragePoolUnknown(spUUID=sp_uuid)
+        return self._record
+
+    def _require_spm(self, sp_uuid: str) -> PoolRecord:
+        record = self._require(sp_uuid)
+        if not self.is_spm:
+            raise NotSpm(spUUID=sp_uuid)
+        return record
+
+    def _member(self, sp_uuid: str, sd_uuid: str, *, spm: bool) -> PoolRecord:
+        check_uuid(sd_uuid, "storagedomainID")
+        record = self._require_spm(sp_uuid) if spm else self._require(sp_uuid)
+        if sd_uuid not in record.domains:
+            raise StorageDomainNotInPool(sdUUID=sd_uuid, spUUID=sp_uuid)
+        return record
+
+    def _set_domain(self, sd_uuid: str, status: DomainStatus | None) -> None:
+        assert self._record is not None  # noqa: S101 - callers check
+        domains = dict(self._record.domains)
+        if status is None:
+            domains.pop(sd_uuid, None)
+        else:
+            domains[sd_uuid] = status.value
+        self._set(replace(self._record, domains=domains))
+
+    def _set(self, record: PoolRecord) -> None:
+        record.save(self._store)
+        self._record = record
 
     def _release(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-            log.info(
-                "host %d is no longer SPM of pool %s", self._record.host_id, self._record.sp_uuid
-            )
-
-    def _update(self, **changes: Any) -> None:
-        record = replace(self._record, **changes)
-        record.save(self._store)
-        self._record = record
+            if self._record is not None:
+                log.info(
+                    "host %d is no longer SPM of pool %s",
+                    self._record.host_id,
+                    self._record.sp_uuid,
+                )

@@ -208,6 +208,8 @@ class TaskContext:
         self.task_id = key.id
         self.aborted = threading.Event()
         self._report = report
+        self.report = report
+        """Tells the manager a `Started`/`ProgressMade`/`Cleaning`/`Finished` (any thread)."""
         self._interval = progress_interval
         self._step = progress_step
         self._clock = clock
@@ -295,6 +297,20 @@ def execute(ctx: TaskContext, work: Work, report: Report) -> None:
             message=message,
             value=value,
             rolled_back=rolled_back,
+        )
+    )
+
+
+def abandon(ctx: TaskContext, error: HostvisorError) -> None:
+    """Report a work that will never run (its runner stopped first) as failed."""
+    ctx.report(
+        Finished(
+            key=ctx.key,
+            ending=Ending.FAILED,
+            code=error.code,
+            message=str(error),
+            value=None,
+            rolled_back=True,
         )
     )
 

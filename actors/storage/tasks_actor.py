@@ -1,10 +1,15 @@
 """TaskManager: the actor that owns every storage task and SDM job of the host.
 
 Every method below runs in the manager's own thread and returns at once; call them
-with `call(ref, "submit", ...)` and read the future with a timeout. A work runs on
-one of a bounded set of worker threads (VDSM's thread pool: 10 workers by default)
-and reports back with frozen messages (`Started`, `ProgressMade`, `Cleaning`,
-`Finished`), so the manager answers status polls while works block on storage.
+through `TaskProxy` (actors/storage/proxy.py) and read the future with a timeout. A
+work runs on the tree's work facility (`run_off`), at most `workers` at once (VDSM's
+thread pool: 10 by default; the rest wait, reading "queued"), and reports back with
+frozen messages (`Started`, `ProgressMade`, `Cleaning`, `Finished`), so the manager
+answers status polls while works block on storage.
+
+A task may also be *opened* (`open_task`) by an actor that runs the work itself: a
+storage domain runs its volume tasks on its own writer, in order with its other
+changes, and reports through the task's context exactly as a worker does.
 
 Tasks live in memory. A restart of the manager (or of the agent) forgets them: the
 Engine's next poll of an old task id gets 401 "Task id unknown", which it handles as
@@ -14,10 +19,11 @@ reports to the dead actor are dropped.
 
 from __future__ import annotations
 
+import collections
+import functools
 import logging
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +51,7 @@ from hostvisor.actors.storage.tasks import (
     WorkKey,
     execute,
 )
-from hostvisor.actors.timers import Timers, shared_timers
+from hostvisor.actors.timers import Timers
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +76,7 @@ class TaskManager(Actor):
         progress_interval: a work whose progress moved by less than 1 % reports it
             at most once per this many seconds (see `TaskContext.progress`).
         job_autodelete: seconds a finished SDM job is kept for polling (VDSM: 3600).
-        timers: the timer thread used to forget finished jobs.
+        timers: the timer service used to forget finished jobs (default: the tree's).
     """
 
     def __init__(
@@ -82,7 +88,7 @@ class TaskManager(Actor):
         job_autodelete: float = 3600.0,
         timers: Timers | None = None,
     ) -> None:
-        """Describe the manager; the worker threads start with the first work."""
+        """Describe the manager; works start with the first `submit`."""
         super().__init__()
         if workers < 1 or max_tasks < 1:
             raise ValueError("workers and max_tasks must be at least 1")
@@ -90,10 +96,11 @@ class TaskManager(Actor):
         self._max_tasks = max_tasks
         self._progress_interval = progress_interval
         self._job_autodelete = job_autodelete
-        self._timers = timers or shared_timers()
+        self._timers = timers
         self._tasks: dict[str, Record] = {}
         self._jobs: dict[str, Record] = {}
-        self._pool: ThreadPoolExecutor | None = None
+        self._queued: collections.deque[tuple[TaskContext, Work]] = collections.deque()
+        self._running = 0
 
     # -- life -----------------------------------------------------------------------------
 
@@ -109,9 +116,7 @@ class TaskManager(Actor):
         for record in [*self._tasks.values(), *self._jobs.values()]:
             if record.phase.active:
                 record.ctx.aborted.set()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        self._queued.clear()
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -135,6 +140,22 @@ class TaskManager(Actor):
         key = WorkKey(TASK, task_id)
         self._tasks[task_id] = self._start(key, verb, work, tag=tag)
         return task_id
+
+    def open_task(self, verb: str, *, tag: str = "spm") -> TaskContext:
+        """Record a task whose work the caller runs; return its context at once.
+
+        The caller runs the work with `execute(ctx, work, ctx.report)` (any thread);
+        its reports reach this manager as a worker's do.
+
+        Raises:
+            AddTaskError: too many tasks are unfinished.
+        """
+        task_id = _checked_id(None)
+        key = WorkKey(TASK, task_id)
+        record = self._record_of(key, verb, tag=tag)
+        self._tasks[task_id] = record
+        log.info("task %s (%s) opened", task_id, verb)
+        return record.ctx
 
     def status(self, task_id: str) -> dict[str, Any]:
         """Task.getStatus: {taskID, taskState, taskResult, code, message}. Raises UnknownTask."""
@@ -247,19 +268,41 @@ class TaskManager(Actor):
         return counts
 
     def _start(self, key: WorkKey, verb: str, work: Work, **fields: Any) -> Record:
+        if not callable(work):
+            raise InvalidArgument(reason="a task's work must be callable", work=repr(work))
+        record = self._record_of(key, verb, **fields)
+        self._queued.append((record.ctx, work))
+        self._launch()
+        log.info("%s %s (%s) submitted", key.kind, key.id, verb)
+        return record
+
+    def _record_of(self, key: WorkKey, verb: str, **fields: Any) -> Record:
         unfinished = sum(1 for r in [*self._tasks.values(), *self._jobs.values()] if r.phase.active)
         if unfinished >= self._max_tasks:
             raise AddTaskError(id=key.id, reason=f"{unfinished} tasks are unfinished")
-        if not callable(work):
-            raise InvalidArgument(reason="a task's work must be callable", work=repr(work))
-        report = self._reporter()
-        ctx = TaskContext(key, report, progress_interval=self._progress_interval)
-        record = Record(key=key, verb=verb, ctx=ctx, **fields)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="storage-task")
-        self._pool.submit(execute, ctx, work, report)
-        log.info("%s %s (%s) submitted", key.kind, key.id, verb)
-        return record
+        ctx = TaskContext(
+            key, self._reporter(), progress_interval=self._progress_interval, clock=self._now
+        )
+        return Record(key=key, verb=verb, ctx=ctx, created=self._now(), **fields)
+
+    def _now(self) -> float:
+        return self.clock.monotonic()
+
+    def _launch(self) -> None:
+        """Run queued works while fewer than `workers` run (this actor's thread)."""
+        while self._queued and self._running < self._workers:
+            ctx, work = self._queued.popleft()
+            self._running += 1
+            self.run_off(
+                functools.partial(execute, ctx, work, ctx.report),
+                self._work_ended,
+                name=f"{ctx.key.kind}:{ctx.key.id}",
+            )
+
+    def _work_ended(self, _outcome: Any) -> None:
+        """A work's worker is free again (`execute` reported the outcome itself)."""
+        self._running -= 1
+        self._launch()
 
     def _reporter(self) -> Any:
         ref = self.actor_ref
@@ -318,7 +361,13 @@ class TaskManager(Actor):
                 message.code,
             )
             if record.key.kind == JOB:
-                self._timers.tell_later(self._job_autodelete, self.actor_ref, ForgetJob(record.id))
+                self._forget_later(record.id)
+
+    def _forget_later(self, job_id: str) -> None:
+        if self._timers is not None:
+            self._timers.tell_later(self._job_autodelete, self.actor_ref, ForgetJob(job_id))
+        else:
+            self.tell_later(self._job_autodelete, ForgetJob(job_id))
 
 
 def _checked_id(value: str | None) -> str:

@@ -3,9 +3,9 @@
 libvirt is the source of truth. A new VmActor either launches its domain (VM.create)
 or, after any restart, reads the running domain back (`recover=True`); everything
 else it needs is in the domain XML's metadata. It never blocks on libvirt: every
-call that reaches QEMU runs on a thread of its own (`_blocking`) and comes back as
-a message, so a VM whose QEMU is frozen still answers status and stats, and only
-its own operations time out.
+call that reaches QEMU runs on the work facility (`GuestActor.operation`) and comes
+back as a message, so a VM whose QEMU is frozen still answers status and stats, and
+only its own operations time out.
 
 Operations (`pause`, `cont`, `reset`, `shutdown`, `destroy`) return at once with a
 future that settles when libvirt has done the work; the API awaits that future. An
@@ -13,42 +13,33 @@ operation still running past its timeout makes the VM report monitorResponse -1,
 as a sample that did not come back does.
 
 How it reports (statuses, events, the board, "Powering up", operations off its
-thread) is `GuestActor`'s, shared with the container VMs.
+thread) is the guest model's (`hostvisor.actors.guest`), shared with the container
+VMs.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import libvirt
 
 from hostvisor.actors.actor import CallbackFuture
 from hostvisor.actors.errors import HostvisorError
+from hostvisor.actors.guest.actor import ActorGone, GuestActor, PoweringUpOver, ShutdownTimedOut
+from hostvisor.actors.guest.model import Publish, TellBoard, no_board
+from hostvisor.actors.guest.status import Exit, ExitReason, PauseCode, VmStatus
 from hostvisor.actors.hypervisor.events import DomainLifecycle
-from hostvisor.actors.timers import Timers, shared_timers
 from hostvisor.actors.vm import domxml
-from hostvisor.actors.vm.guest import (
-    ActorGone,
-    Done,
-    GuestActor,
-    PoweringUpOver,
-    Publish,
-    ShutdownTimedOut,
-    TellBoard,
-    no_board,
-)
-from hostvisor.actors.vm.lifecycle import Exit, pause_code, status_of_state, stopped_exit
+from hostvisor.actors.vm.lifecycle import pause_code, status_of_state, stopped_exit
 from hostvisor.actors.vm.sampling import BulkSample
 from hostvisor.actors.vm.stats import VmSample, vm_stats
-from hostvisor.actors.vm.status import ExitReason, PauseCode, VmStatus
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ActorGone", "Done", "PoweringUpOver", "ShutdownTimedOut", "StatsSample", "VmActor"]
+__all__ = ["ActorGone", "PoweringUpOver", "ShutdownTimedOut", "StatsSample", "VmActor"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +50,11 @@ class VmServices:
         connection: returns the open libvirt connection.
         publish: sends an event up to the event bus (never blocks).
         board: tells the board a VM's entries (a `Post` or a `Forget`).
-        timers: the thread that tells VM actors their timers (default: the process's).
     """
 
     connection: Callable[[], Any]
     publish: Publish
     board: TellBoard = no_board
-    timers: Timers = field(default_factory=shared_timers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +76,11 @@ _RUNNING_EVENTS = frozenset(
 
 
 class VmActor(GuestActor):
-    """Owns one VM. Runs in its own thread; its blocking calls run in helper threads.
+    """Owns one VM. Runs in its own thread; its blocking calls run on the work facility.
 
     Args:
         spec: the VM's domain XML, parsed.
-        services: the host's libvirt connection, event bus, board and timers.
+        services: the host's libvirt connection, event bus and board.
         recover: adopt a running domain instead of launching one.
         powering_up: seconds a started VM reports "Powering up" (VDSM: 60).
         operation_timeout: seconds after which an operation still running makes the
@@ -114,7 +103,6 @@ class VmActor(GuestActor):
             xml=spec.xml,
             publish=services.publish,
             board=services.board,
-            timers=services.timers,
             powering_up=powering_up,
             operation_timeout=operation_timeout,
         )
@@ -123,6 +111,7 @@ class VmActor(GuestActor):
         self._recover = recover
         self._pause_code = PauseCode.NOERR
         self._shutdown_requested = False
+        self._shutdown_attempt = 0
         self._host_signalled = False  # libvirt: SHUTDOWN event, detail HOST (SIGTERM)
         self._last_sample: VmSample | None = None
 
@@ -134,16 +123,16 @@ class VmActor(GuestActor):
             self._adopt()
         else:
             self._launch()
-        self._post()
+        self.guest.post()
 
     def _adopt(self) -> None:
         try:
             domain = self._connection().lookupByUUIDString(self.spec.vm_id)
             state, _reason = domain.state()
         except libvirt.libvirtError:
-            self._down(Exit.of(ExitReason.LIBVIRT_DOMAIN_MISSING), publish=False)
+            self.guest.go_down(Exit.of(ExitReason.LIBVIRT_DOMAIN_MISSING), publish=False)
             return
-        self._status = status_of_state(state)
+        self.guest.set_status(status_of_state(state), publish=False)
         # A spec with a startTime was read from the running domain (recovery). One
         # without is the XML VM.create got (this actor crashed and was restarted):
         # read the live domain's XML, which has the start time and libvirt's details.
@@ -151,14 +140,15 @@ class VmActor(GuestActor):
         if started is None:
             live = _live_spec(domain)
             if live is not None:
-                self._xml = live.xml
+                self.guest.xml = live.xml
                 started = live.start_time
-        self._mark_started(time.monotonic() - (time.time() - started if started else 0.0))
-        if self._status is VmStatus.DOWN:
-            self._down(Exit.of(ExitReason.LOST_QEMU_CONNECTION), publish=False)
+        clock = self.clock
+        self.mark_started(clock.monotonic() - (clock.time() - started if started else 0.0))
+        if self.guest.down:
+            self.guest.go_down(Exit.of(ExitReason.LOST_QEMU_CONNECTION), publish=False)
 
     def _launch(self) -> None:
-        xml = domxml.with_start_time(self.spec.xml)
+        xml = domxml.with_start_time(self.spec.xml, self.clock.time())
         flags = libvirt.VIR_DOMAIN_START_PAUSED if self.spec.launch_paused else 0
 
         def launch() -> tuple[int, str]:
@@ -172,19 +162,18 @@ class VmActor(GuestActor):
                 return libvirt.VIR_DOMAIN_RUNNING, xml
             return state, live
 
-        self._blocking("launch", launch, then=self._launched, failed=self._launch_failed)
+        self.operation("launch", launch, then=self._launched, failed=self._launch_failed)
 
     def _launched(self, launched: tuple[int, str]) -> None:
-        state, self._xml = launched
-        self._changed()
-        if self._started is None:
-            self._mark_started(time.monotonic())
-        if self._status is VmStatus.WAIT_FOR_LAUNCH:
-            self._set_status(status_of_state(state))
+        state, self.guest.xml = launched
+        if self.guest.started is None:
+            self.mark_started(self.clock.monotonic())
+        if self.guest.status is VmStatus.WAIT_FOR_LAUNCH:
+            self.guest.set_status(status_of_state(state))
 
     def _launch_failed(self, error: BaseException) -> None:
-        if self._status is VmStatus.WAIT_FOR_LAUNCH:
-            self._down(Exit.of(ExitReason.LIBVIRT_START_FAILED, str(error)))
+        if self.guest.status is VmStatus.WAIT_FOR_LAUNCH:
+            self.guest.go_down(Exit.of(ExitReason.LIBVIRT_START_FAILED, str(error)))
 
     # -- messages -----------------------------------------------------------------------
 
@@ -193,40 +182,37 @@ class VmActor(GuestActor):
         match message:
             case DomainLifecycle():
                 self._on_lifecycle(message)
-            case Done():
-                self._on_done(message)
             case StatsSample(sample, record):
                 self._on_sample(sample, record)
             case ShutdownTimedOut(attempt):
                 self._on_shutdown_timeout(attempt)
-            case PoweringUpOver():
-                self._on_powering_up_over()
             case _:
                 return super().on_receive(message)
         return None
 
     def _on_lifecycle(self, event: DomainLifecycle) -> None:
         kind, detail = event.event, event.detail
-        if self._started is None and kind in _RUNNING_EVENTS:
+        guest = self.guest
+        if guest.started is None and kind in _RUNNING_EVENTS:
             # At launch libvirt reports RESUMED before STARTED, and both may come before
             # createXML has returned: the first of them starts the clock.
-            self._mark_started(time.monotonic())
+            self.mark_started(self.clock.monotonic())
         if kind == libvirt.VIR_DOMAIN_EVENT_STARTED:
             # Only the launch itself: a late STARTED must not undo a pause seen before it.
-            if self._status is VmStatus.WAIT_FOR_LAUNCH:
-                self._set_status(VmStatus.PAUSED if self.spec.launch_paused else VmStatus.UP)
+            if guest.status is VmStatus.WAIT_FOR_LAUNCH:
+                guest.set_status(VmStatus.PAUSED if self.spec.launch_paused else VmStatus.UP)
         elif kind == libvirt.VIR_DOMAIN_EVENT_SUSPENDED:
             self._pause_code = pause_code(detail)
-            self._changed()
-            self._set_status(VmStatus.PAUSED)
+            guest.changed()
+            guest.set_status(VmStatus.PAUSED)
         elif kind == libvirt.VIR_DOMAIN_EVENT_RESUMED:
             self._pause_code = PauseCode.NOERR
-            self._set_status(VmStatus.UP)
+            guest.set_status(VmStatus.UP)
         elif kind == libvirt.VIR_DOMAIN_EVENT_SHUTDOWN:
             if detail == libvirt.VIR_DOMAIN_EVENT_SHUTDOWN_HOST:
                 self._host_signalled = True  # QEMU got a signal on the host (SIGTERM)
-        elif kind == libvirt.VIR_DOMAIN_EVENT_STOPPED and self._status is not VmStatus.DOWN:
-            self._down(
+        elif kind == libvirt.VIR_DOMAIN_EVENT_STOPPED and not guest.down:
+            guest.go_down(
                 stopped_exit(
                     detail,
                     shutdown_requested=self._shutdown_requested,
@@ -234,16 +220,14 @@ class VmActor(GuestActor):
                 )
             )
         elif kind == libvirt.VIR_DOMAIN_EVENT_CRASHED:
-            self._down(Exit.of(ExitReason.LOST_QEMU_CONNECTION))
+            guest.go_down(Exit.of(ExitReason.LOST_QEMU_CONNECTION))
 
     def _on_sample(self, sample: BulkSample, record: dict[str, Any] | None) -> None:
-        self._changed()
         if record is None:
-            self._monitor_response = -1 if self._status is not VmStatus.DOWN else 0
+            self.guest.unresponsive()
             return
-        self._monitor_response = 0
         current = VmSample(taken_at=sample.taken_at, record=record)
-        self._figures = vm_stats(current, self._last_sample)
+        self.guest.sampled(vm_stats(current, self._last_sample))
         self._last_sample = current
 
     # -- operations (asked by the API; each returns a future) ----------------------------
@@ -262,25 +246,25 @@ class VmActor(GuestActor):
 
     def shutdown(self, *, timeout: float, reboot: bool = False) -> CallbackFuture:
         """Ask the guest to shut down (ACPI); force it off after `timeout` seconds."""
-        self._require_running("shutdown")
+        self.guest.require_running("shutdown")
         self._shutdown_requested = not reboot
         self._shutdown_attempt += 1
         attempt = self._shutdown_attempt
-        self._set_status(VmStatus.REBOOT_IN_PROGRESS if reboot else VmStatus.POWERING_DOWN)
+        self.guest.set_status(VmStatus.REBOOT_IN_PROGRESS if reboot else VmStatus.POWERING_DOWN)
         action = (lambda d: d.reboot(0)) if reboot else (lambda d: d.shutdown())
         future = self._operate("reboot" if reboot else "shutdown", action)
         if not reboot:
-            self._tell_later(timeout, ShutdownTimedOut(attempt))
+            self.tell_later(timeout, ShutdownTimedOut(attempt))
         return future
 
     def _on_shutdown_timeout(self, attempt: int) -> None:
-        if attempt == self._shutdown_attempt and self._status is VmStatus.POWERING_DOWN:
+        if attempt == self._shutdown_attempt and self.guest.status is VmStatus.POWERING_DOWN:
             log.info("VM %s did not shut down in time; forcing it off", self.spec.vm_id)
             self._operate("force off", lambda domain: domain.destroy())
 
     def destroy(self) -> CallbackFuture:
         """Kill the guest if it runs. Its VmActor is removed by the caller afterwards."""
-        if self._status is VmStatus.DOWN:
+        if self.guest.down:
             done = CallbackFuture()
             done.set(None)
             return done
@@ -293,11 +277,11 @@ class VmActor(GuestActor):
                 if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                     raise
 
-        return self._blocking("destroy", kill, then=lambda _r: self._destroyed())
+        return self.operation("destroy", kill, then=lambda _r: self._destroyed())
 
     def _destroyed(self) -> None:
-        if self._status is not VmStatus.DOWN:
-            self._down(Exit.of(ExitReason.ADMIN_SHUTDOWN))
+        if not self.guest.down:
+            self.guest.go_down(Exit.of(ExitReason.ADMIN_SHUTDOWN))
 
     # -- answers --------------------------------------------------------------------------
 
@@ -319,19 +303,19 @@ class VmActor(GuestActor):
         it here means a caller that reads the status right after the verb sees it (as
         VDSM's pause and cont do).
         """
-        self._require_running(op)
+        self.guest.require_running(op)
         vm_id = self.spec.vm_id
 
         def run() -> None:
             action(self._connection().lookupByUUIDString(vm_id))
 
         def done(_result: Any) -> None:
-            if then is not None and self._status not in (VmStatus.DOWN, VmStatus.WAIT_FOR_LAUNCH):
+            if then is not None and self.guest.running:
                 if then is VmStatus.UP:
                     self._pause_code = PauseCode.NOERR
-                self._set_status(then)
+                self.guest.set_status(then)
 
-        return self._blocking(op, run, then=done)
+        return self.operation(op, run, then=done)
 
 
 def _live_spec(domain: Any) -> domxml.DomainSpec | None:

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from hostvisor.actors.errors import AlreadyExists, CallerError, InternalError, NotFound
+from hostvisor.actors.errors import AlreadyExists, CallerError, NotFound
+from hostvisor.actors.guest.errors import UnsupportedOperation, VmIsDown, VmOperationFailed
+
+__all__ = [
+    "NoSuchVm",
+    "UnsupportedOperation",
+    "VmCreateError",
+    "VmExists",
+    "VmIsDown",
+    "VmOperationFailed",
+]
 
 
 class NoSuchVm(NotFound):
@@ -19,29 +29,8 @@ class VmExists(AlreadyExists):
     message = "Virtual machine already exists"
 
 
-class VmIsDown(CallerError):
-    """The operation needs a running VM."""
-
-    code = 6
-    message = "Virtual machine is down"
-
-
 class VmCreateError(CallerError):
     """VM.create was given something it cannot start."""
 
     code = 9
     message = "Error creating the requested VM"
-
-
-class VmOperationFailed(InternalError):
-    """libvirt refused or failed an operation on the VM."""
-
-    code = 16
-    message = "Unexpected exception"
-
-
-class UnsupportedOperation(CallerError):
-    """The VM's runtime does not support the verb."""
-
-    code = 75
-    message = "Operation not supported"

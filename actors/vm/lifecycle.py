@@ -2,37 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import libvirt
 
-from hostvisor.actors.vm.status import EXIT_MESSAGES, ExitCode, ExitReason, PauseCode, VmStatus
+from hostvisor.actors.guest.status import Exit, ExitReason, PauseCode, VmStatus
 
+__all__ = ["Exit", "pause_code", "status_of_state", "stopped_exit"]
 
-@dataclass(frozen=True, slots=True)
-class Exit:
-    """How a VM went Down."""
-
-    code: ExitCode
-    reason: ExitReason
-    message: str
-
-    @classmethod
-    def of(cls, reason: ExitReason, message: str | None = None) -> Exit:
-        """Build the exit for `reason`, with VDSM's message unless one is given."""
-        code = ExitCode.NORMAL if reason in _NORMAL else ExitCode.ERROR
-        return cls(code, reason, message or EXIT_MESSAGES.get(reason, reason.name))
-
-
-_NORMAL = frozenset(
-    {
-        ExitReason.SUCCESS,
-        ExitReason.ADMIN_SHUTDOWN,
-        ExitReason.USER_SHUTDOWN,
-        ExitReason.MIGRATION_SUCCEEDED,
-        ExitReason.SAVE_STATE_SUCCEEDED,
-    }
-)
 
 _PAUSE_CODES = {
     libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR: PauseCode.EIO,

@@ -1,8 +1,8 @@
 """VmStatsSampler: one bulk libvirt stats call per interval, for every VM.
 
-The call runs on a thread of its own (it takes ~12 ms per running guest, much
-more while guests boot, and can hang on a stuck QEMU), never on this actor's or
-the API's thread. When it returns, each VmActor is told its record; a VM missing
+The call runs on the work facility (it takes ~12 ms per running guest, much more
+while guests boot, and can hang on a stuck QEMU), never on this actor's or the
+API's thread. When it returns, each VmActor is told its record; a VM missing
 from the sample is told None and reports monitorResponse -1.
 
 A call still running at the next tick is not doubled. If it has been running for
@@ -11,19 +11,19 @@ tick") it is marked stuck, and from then on the sampler does what VDSM's
 VMBulkstatsMonitor does: each tick it checks which domains are ready for commands
 (`check_responsive`), skips the others for `skip_for` seconds (VDSM: 40 s at its
 15 s interval) and samples the ready ones with one `domainListGetStats` call on
-another thread. Skipped VMs are told None, so the stuck VM reports monitorResponse
+another worker. Skipped VMs are told None, so the stuck VM reports monitorResponse
 -1 while every other VM's stats keep flowing. The fast path (one
 `getAllDomainStats`) comes back once no call is stuck and no VM is skipped. At most
-`max_stuck` calls may hang at once; past that, ticks are skipped. A stuck call that
+`max_stuck` calls may hang at once (each holds a worker); past that, ticks are
+skipped. A stuck call that
 returns at last is dropped when a newer sample was already handed out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
-import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,21 +46,12 @@ MAX_STUCK = 4
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """Tell (from the ticker): sample now."""
-
-
-@dataclass(frozen=True, slots=True)
-class Sampled:
-    """Tell (from a sampling thread): call `call`'s sample, or why there is none."""
-
-    call: int
-    sample: BulkSample | None
-    error: str | None = None
+    """Tell (from the timer service): sample now."""
 
 
 @dataclass(frozen=True, slots=True)
 class Unresponsive:
-    """Tell (from a fallback call's thread): these VMs are not ready for commands."""
+    """Tell (from a fallback call's worker): these VMs are not ready for commands."""
 
     call: int
     vm_ids: tuple[str, ...]
@@ -116,18 +107,16 @@ class VmStatsSampler(Actor):
         self.stale = 0
 
     def on_start(self) -> None:
-        """Start the ticker; the first sample comes after one interval."""
+        """Start ticking; the first sample comes after one interval."""
         self.tick_every(self._interval, Tick())
 
     def on_receive(self, message: Any) -> Any:
-        """Handle `Tick`, `Unresponsive` and `Sampled`."""
+        """Handle `Tick` and `Unresponsive` (samples come back through `run_off`)."""
         match message:
             case Tick():
                 self.sample_now()
             case Unresponsive(_call, vm_ids):
                 self._mark_unresponsive(vm_ids)
-            case Sampled(call, sample, error):
-                self._on_sampled(call, sample, error)
             case _:
                 return super().on_receive(message)
         return None
@@ -154,7 +143,7 @@ class VmStatsSampler(Actor):
 
     def sample_now(self) -> bool:
         """Start a sample unless a healthy one is running; return whether one started."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for call in self._calls.values():
             if not call.stuck and now - call.started >= self._stuck_after:
                 call.stuck = True
@@ -176,39 +165,33 @@ class VmStatsSampler(Actor):
     def _start(self, now: float, *, fallback: bool) -> None:
         call_id = next(self._ids)
         self._calls[call_id] = _Call(started=now, fallback=fallback)
-        ref = self.actor_ref
-        connection = self._connection
+        ref, connection, clock = self.actor_ref, self._connection, self.clock
         # A skipped VM is checked again once its skip has run out.
         wanted = [vm for vm in self._vms() if self._skip.get(vm, now) <= now] if fallback else []
         if fallback:
             self.fallbacks += 1
 
-        def tell(message: Any) -> None:
-            try:
-                ref.tell(message)
-            except pykka.ActorDeadError:
-                return
+        def run() -> BulkSample:
+            conn = connection()
+            if not fallback:
+                return bulk_sample(conn, clock)
+            split = check_responsive(conn, wanted)
+            if split.unresponsive:
+                # Told before the sample (which may hang too): the skip starts now.
+                with contextlib.suppress(pykka.ActorDeadError):
+                    ref.tell(Unresponsive(call_id, tuple(split.unresponsive)))
+            return sample_domains(conn, split.responsive, clock)
 
-        def run() -> None:
-            try:
-                conn = connection()
-                if fallback:
-                    split = check_responsive(conn, wanted)
-                    if split.unresponsive:
-                        tell(Unresponsive(call_id, tuple(split.unresponsive)))
-                    sample = sample_domains(conn, split.responsive)
-                else:
-                    sample = bulk_sample(conn)
-                message = Sampled(call_id, sample)
-            except Exception as error:  # noqa: BLE001 - reported back as a message
-                message = Sampled(call_id, None, repr(error))
-            tell(message)
+        def then(outcome: BulkSample | BaseException) -> None:
+            if isinstance(outcome, BaseException):
+                self._on_sampled(call_id, None, repr(outcome))
+            else:
+                self._on_sampled(call_id, outcome, None)
 
-        name = "vm-stats-fallback" if fallback else "vm-bulk-stats"
-        threading.Thread(target=run, name=name, daemon=True).start()
+        self.run_off(run, then, name="vm-stats-fallback" if fallback else "vm-bulk-stats")
 
     def _mark_unresponsive(self, vm_ids: tuple[str, ...]) -> None:
-        until = time.monotonic() + self._skip_for
+        until = self.clock.monotonic() + self._skip_for
         for vm_id in vm_ids:
             if vm_id not in self._skip:
                 log.warning(
@@ -221,7 +204,8 @@ class VmStatsSampler(Actor):
     def _on_sampled(self, call_id: int, sample: BulkSample | None, error: str | None) -> None:
         call = self._calls.pop(call_id, None)
         if call is not None and call.stuck:
-            log.info("a stuck VM stats call returned after %.1f s", time.monotonic() - call.started)
+            waited = self.clock.monotonic() - call.started
+            log.info("a stuck VM stats call returned after %.1f s", waited)
         if sample is None:
             log.warning("VM stats sampling failed: %s", error)
             return
@@ -233,7 +217,7 @@ class VmStatsSampler(Actor):
     def _distribute(self, sample: BulkSample) -> None:
         self._last_taken = sample.taken_at
         self.samples += 1
-        now = time.monotonic()
+        now = self.clock.monotonic()
         vms = self._vms()
         for gone in [vm_id for vm_id in self._skip if vm_id not in vms]:
             del self._skip[gone]

@@ -10,14 +10,17 @@ schedule, keeps the window of samples and decides which domains to skip.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import libvirt
 
+from hostvisor.actors.clock import Clock, MonotonicClock
 from hostvisor.actors.vm.stats import VmSample
+
+REAL_CLOCK = MonotonicClock()
+"""Where a sample reads the time unless the caller gives its own clock."""
 
 # The groups VDSM's bulk sampler asks for; the per-VM stats are built from these keys.
 STATS = (
@@ -39,8 +42,9 @@ class BulkSample:
     """The statistics of many domains read by one libvirt call.
 
     Attributes:
-        taken_at: `time.monotonic()` just before the call; rates use differences of it.
-        wall_time: `time.time()` at the same moment, for reporting.
+        taken_at: the clock's monotonic seconds just before the call; rates use
+            differences of it.
+        wall_time: the clock's wall time at the same moment, for reporting.
         records: libvirt's flat record per domain ("cpu.time", "block.0.rd.bytes"...),
             keyed by the domain's UUID string. A domain libvirt could not read fully
             has a partial record; a domain that was not active is absent.
@@ -58,11 +62,12 @@ class BulkSample:
         return VmSample(taken_at=self.taken_at, record=record)
 
 
-def bulk_sample(conn: libvirt.virConnect) -> BulkSample:
+def bulk_sample(conn: libvirt.virConnect, clock: Clock = REAL_CLOCK) -> BulkSample:
     """Read the statistics of every active domain (running or paused) in one call.
 
     Args:
         conn: an open libvirt connection.
+        clock: where `taken_at` and `wall_time` are read (the caller's actor's).
 
     Returns:
         The sample; `records` is empty when no domain is active.
@@ -70,18 +75,21 @@ def bulk_sample(conn: libvirt.virConnect) -> BulkSample:
     Raises:
         libvirt.libvirtError: the call failed as a whole (connection lost...).
     """
-    taken_at, wall_time = time.monotonic(), time.time()
+    taken_at, wall_time = clock.monotonic(), clock.time()
     pairs = conn.getAllDomainStats(STATS, BULK_FLAGS)
     return BulkSample(taken_at=taken_at, wall_time=wall_time, records=_by_uuid(pairs))
 
 
-def sample_domains(conn: libvirt.virConnect, domains: Sequence[libvirt.virDomain]) -> BulkSample:
+def sample_domains(
+    conn: libvirt.virConnect, domains: Sequence[libvirt.virDomain], clock: Clock = REAL_CLOCK
+) -> BulkSample:
     """Read the statistics of the given domains only: VDSM's fallback when some are stuck.
 
     Args:
         conn: an open libvirt connection.
         domains: the domains to read, normally the responsive ones; an empty
             sequence makes no libvirt call.
+        clock: where `taken_at` and `wall_time` are read (the caller's actor's).
 
     Returns:
         The sample over `domains`; one that is no longer active is absent.
@@ -89,7 +97,7 @@ def sample_domains(conn: libvirt.virConnect, domains: Sequence[libvirt.virDomain
     Raises:
         libvirt.libvirtError: the call failed as a whole.
     """
-    taken_at, wall_time = time.monotonic(), time.time()
+    taken_at, wall_time = clock.monotonic(), clock.time()
     pairs = conn.domainListGetStats(list(domains), STATS, BULK_FLAGS) if domains else []
     return BulkSample(taken_at=taken_at, wall_time=wall_time, records=_by_uuid(pairs))
 

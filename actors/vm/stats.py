@@ -69,7 +69,7 @@ class VmSample:
     """One domain's bulk-stats record and when it was read.
 
     Attributes:
-        taken_at: `time.monotonic()` seconds at the read.
+        taken_at: the sampler's clock, monotonic seconds, at the read.
         record: libvirt's flat record for the domain ("cpu.time", "net.0.rx.bytes"...).
     """
 

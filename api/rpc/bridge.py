@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, TypeVar
 
 import pykka
 
 from hostvisor.actors.actor import CallbackFuture
 from hostvisor.actors.errors import Unavailable
 
+T = TypeVar("T")
 
-def settled(future: pykka.Future[Any]) -> asyncio.Future[Any]:
+
+def settled(future: pykka.Future[T]) -> asyncio.Future[T]:
     """Return an asyncio future of the running loop settled like the actor's `future`.
+
+    Runs on the loop; never blocks. A dead actor becomes `Unavailable`.
 
     Raises:
         TypeError: `future` is not from a Hostvisor actor (it cannot call back).
@@ -20,7 +24,7 @@ def settled(future: pykka.Future[Any]) -> asyncio.Future[Any]:
     if not isinstance(future, CallbackFuture):
         raise TypeError("only a Hostvisor actor's future can be awaited on the loop")
     loop = asyncio.get_running_loop()
-    bridged: asyncio.Future[Any] = loop.create_future()
+    bridged: asyncio.Future[T] = loop.create_future()
 
     def settle(done: CallbackFuture) -> None:
         try:

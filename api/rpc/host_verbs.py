@@ -9,20 +9,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import psutil
 import pykka
 
-from hostvisor.actors.actor import call
 from hostvisor.actors.errors import InvalidArgument, Unavailable
+from hostvisor.actors.host.addresses import HOST
+from hostvisor.actors.host.proxy import HostProxy
 from hostvisor.api.rpc.bridge import settled
-from hostvisor.api.rpc.verbs import Call, Kind, Param, Verb
+from hostvisor.api.rpc.declare import Arg, verb, verbs_of
+from hostvisor.api.rpc.verbs import Call, Verb
 from hostvisor.supervision.registry import Registry
 
 log = logging.getLogger(__name__)
 
-HOST_ACTOR = "hosts/host"
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -51,99 +52,85 @@ class HostApi:
     confirm_connectivity: Callable[[], None] = _no_network_check
     """Tells the network configurator a client reached the host (never blocks)."""
 
-    def confirmed(self, _call: Call) -> bool:
-        """Confirm connectivity (Host.ping, Host.confirmConnectivity); answer true."""
-        self.confirm_connectivity()
-        return True
-
-    def host(self) -> pykka.ActorRef[Any]:
-        """Return the HostActor, or raise Unavailable."""
-        ref = self.registry.get(HOST_ACTOR)
+    def host(self) -> HostProxy:
+        """Return the HostActor's client, or raise Unavailable (on the caller's thread)."""
+        ref = self.registry.get(HOST)
         if ref is None:
-            raise Unavailable(actor=HOST_ACTOR, reason="not running")
-        return ref
+            raise Unavailable(actor=HOST, reason="not running")
+        return HostProxy(ref)
 
 
 def host_verbs(api: HostApi) -> list[Verb]:
     """Return the Host verbs served by `api`."""
+    return verbs_of(HostHandlers(api))
 
-    async def capabilities(request: Call) -> Any:
-        info = await settled(call(api.host(), "capabilities"))
-        iface = api.interface_of(request.local.rsplit(":", 1)[0]) if request.local else ""
+
+class HostHandlers:
+    """The handlers of the Host verbs, over one `HostApi`. Each runs on the API loop."""
+
+    def __init__(self, api: HostApi) -> None:
+        """Serve through `api`."""
+        self.api = api
+
+    @verb("Host", "ping")
+    @verb(
+        "Host",
+        "confirmConnectivity",
+        doc="Confirm that the Engine still reaches the host after setupNetworks.",
+    )
+    def confirmed(self) -> bool:
+        """Check the agent answers; confirms connectivity.
+
+        Tells the network configurator that a client reached the host (never blocks).
+        """
+        self.api.confirm_connectivity()
+        return True
+
+    @verb("Host", "ping2")
+    def ping2(self) -> bool:
+        """Check the agent answers."""
+        return True
+
+    @verb("Host", "echo", returns="any")
+    def echo(self, *, message: Annotated[Any, Arg("anything")]) -> Any:
+        """Return the message sent."""
+        return message
+
+    @verb("Host", "getCapabilities", returns="HostCapabilities", timeout=60.0)
+    async def get_capabilities(self, request: Call) -> dict[str, Any]:
+        """The host's capabilities.
+
+        `lastClientIface` is the NIC of the local address the call arrived on.
+        """
+        info = await settled(self.api.host().capabilities())
+        iface = self.api.interface_of(request.local.rsplit(":", 1)[0]) if request.local else ""
         return {**info, "lastClientIface": iface}
 
-    return [
-        Verb(
-            namespace="Host",
-            name="ping",
-            doc="Check the agent answers; confirms connectivity.",
-            handler=api.confirmed,
-            returns="boolean",
-        ),
-        Verb(
-            namespace="Host",
-            name="ping2",
-            doc="Check the agent answers.",
-            handler=lambda _call: True,
-            returns="boolean",
-        ),
-        Verb(
-            namespace="Host",
-            name="confirmConnectivity",
-            doc="Confirm that the Engine still reaches the host after setupNetworks.",
-            handler=api.confirmed,
-            returns="boolean",
-        ),
-        Verb(
-            namespace="Host",
-            name="echo",
-            doc="Return the message sent.",
-            params=(Param(name="message", kind=Kind.ANY, doc="anything"),),
-            handler=lambda request: request.args["message"],
-            returns="any",
-        ),
-        Verb(
-            namespace="Host",
-            name="getCapabilities",
-            doc="The host's capabilities.",
-            handler=capabilities,
-            returns="HostCapabilities",
-            timeout=60.0,
-        ),
-        Verb(
-            namespace="Host",
-            name="getStats",
-            doc="The host's statistics.",
-            handler=lambda _call: call(api.host(), "stats"),
-            returns="HostStats",
-        ),
-        Verb(
-            namespace="Host",
-            name="getHardwareInfo",
-            doc="The host's DMI data.",
-            handler=lambda _call: call(api.host(), "hardware_info"),
-            returns="HardwareInfo",
-        ),
-        Verb(
-            namespace="Host",
-            name="setLogLevel",
-            doc="Set the level of a logger.",
-            params=(
-                Param(name="level", kind=Kind.STR_OR_INT, doc="DEBUG, INFO, WARNING, ERROR"),
-                Param(name="name", kind=Kind.STR, doc="logger name; empty: the root", default=""),
-            ),
-            handler=_set_log_level,
-            returns="boolean",
-            errors=(InvalidArgument,),
-        ),
-    ]
+    @verb("Host", "getStats", returns="HostStats")
+    def get_stats(self) -> pykka.Future[dict[str, Any]]:
+        """The host's statistics."""
+        return self.api.host().stats()
 
+    @verb("Host", "getHardwareInfo", returns="HardwareInfo")
+    def get_hardware_info(self) -> pykka.Future[dict[str, str]]:
+        """The host's DMI data."""
+        return self.api.host().hardware_info()
 
-def _set_log_level(request: Call) -> bool:
-    level = request.args["level"]
-    name = level.upper() if isinstance(level, str) else logging.getLevelName(level)
-    if name not in _LEVELS:
-        raise InvalidArgument(level=level, reason=f"not one of {', '.join(_LEVELS)}")
-    logging.getLogger(request.args["name"] or None).setLevel(name)
-    log.info("log level of %r set to %s", request.args["name"] or "root", name)
-    return True
+    @verb("Host", "setLogLevel", errors=(InvalidArgument,))
+    def set_log_level(
+        self,
+        *,
+        level: Annotated[str | int, Arg("DEBUG, INFO, WARNING, ERROR")],
+        name: Annotated[str, Arg("logger name; empty: the root")] = "",
+    ) -> bool:
+        """Set the level of a logger.
+
+        Raises:
+            InvalidArgument: `level` is not one of the levels.
+        """
+        named = level.upper() if isinstance(level, str) else logging.getLevelName(level)
+        if named not in _LEVELS:
+            raise InvalidArgument(level=level, reason=f"not one of {', '.join(_LEVELS)}")
+        logging.getLogger(name or None).setLevel(named)
+        log.info("log level of %r set to %s", name or "root", named)
+        return True

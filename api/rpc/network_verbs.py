@@ -13,23 +13,38 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import pykka
 
-from hostvisor.actors.actor import call
 from hostvisor.actors.errors import Unavailable
 from hostvisor.actors.network import errors
-from hostvisor.actors.network.configurator import ConfirmConnectivity
+from hostvisor.actors.network.addresses import NETCONF
+from hostvisor.actors.network.proxy import NetworkConfiguratorProxy
 from hostvisor.api.rpc.bridge import settled
-from hostvisor.api.rpc.verbs import Call, Kind, Param, Verb
+from hostvisor.api.rpc.declare import Arg, verb, verbs_of
+from hostvisor.api.rpc.verbs import Verb
 from hostvisor.supervision.registry import Registry
 
 log = logging.getLogger(__name__)
 
-NETCONF = "networks/netconf"
 SETUP_TIMEOUT = 300.0
 """Seconds setupNetworks may take: the connectivity wait (at most 280 s) and a rollback."""
+
+
+_NETWORK_ERRORS = (
+    errors.BadParams,
+    errors.BadAddress,
+    errors.BadNic,
+    errors.UsedNic,
+    errors.BadBonding,
+    errors.BadVlan,
+    errors.BadBridge,
+    errors.FailedIfup,
+    errors.UsedBond,
+    errors.ConnectivityLost,
+    errors.NetworkBusy,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,94 +53,67 @@ class NetworkApi:
 
     registry: Registry
 
-    def configurator(self) -> pykka.ActorRef[Any]:
-        """Return the network configurator, or raise Unavailable."""
+    def configurator(self) -> NetworkConfiguratorProxy:
+        """Return the network configurator's client, or raise Unavailable."""
         ref = self.registry.get(NETCONF)
         if ref is None:
             raise Unavailable(actor=NETCONF, reason="not running")
-        return ref
+        return NetworkConfiguratorProxy(ref)
 
     def confirm(self) -> None:
         """Tell the configurator that a client reached the host; dropped if it is down."""
         ref = self.registry.get(NETCONF)
         if ref is not None:
             try:
-                ref.tell(ConfirmConnectivity())
+                NetworkConfiguratorProxy(ref).confirm_connectivity()
             except pykka.ActorDeadError:
                 return
-
-    async def ask_twice(self, method: str, *args: Any) -> Any:
-        """Call `method` on the configurator and await the future it answers."""
-        inner = await settled(call(self.configurator(), method, *args))
-        return await settled(inner)
 
 
 def network_verbs(api: NetworkApi) -> list[Verb]:
     """Return the network verbs served by `api`."""
+    return verbs_of(NetworkHandlers(api))
 
-    async def setup_networks(request: Call) -> Any:
-        args = request.args
+
+class NetworkHandlers:
+    """The handlers of the network verbs, over one `NetworkApi`. Each runs on the API loop."""
+
+    def __init__(self, api: NetworkApi) -> None:
+        """Serve through `api`."""
+        self.api = api
+
+    @verb("Host", "setupNetworks", returns="Status", errors=_NETWORK_ERRORS, timeout=SETUP_TIMEOUT)
+    async def setup_networks(
+        self,
+        *,
+        networks: Annotated[dict[str, Any], Arg("{name: attributes or {remove}}")],
+        bondings: Annotated[dict[str, Any], Arg("{name: {nics, options}}", default={})],
+        options: Annotated[
+            dict[str, Any],
+            Arg("connectivityCheck, connectivityTimeout, commitOnSuccess", default={}),
+        ],
+    ) -> dict[str, Any]:
+        """Add, change and remove networks and bonds, all or nothing.
+
+        Waits for the change (and the Engine's confirmation, if asked) off the loop.
+        """
         log.info("setupNetworks: networks %s, bondings %s, options %s",
-                 sorted(args["networks"]), sorted(args["bondings"]), args["options"])  # fmt: skip
-        return await api.ask_twice("setup_networks", args["networks"], args["bondings"],
-                                   args["options"])  # fmt: skip
+                 sorted(networks), sorted(bondings), options)  # fmt: skip
+        started = await settled(self.api.configurator().setup_networks(networks, bondings, options))
+        return await settled(started)
 
-    async def set_safe(_request: Call) -> bool:
-        await settled(call(api.configurator(), "set_safe_config"))
+    @verb("Host", "setSafeNetworkConfig", errors=(errors.NetworkBusy,))
+    async def set_safe(self) -> bool:
+        """Mark the running network configuration safe: it is restored after a boot."""
+        await settled(self.api.configurator().set_safe_config())
         return True
 
-    return [
-        Verb(
-            namespace="Host",
-            name="setupNetworks",
-            doc="Add, change and remove networks and bonds, all or nothing.",
-            params=(
-                Param(name="networks", kind=Kind.OBJECT, doc="{name: attributes or {remove}}"),
-                Param(name="bondings", kind=Kind.OBJECT, doc="{name: {nics, options}}", default={}),
-                Param(
-                    name="options",
-                    kind=Kind.OBJECT,
-                    doc="connectivityCheck, connectivityTimeout, commitOnSuccess",
-                    default={},
-                ),
-            ),
-            handler=setup_networks,
-            returns="Status",
-            errors=(
-                errors.BadParams,
-                errors.BadAddress,
-                errors.BadNic,
-                errors.UsedNic,
-                errors.BadBonding,
-                errors.BadVlan,
-                errors.BadBridge,
-                errors.FailedIfup,
-                errors.UsedBond,
-                errors.ConnectivityLost,
-                errors.NetworkBusy,
-            ),
-            timeout=SETUP_TIMEOUT,
-        ),
-        Verb(
-            namespace="Host",
-            name="setSafeNetworkConfig",
-            doc="Mark the running network configuration safe: it is restored after a boot.",
-            handler=set_safe,
-            returns="boolean",
-            errors=(errors.NetworkBusy,),
-        ),
-        Verb(
-            namespace="Host",
-            name="getNetworkCapabilities",
-            doc="The host's networks, bridges, NICs, bonds and VLANs.",
-            handler=lambda _call: api.ask_twice("capabilities"),
-            returns="NetworkCapabilities",
-        ),
-        Verb(
-            namespace="Host",
-            name="getNetworkStatistics",
-            doc="The network part of Host.getStats: counters of every device.",
-            handler=lambda _call: api.ask_twice("statistics"),
-            returns="NetworkStatistics",
-        ),
-    ]
+    @verb("Host", "getNetworkCapabilities", returns="NetworkCapabilities")
+    async def capabilities(self) -> dict[str, Any]:
+        """The host's networks, bridges, NICs, bonds and VLANs."""
+        return await settled(await settled(self.api.configurator().capabilities()))
+
+    @verb("Host", "getNetworkStatistics", returns="NetworkStatistics")
+    async def statistics(self) -> dict[str, Any]:
+        """The network part of Host.getStats: counters of every device."""
+        return await settled(await settled(self.api.configurator().statistics()))

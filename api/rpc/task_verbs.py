@@ -1,9 +1,10 @@
 """The Task namespace and the Host verbs about tasks and jobs (reference/vdsm-wire.md §3.1).
 
-Every handler sends one call to the task manager (`storage/tasks`) and answers its
-future: the manager answers from memory, never waiting for a work. Answers are the
-payload VDSM's Bridge puts on the wire (its `taskStatus`, `TaskInfo`,
-`allTasksStatus`, `allTasksInfo`, `tasks` and `jobs` fields), not the envelope.
+Every handler sends one call to the task manager (through its typed client,
+`TaskProxy`) and answers its future: the manager answers from memory, never
+waiting for a work. Answers are the payload VDSM's Bridge puts on the wire (its
+`taskStatus`, `TaskInfo`, `allTasksStatus`, `allTasksInfo`, `tasks` and `jobs`
+fields), not the envelope.
 
 Where progress shows: SDM jobs carry VDSM's `progress` (percent) in Host.getJobs;
 tasks have no progress field in VDSM, so Host.getAllTasks (which the Engine does
@@ -13,20 +14,19 @@ not read) adds `progress` (percent) to each task's details once its work reports
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import pykka
 
-from hostvisor.actors.actor import call
-from hostvisor.actors.errors import Unavailable
 from hostvisor.actors.storage.errors import TaskNotFinished, UnknownTask
+from hostvisor.actors.storage.proxy import StorageClient, TaskProxy
 from hostvisor.api.rpc.bridge import settled
-from hostvisor.api.rpc.verbs import Call, Kind, Param, Verb
+from hostvisor.api.rpc.declare import Arg, verb, verbs_of
+from hostvisor.api.rpc.verbs import Verb
 from hostvisor.supervision.registry import Registry
 
-TASK_MANAGER = "storage/tasks"
 SPM_TAG = "spm"
-TASK_ID = Param(name="taskID", kind=Kind.STR, doc="the task's id")
+TaskId = Annotated[str, Arg("the task's id", wire="taskID")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,96 +35,103 @@ class TaskApi:
 
     registry: Registry
 
-    def manager(self) -> pykka.ActorRef[Any]:
-        """Return the task manager, or raise Unavailable."""
-        ref = self.registry.get(TASK_MANAGER)
-        if ref is None:
-            raise Unavailable(actor=TASK_MANAGER, reason="not running")
-        return ref
+    def manager(self) -> TaskProxy:
+        """Return the task manager's client, or raise Unavailable."""
+        return StorageClient(self.registry.get).tasks()
 
 
 def task_verbs(api: TaskApi) -> list[Verb]:
     """Return the Task verbs and the Host verbs that list tasks and jobs."""
+    return verbs_of(TaskHandlers(api))
 
-    def on_manager(method: str, *args: Any, **kwargs: Any) -> pykka.Future[Any]:
-        return call(api.manager(), method, *args, **kwargs)
 
-    def acted(method: str) -> Any:
-        async def handler(request: Call) -> bool:
-            await settled(on_manager(method, request.args["taskID"]))
-            return True
+class TaskHandlers:
+    """The handlers of the task and job verbs, over one `TaskApi` (the API loop)."""
 
-        return handler
+    def __init__(self, api: TaskApi) -> None:
+        """Serve through `api`."""
+        self.api = api
 
-    def jobs(request: Call) -> pykka.Future[Any]:
-        job_ids = request.args["job_ids"] or ()
-        return on_manager("jobs", request.args["job_type"] or None, list(job_ids))
+    @verb(
+        "Task",
+        "getStatus",
+        doc="A task's state, result, code and message.",
+        returns="{taskID, taskState, taskResult, code, message}",
+        errors=(UnknownTask,),
+    )
+    def status(self, *, task_id: TaskId) -> pykka.Future[Any]:
+        """Task.getStatus."""
+        return self.api.manager().status(task_id)
 
-    return [
-        Verb(
-            namespace="Task",
-            name="getStatus",
-            doc="A task's state, result, code and message.",
-            params=(TASK_ID,),
-            handler=lambda r: on_manager("status", r.args["taskID"]),
-            returns="{taskID, taskState, taskResult, code, message}",
-            errors=(UnknownTask,),
-        ),
-        Verb(
-            namespace="Task",
-            name="getInfo",
-            doc="A task's id and the verb that started it.",
-            params=(TASK_ID,),
-            handler=lambda r: on_manager("info", r.args["taskID"]),
-            returns="{id, verb}",
-            errors=(UnknownTask,),
-        ),
-        Verb(
-            namespace="Task",
-            name="clear",
-            doc="Forget a finished task.",
-            params=(TASK_ID,),
-            handler=acted("clear"),
-            errors=(UnknownTask, TaskNotFinished),
-        ),
-        Verb(
-            namespace="Task",
-            name="stop",
-            doc="Ask a running task to stop; it rolls back and finishes.",
-            params=(TASK_ID,),
-            handler=acted("stop_task"),
-            errors=(UnknownTask,),
-        ),
-        Verb(
-            namespace="Host",
-            name="getAllTasksStatuses",
-            doc="The status of every SPM task.",
-            handler=lambda _r: on_manager("all_statuses", SPM_TAG),
-            returns="{taskID: {taskID, taskState, taskResult, code, message}}",
-        ),
-        Verb(
-            namespace="Host",
-            name="getAllTasksInfo",
-            doc="The id and verb of every SPM task.",
-            handler=lambda _r: on_manager("all_info", SPM_TAG),
-            returns="{taskID: {id, verb}}",
-        ),
-        Verb(
-            namespace="Host",
-            name="getAllTasks",
-            doc="The details of every task, with progress (percent) when known.",
-            handler=lambda _r: on_manager("all_details"),
-            returns="{taskID: {id, verb, state, code, message, result, tag, progress?}}",
-        ),
-        Verb(
-            namespace="Host",
-            name="getJobs",
-            doc="The SDM jobs of this host, with their progress (percent).",
-            params=(
-                Param(name="job_type", kind=Kind.STR, doc="storage or v2v", default=""),
-                Param(name="job_ids", kind=Kind.ARRAY, doc="only these job ids", default=[]),
-            ),
-            handler=jobs,
-            returns="{jobID: {id, status, description, job_type, progress?, error?}}",
-        ),
-    ]
+    @verb(
+        "Task",
+        "getInfo",
+        doc="A task's id and the verb that started it.",
+        returns="{id, verb}",
+        errors=(UnknownTask,),
+    )
+    def info(self, *, task_id: TaskId) -> pykka.Future[Any]:
+        """Task.getInfo."""
+        return self.api.manager().info(task_id)
+
+    @verb("Task", "clear", doc="Forget a finished task.", errors=(UnknownTask, TaskNotFinished))
+    async def clear(self, *, task_id: TaskId) -> bool:
+        """Task.clear."""
+        await settled(self.api.manager().clear(task_id))
+        return True
+
+    @verb(
+        "Task",
+        "stop",
+        doc="Ask a running task to stop; it rolls back and finishes.",
+        errors=(UnknownTask,),
+    )
+    async def stop(self, *, task_id: TaskId) -> bool:
+        """Task.stop."""
+        await settled(self.api.manager().stop_task(task_id))
+        return True
+
+    @verb(
+        "Host",
+        "getAllTasksStatuses",
+        doc="The status of every SPM task.",
+        returns="{taskID: {taskID, taskState, taskResult, code, message}}",
+    )
+    def all_statuses(self) -> pykka.Future[Any]:
+        """Host.getAllTasksStatuses."""
+        return self.api.manager().all_statuses(SPM_TAG)
+
+    @verb(
+        "Host",
+        "getAllTasksInfo",
+        doc="The id and verb of every SPM task.",
+        returns="{taskID: {id, verb}}",
+    )
+    def all_info(self) -> pykka.Future[Any]:
+        """Host.getAllTasksInfo."""
+        return self.api.manager().all_info(SPM_TAG)
+
+    @verb(
+        "Host",
+        "getAllTasks",
+        doc="The details of every task, with progress (percent) when known.",
+        returns="{taskID: {id, verb, state, code, message, result, tag, progress?}}",
+    )
+    def all_details(self) -> pykka.Future[Any]:
+        """Host.getAllTasks."""
+        return self.api.manager().all_details()
+
+    @verb(
+        "Host",
+        "getJobs",
+        doc="The SDM jobs of this host, with their progress (percent).",
+        returns="{jobID: {id, status, description, job_type, progress?, error?}}",
+    )
+    def jobs(
+        self,
+        *,
+        job_type: Annotated[str, Arg("storage or v2v")] = "",
+        job_ids: Annotated[list[Any], Arg("only these job ids", default=[])],
+    ) -> pykka.Future[Any]:
+        """Host.getJobs."""
+        return self.api.manager().jobs(job_type or None, job_ids or ())

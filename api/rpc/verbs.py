@@ -6,11 +6,17 @@ disagree. Argument checking follows the Engine's needs: a param of the wrong JSO
 type is refused with -32602 naming it, but an int where VDSM's schema has an enum
 string is accepted where the verb says so (`Kind.STR_OR_INT`), and params a verb
 does not declare are ignored (logged), as VDSM's non-strict mode does.
+
+A verb is declared from its handler's signature (`hostvisor.api.rpc.declare`:
+`@verb` and `verbs_of`), or by hand here, as `Verb(params=(Param(...), ...),
+handler=...)` whose handler gets the `Call` and reads `call.args`. Both make the
+same `Verb` and `Param` objects, bound and described the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import enum
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -79,7 +85,8 @@ _ACCEPTS: dict[Kind, Callable[[Any], bool]] = {
 }
 
 
-_MISSING: Any = object()
+MISSING: Any = object()
+"""The default of a required param."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,12 +96,60 @@ class Param:
     name: str
     kind: Kind
     doc: str
-    default: Any = _MISSING
+    default: Any = MISSING
+    items: Kind | None = None
+    """The kind of each element of an array, or each value of an object; None: any."""
+    choices: tuple[Any, ...] = ()
+    """The only values allowed (a `Literal`); empty: any value of `kind`."""
+    nullable: bool = False
+    """Whether JSON null is accepted (an `Optional` param)."""
 
     @property
     def required(self) -> bool:
         """Whether a call must carry this param."""
-        return self.default is _MISSING
+        return self.default is MISSING
+
+    def check(self, value: Any, method: str) -> Any:
+        """Return `value` coerced to this param's kind (see `Kind.coerce`).
+
+        Runs on the API loop; pure and fast.
+
+        Raises:
+            InvalidArgument: `value` is not of this param's kind, an element is not of
+                its `items` kind, or it is not one of its `choices`.
+        """
+        if value is None and self.nullable:
+            return None
+        try:
+            value = self.kind.coerce(value)
+        except ValueError:
+            raise InvalidArgument(
+                method=method, param=self.name, expected=self.kind.value
+            ) from None
+        if self.items is not None:
+            value = self._check_items(value, method)
+        if self.choices and value not in self.choices:
+            expected = f"one of {', '.join(map(str, self.choices))}"
+            raise InvalidArgument(method=method, param=self.name, expected=expected)
+        return value
+
+    def _check_items(self, value: Any, method: str) -> Any:
+        items = self.items
+        assert items is not None  # noqa: S101 - checked by the caller
+        try:
+            if isinstance(value, list):
+                return [items.coerce(element) for element in value]
+            if isinstance(value, dict):
+                return {key: items.coerce(element) for key, element in value.items()}
+        except ValueError:
+            expected = f"{self.kind.value} of {items.value}"
+            raise InvalidArgument(method=method, param=self.name, expected=expected) from None
+        return value
+
+    def fresh_default(self) -> Any:
+        """Return the default, copied when it is mutable (each call gets its own)."""
+        default = self.default
+        return copy.deepcopy(default) if isinstance(default, list | dict) else default
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,16 +204,11 @@ class Verb:
         args: dict[str, Any] = {}
         for param in self.params:
             if param.name in named:
-                try:
-                    args[param.name] = param.kind.coerce(named[param.name])
-                except ValueError:
-                    raise InvalidArgument(
-                        method=self.method, param=param.name, expected=param.kind.value
-                    ) from None
+                args[param.name] = param.check(named[param.name], self.method)
             elif param.required:
                 raise InvalidArgument(method=self.method, param=param.name, reason="missing")
             else:
-                args[param.name] = param.default
+                args[param.name] = param.fresh_default()
         extra = set(named) - {p.name for p in self.params}
         if extra:
             log.debug("%s: ignoring undeclared params %s", self.method, sorted(extra))

@@ -1,12 +1,13 @@
 """The VM namespace and the Host verbs about VMs (reference/vdsm-wire.md §3.1, §4, §5).
 
-Each handler finds the VM's actor by path (`vms/<vmID>`, or `containers/<vmID>` for a
-VM that runs as a docker container: same method names), sends it the call and
-awaits the answer on the API loop; an operation's answer is itself a future that
-settles when libvirt is done, so the handler awaits twice. Listings over every VM
-ask the VM board once (each VmActor posts its entry there); only VMs the board has
-no entry for are asked directly, all at once and each bounded by a timeout, so one
-slow actor never delays the others.
+Each handler finds the VM's actor by path (`vms/guests/<vmID>`, or
+`containers/guests/<vmID>` for a VM that runs as a docker container: same method
+names, see `hostvisor.actors.vm.proxy`), sends it the call and awaits the answer
+on the API loop; an operation's answer is itself a future that settles when
+libvirt is done, so the handler awaits twice. Listings over every VM ask the VM
+board once (each VmActor posts its entry there); only VMs the board has no entry
+for are asked directly, all at once and each bounded by a timeout, so one slow
+actor never delays the others.
 """
 
 from __future__ import annotations
@@ -15,28 +16,30 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import pykka
 
-from hostvisor.actors.actor import call
+from hostvisor.actors.container.addresses import CONTAINER_GUESTS, container_path
+from hostvisor.actors.container.proxy import ContainerProxy
 from hostvisor.actors.errors import ActorCrashed, AlreadyExists, NotFound
 from hostvisor.actors.vm import domxml
+from hostvisor.actors.vm.addresses import VM_BOARD, VM_GUESTS, vm_path
 from hostvisor.actors.vm.disks import DiskVolume, PreparedDisk, disk_volumes, with_disk_paths
 from hostvisor.actors.vm.errors import NoSuchVm, UnsupportedOperation, VmCreateError, VmExists
+from hostvisor.actors.vm.proxy import Operation, Rendering, UnsupportedVerb, VmBoardProxy, VmProxy
 from hostvisor.api.rpc.bridge import settled
-from hostvisor.api.rpc.verbs import Call, Kind, Param, Verb
-from hostvisor.supervision.registry import Registry, child_path
+from hostvisor.api.rpc.declare import Arg, verb, verbs_of
+from hostvisor.api.rpc.verbs import Verb
+from hostvisor.supervision.registry import Registry
 from hostvisor.supervision.spec import ChildSpec
 from hostvisor.supervision.supervisor import DeleteChild, StartChild, TerminateChild
-from hostvisor.supervision.tree import VM_BOARD
 
 log = logging.getLogger(__name__)
 
-VMS = "vms"
-CONTAINERS = "containers"
 GATHER_TIMEOUT = 10.0
-VM_ID = Param(name="vmID", kind=Kind.STR, doc="the VM's UUID")
+VmId = Annotated[str, Arg("the VM's UUID", wire="vmID")]
+VmList = Annotated[list[str], Arg("only these VM ids", wire="vmList", default=[])]
 XML_REQUIRED = (
     "vmParams.xml is required: Hostvisor starts VMs from the libvirt domain XML that "
     "the Engine sends since oVirt 4.2"
@@ -70,40 +73,42 @@ class VmApi:
             prepared[volume.name] = await self.prepare_disk(volume)
         return with_disk_paths(xml, prepared)
 
-    def vm(self, vm_id: str) -> pykka.ActorRef[Any]:
+    def vm(self, vm_id: str) -> VmProxy:
         """Return the VM's actor (a VmActor or a ContainerActor), or raise NoSuchVm."""
-        ref = self.ref(vm_id)
-        if ref is None:
+        guest = self.guest(vm_id)
+        if guest is None:
             raise NoSuchVm(vmId=vm_id)
-        return ref
+        return guest
 
-    def ref(self, vm_id: str) -> pykka.ActorRef[Any] | None:
-        """Return the VM's actor, under `vms` or `containers`; None if there is none."""
-        return self.registry.get(child_path(VMS, vm_id)) or self.registry.get(
-            child_path(CONTAINERS, vm_id)
-        )
+    def guest(self, vm_id: str) -> VmProxy | None:
+        """Return the VM's actor, a VM or a container; None if there is none."""
+        ref = self.registry.get(vm_path(vm_id))
+        if ref is not None:
+            return VmProxy(ref)
+        ref = self.registry.get(container_path(vm_id))
+        return None if ref is None else ContainerProxy(ref)
 
-    def supervisor(self, branch: str = VMS) -> pykka.ActorRef[Any]:
-        """Return the `vms` supervisor (or the one of `branch`)."""
-        return self.registry.lookup(branch)
+    def supervisor(self, guests: str = VM_GUESTS) -> pykka.ActorRef[Any]:
+        """Return the supervisor of VmActors (or the one at `guests`)."""
+        return self.registry.lookup(guests)
 
-    def branch_of(self, vm_id: str) -> str:
-        """Return the supervisor the VM's actor lives under."""
-        return VMS if self.registry.get(child_path(VMS, vm_id)) is not None else CONTAINERS
+    def supervisor_of(self, vm_id: str) -> str:
+        """Return the path of the supervisor the VM's actor lives under."""
+        return VM_GUESTS if self.registry.get(vm_path(vm_id)) is not None else CONTAINER_GUESTS
 
     def vm_ids(self, wanted: list[str] | None = None) -> list[str]:
         """Return the ids of the running VM actors (only `wanted` ones, if given)."""
         ids: list[str] = []
-        for branch in (VMS, CONTAINERS):
+        for guests in (VM_GUESTS, CONTAINER_GUESTS):
             try:
-                children = self.registry.status(branch).children
+                children = self.registry.status(guests).children
             except NotFound:
                 continue
             ids.extend(path.rsplit("/", 1)[-1] for path in children)
         return [vm for vm in ids if not wanted or vm in wanted]
 
-    async def gather(self, kind: str, wanted: list[str] | None = None) -> list[Any]:
-        """Return `kind` ("brief", "info", "stats", "definition") of every (wanted) VM.
+    async def gather(self, kind: Rendering, wanted: list[str] | None = None) -> list[Any]:
+        """Return `kind` of every (wanted) VM.
 
         One ask to the board; the VMs it has no entry for are asked directly.
         """
@@ -113,7 +118,7 @@ class VmApi:
             return await self.ask_each(kind, vm_ids)
         try:
             rendered = await asyncio.wait_for(
-                settled(call(board, "render", kind, vm_ids)), GATHER_TIMEOUT
+                settled(VmBoardProxy(board).render(kind, vm_ids)), GATHER_TIMEOUT
             )
         except (TimeoutError, pykka.ActorDeadError, ActorCrashed):
             log.warning("the VM board did not answer; asking each VM")
@@ -123,53 +128,83 @@ class VmApi:
             answers.extend(await self.ask_each(kind, rendered.missing))
         return answers
 
-    async def ask_each(self, method: str, vm_ids: list[str]) -> list[Any]:
-        """Ask each VM's actor `method`; return the answers that came in time."""
+    async def ask_each(self, kind: Rendering, vm_ids: list[str]) -> list[Any]:
+        """Ask each VM's actor for `kind`; return the answers that came in time."""
         futures = []
         for vm_id in vm_ids:
-            ref = self.ref(vm_id)
-            if ref is not None:
-                futures.append(settled(call(ref, method)))
+            guest = self.guest(vm_id)
+            if guest is not None:
+                futures.append(settled(guest.rendered(kind)))
         if not futures:
             return []
         done, pending = await asyncio.wait(futures, timeout=GATHER_TIMEOUT)
         for future in pending:
             future.cancel()
         if pending:
-            log.warning("%d VMs did not answer %s in %s s", len(pending), method, GATHER_TIMEOUT)
+            log.warning("%d VMs did not answer %s in %s s", len(pending), kind, GATHER_TIMEOUT)
         return [f.result() for f in done if not f.exception()]
 
 
+def vm_verbs(api: VmApi) -> list[Verb]:
+    """Return the VM verbs and the Host verbs that list VMs."""
+    return verbs_of(VmHandlers(api))
+
+
+def _operation_timeout(handlers: VmHandlers) -> float:
+    """How long pause, cont, reset and shutdown may take (config.vm_operation_timeout)."""
+    return handlers.api.operation_timeout
+
+
+_UNSUPPORTED = "{}: not supported on this host yet (code 75)."
+_UNSUPPORTED_ERRORS = (NoSuchVm, UnsupportedOperation)
+IgnoredParams = Annotated[dict[str, Any], Arg("ignored", wire="params", default={})]
+HotplugParams = Annotated[dict[str, Any], Arg("{vmId, xml}")]
+
+
 class VmHandlers:
-    """The handlers of the VM verbs, over one `VmApi`."""
+    """The handlers of the VM verbs, over one `VmApi`. Each runs on the API loop."""
 
     def __init__(self, api: VmApi) -> None:
         """Serve through `api`."""
         self.api = api
 
-    async def create(self, request: Call) -> dict[str, Any]:
-        """VM.create: start the VM of a domain XML; answers before it is up."""
-        params = request.args["vmParams"]
-        xml = params.get("xml")
+    @verb(
+        "VM",
+        "create",
+        returns="{vmId, status, statusTime, xml}",
+        errors=(VmExists, VmCreateError),
+        timeout=60.0,
+    )
+    async def create(
+        self,
+        *,
+        vm_params: Annotated[dict[str, Any], Arg("{xml: domain XML}", wire="vmParams")],
+        _vm_id: Annotated[str, Arg("the VM id (from <uuid>)", wire="vmID")] = "",
+    ) -> dict[str, Any]:
+        """Create and start a VM from its domain XML.
+
+        Answers before the guest is up; the id is the XML's <uuid>.
+        """
+        xml = vm_params.get("xml")
         if not isinstance(xml, str) or not xml.strip():
             raise VmCreateError(reason=XML_REQUIRED)
         spec = domxml.parse(xml)
-        if self.api.ref(spec.vm_id) is not None:
+        if self.api.guest(spec.vm_id) is not None:
             raise VmExists(vmId=spec.vm_id)
         launched = await self.api.prepared_xml(xml)
         if launched is not xml:
             xml = launched
             spec = domxml.parse(xml)
-        branch, child = VMS, self.api.vm_child
+        guests, child = VM_GUESTS, self.api.vm_child
         if spec.container_type is not None:  # a container VM (reference/vdsm-wire.md §6)
             if self.api.container_child is None:
                 raise VmCreateError(vmId=spec.vm_id, reason="this host runs no containers")
-            branch, child = CONTAINERS, self.api.container_child
+            guests, child = CONTAINER_GUESTS, self.api.container_child
         try:
-            await settled(self.api.supervisor(branch).ask(StartChild(child(spec)), block=False))
+            await settled(self.api.supervisor(guests).ask(StartChild(child(spec)), block=False))
         except AlreadyExists:
             raise VmExists(vmId=spec.vm_id) from None
-        info: dict[str, Any] = await settled(call(self.api.vm(spec.vm_id), "info"))
+        info = await settled(self.api.vm(spec.vm_id).info())
         return {
             "vmId": spec.vm_id,
             "status": info["status"],
@@ -177,231 +212,140 @@ class VmHandlers:
             "xml": xml,
         }
 
-    async def operate(self, request: Call, op: str, **kwargs: Any) -> Any:
-        """Run operation `op` on the VM and wait until libvirt has done it."""
-        operation = await settled(call(self.api.vm(request.args["vmID"]), op, **kwargs))
-        return await settled(operation)
+    async def operate(self, vm_id: str, op: Callable[[VmProxy], pykka.Future[Operation]]) -> None:
+        """Run operation `op` on the VM and wait until its runtime has done it."""
+        operation = await settled(op(self.api.vm(vm_id)))
+        await settled(operation)
 
-    async def destroy(self, request: Call) -> bool:
-        """VM.destroy: kill the VM, then forget it."""
-        vm_id = request.args["vmID"]
-        await self.operate(request, "destroy")
-        supervisor = self.api.supervisor(self.api.branch_of(vm_id))
+    @verb("VM", "destroy", errors=(NoSuchVm,), timeout=60.0)
+    async def destroy(
+        self,
+        *,
+        vm_id: VmId,
+        _graceful_attempts: Annotated[int, Arg("ignored", wire="gracefulAttempts")] = 1,
+    ) -> bool:
+        """Kill the VM and forget it."""
+        await self.operate(vm_id, VmProxy.destroy)
+        supervisor = self.api.supervisor(self.api.supervisor_of(vm_id))
         await settled(supervisor.ask(TerminateChild(vm_id), block=False))
         await settled(supervisor.ask(DeleteChild(vm_id), block=False))
         return True
 
-    async def shutdown(self, request: Call) -> str:
-        """VM.shutdown: ACPI shutdown (or reboot), forced off after `timeout`."""
-        args = request.args
-        await self.operate(
-            request, "shutdown", timeout=float(args["timeout"]), reboot=args["reboot"]
-        )
+    @verb("VM", "shutdown", returns="string", errors=(NoSuchVm,), timeout=_operation_timeout)
+    async def shutdown(
+        self,
+        *,
+        vm_id: VmId,
+        _delay: Annotated[float, Arg("ignored", wire="delay")] = 0,
+        _message: Annotated[str, Arg("ignored", wire="message")] = "",
+        reboot: Annotated[bool, Arg("reboot instead")] = False,
+        force_after: Annotated[float, Arg("seconds before forcing", wire="timeout")] = 120,
+        _force: Annotated[bool, Arg("ignored", wire="force")] = False,
+    ) -> str:
+        """Shut the guest down (ACPI), forced after timeout."""
+        await self.operate(vm_id, lambda vm: vm.shutdown(timeout=float(force_after), reboot=reboot))
         return "Machine shutting down"
 
-    async def pause(self, request: Call) -> dict[str, Any]:
-        """VM.pause."""
-        await self.operate(request, "pause")
+    @verb("VM", "pause", returns="{vmList: {}}", errors=(NoSuchVm,), timeout=_operation_timeout)
+    async def pause(self, *, vm_id: VmId) -> dict[str, Any]:
+        """Pause the VM."""
+        await self.operate(vm_id, VmProxy.pause)
         return {"vmList": {}}
 
-    async def cont(self, request: Call) -> dict[str, Any]:
-        """VM.cont."""
-        await self.operate(request, "cont")
+    @verb("VM", "cont", returns="{vmList: {}}", errors=(NoSuchVm,), timeout=_operation_timeout)
+    async def cont(self, *, vm_id: VmId) -> dict[str, Any]:
+        """Resume a paused VM."""
+        await self.operate(vm_id, VmProxy.cont)
         return {"vmList": {}}
 
-    async def reset(self, request: Call) -> bool:
-        """VM.reset."""
-        await self.operate(request, "reset")
+    @verb("VM", "reset", errors=(NoSuchVm,), timeout=_operation_timeout)
+    async def reset(self, *, vm_id: VmId) -> bool:
+        """Reset the VM."""
+        await self.operate(vm_id, VmProxy.reset)
         return True
 
-    def unsupported(self, name: str, *, vm_in_params: bool = False) -> Callable[[Call], Any]:
-        """A verb no runtime here implements yet: the VM's actor answers code 75.
+    # -- verbs no runtime here implements yet: the VM's actor answers code 75 ---------------
 
-        `vm_in_params`: the VM id comes inside `params` (`params.vmId`), as the
-        hotplug verbs send it.
+    async def unsupported(self, vm_id: str, name: UnsupportedVerb) -> Any:
+        """Send `name` to the VM's actor, which refuses it (code 75); NoSuchVm without one."""
+        return await settled(self.api.vm(vm_id).unsupported(name))
+
+    @verb("VM", "migrate", doc=_UNSUPPORTED.format("migrate"), errors=_UNSUPPORTED_ERRORS)
+    async def migrate(self, *, vm_id: VmId, _params: IgnoredParams) -> Any:
+        """VM.migrate (code 75)."""
+        return await self.unsupported(vm_id, "migrate")
+
+    @verb("VM", "snapshot", doc=_UNSUPPORTED.format("snapshot"), errors=_UNSUPPORTED_ERRORS)
+    async def snapshot(self, *, vm_id: VmId, _params: IgnoredParams) -> Any:
+        """VM.snapshot (code 75)."""
+        return await self.unsupported(vm_id, "snapshot")
+
+    @verb("VM", "hotplugDisk", doc=_UNSUPPORTED.format("hotplugDisk"), errors=_UNSUPPORTED_ERRORS)
+    async def hotplug_disk(self, *, params: HotplugParams) -> Any:
+        """VM.hotplugDisk (code 75); the VM id comes inside `params`."""
+        return await self.unsupported(_vm_in(params), "hotplugDisk")
+
+    @verb(
+        "VM", "hotunplugDisk", doc=_UNSUPPORTED.format("hotunplugDisk"), errors=_UNSUPPORTED_ERRORS
+    )
+    async def hotunplug_disk(self, *, params: HotplugParams) -> Any:
+        """VM.hotunplugDisk (code 75)."""
+        return await self.unsupported(_vm_in(params), "hotunplugDisk")
+
+    @verb("VM", "hotplugNic", doc=_UNSUPPORTED.format("hotplugNic"), errors=_UNSUPPORTED_ERRORS)
+    async def hotplug_nic(self, *, params: HotplugParams) -> Any:
+        """VM.hotplugNic (code 75)."""
+        return await self.unsupported(_vm_in(params), "hotplugNic")
+
+    @verb("VM", "hotunplugNic", doc=_UNSUPPORTED.format("hotunplugNic"), errors=_UNSUPPORTED_ERRORS)
+    async def hotunplug_nic(self, *, params: HotplugParams) -> Any:
+        """VM.hotunplugNic (code 75)."""
+        return await self.unsupported(_vm_in(params), "hotunplugNic")
+
+    # -- answers ------------------------------------------------------------------------------
+
+    @verb("VM", "getStats", returns="[VmStats]", errors=(NoSuchVm,))
+    async def get_stats(self, *, vm_id: VmId) -> list[Any]:
+        """The VM's statistics."""
+        return [await settled(self.api.vm(vm_id).stats())]
+
+    @verb("VM", "getInfo", returns="VmInfo", errors=(NoSuchVm,))
+    async def get_info(self, *, vm_id: VmId) -> dict[str, Any]:
+        """The VM's status."""
+        return await settled(self.api.vm(vm_id).info())
+
+    @verb("Host", "getVMList", returns="[UUID] | [{vmId, status}]")
+    async def vm_list(
+        self,
+        *,
+        vm_list: VmList,
+        only_uuid: Annotated[bool, Arg("ids only", wire="onlyUUID")] = True,
+    ) -> list[Any]:
+        """The VMs on this host.
+
+        Ids, or `{vmId, status}` with onlyUUID=false.
         """
+        if only_uuid:
+            return self.api.vm_ids(vm_list or None)
+        return await self.api.gather("brief", vm_list or None)
 
-        async def handler(request: Call) -> Any:
-            args = request.args
-            vm_id = str(args["params"].get("vmId", "")) if vm_in_params else args["vmID"]
-            ref = self.api.vm(vm_id)
-            return await settled(call(ref, name))
+    @verb("Host", "getVMFullList", returns="[VmDefinition]")
+    async def full_list(self, *, vm_list: VmList) -> list[Any]:
+        """Every VM's definition and status."""
+        return await self.api.gather("definition", vm_list or None)
 
-        return handler
-
-    async def get_stats(self, request: Call) -> list[Any]:
-        """VM.getStats: a one-element list."""
-        return [await settled(call(self.api.vm(request.args["vmID"]), "stats"))]
-
-    async def get_info(self, request: Call) -> Any:
-        """VM.getInfo."""
-        return await settled(call(self.api.vm(request.args["vmID"]), "info"))
-
-    async def vm_list(self, request: Call) -> list[Any]:
-        """Host.getVMList: ids, or {vmId, status} with onlyUUID=false."""
-        if request.args["onlyUUID"]:
-            return self.api.vm_ids(request.args["vmList"] or None)
-        return await self.api.gather("brief", request.args["vmList"] or None)
-
-    async def full_list(self, request: Call) -> list[Any]:
-        """Host.getVMFullList: each VM's status and live domain XML."""
-        return await self.api.gather("definition", request.args["vmList"] or None)
-
-    async def all_stats(self, _request: Call) -> list[Any]:
-        """Host.getAllVmStats."""
+    @verb("Host", "getAllVmStats", returns="[VmStats]")
+    async def all_stats(self) -> list[Any]:
+        """Statistics of every VM."""
         return await self.api.gather("stats")
 
-    async def dumpxmls(self, request: Call) -> dict[str, str]:
-        """Host.dumpxmls: {vmId: domain XML}."""
-        entries = await self.api.gather("definition", request.args["vmList"] or None)
+    @verb("Host", "dumpxmls", returns="{vmId: xml}")
+    async def dumpxmls(self, *, vm_list: VmList) -> dict[str, str]:
+        """The domain XML of each VM."""
+        entries = await self.api.gather("definition", vm_list or None)
         return {entry["vmId"]: entry["xml"] for entry in entries}
 
 
-def vm_verbs(api: VmApi) -> list[Verb]:
-    """Return the VM verbs and the Host verbs that list VMs."""
-    h = VmHandlers(api)
-    vm_list_param = Param(name="vmList", kind=Kind.ARRAY, doc="only these VM ids", default=[])
-    return [
-        Verb(
-            namespace="VM",
-            name="create",
-            doc="Create and start a VM from its domain XML.",
-            params=(
-                Param(name="vmParams", kind=Kind.OBJECT, doc="{xml: domain XML}"),
-                Param(name="vmID", kind=Kind.STR, doc="the VM id (from <uuid>)", default=""),
-            ),
-            handler=h.create,
-            returns="{vmId, status, statusTime, xml}",
-            errors=(VmExists, VmCreateError),
-            timeout=60.0,
-        ),
-        Verb(
-            namespace="VM",
-            name="destroy",
-            doc="Kill the VM and forget it.",
-            params=(VM_ID, Param(name="gracefulAttempts", kind=Kind.INT, doc="ignored", default=1)),
-            handler=h.destroy,
-            errors=(NoSuchVm,),
-            timeout=60.0,
-        ),
-        Verb(
-            namespace="VM",
-            name="shutdown",
-            doc="Shut the guest down (ACPI), forced after timeout.",
-            params=(
-                VM_ID,
-                Param(name="delay", kind=Kind.NUMBER, doc="ignored", default=0),
-                Param(name="message", kind=Kind.STR, doc="ignored", default=""),
-                Param(name="reboot", kind=Kind.BOOL, doc="reboot instead", default=False),
-                Param(name="timeout", kind=Kind.NUMBER, doc="seconds before forcing", default=120),
-                Param(name="force", kind=Kind.BOOL, doc="ignored", default=False),
-            ),
-            handler=h.shutdown,
-            returns="string",
-            errors=(NoSuchVm,),
-            timeout=api.operation_timeout,
-        ),
-        Verb(
-            namespace="VM",
-            name="pause",
-            doc="Pause the VM.",
-            params=(VM_ID,),
-            handler=h.pause,
-            returns="{vmList: {}}",
-            errors=(NoSuchVm,),
-            timeout=api.operation_timeout,
-        ),
-        Verb(
-            namespace="VM",
-            name="cont",
-            doc="Resume a paused VM.",
-            params=(VM_ID,),
-            handler=h.cont,
-            returns="{vmList: {}}",
-            errors=(NoSuchVm,),
-            timeout=api.operation_timeout,
-        ),
-        Verb(
-            namespace="VM",
-            name="reset",
-            doc="Reset the VM.",
-            params=(VM_ID,),
-            handler=h.reset,
-            errors=(NoSuchVm,),
-            timeout=api.operation_timeout,
-        ),
-        *[
-            Verb(
-                namespace="VM",
-                name=name,
-                doc=f"{name}: not supported on this host yet (code 75).",
-                params=(VM_ID, Param(name="params", kind=Kind.OBJECT, doc="ignored", default={})),
-                handler=h.unsupported(name),
-                errors=(NoSuchVm, UnsupportedOperation),
-            )
-            for name in ("migrate", "snapshot")
-        ],
-        *[
-            Verb(
-                namespace="VM",
-                name=name,
-                doc=f"{name}: not supported on this host yet (code 75).",
-                params=(Param(name="params", kind=Kind.OBJECT, doc="{vmId, xml}"),),
-                handler=h.unsupported(name, vm_in_params=True),
-                errors=(NoSuchVm, UnsupportedOperation),
-            )
-            for name in ("hotplugDisk", "hotunplugDisk", "hotplugNic", "hotunplugNic")
-        ],
-        Verb(
-            namespace="VM",
-            name="getStats",
-            doc="The VM's statistics.",
-            params=(VM_ID,),
-            handler=h.get_stats,
-            returns="[VmStats]",
-            errors=(NoSuchVm,),
-        ),
-        Verb(
-            namespace="VM",
-            name="getInfo",
-            doc="The VM's status.",
-            params=(VM_ID,),
-            handler=h.get_info,
-            returns="VmInfo",
-            errors=(NoSuchVm,),
-        ),
-        Verb(
-            namespace="Host",
-            name="getVMList",
-            doc="The VMs on this host.",
-            params=(
-                vm_list_param,
-                Param(name="onlyUUID", kind=Kind.BOOL, doc="ids only", default=True),
-            ),
-            handler=h.vm_list,
-            returns="[UUID] | [{vmId, status}]",
-        ),
-        Verb(
-            namespace="Host",
-            name="getVMFullList",
-            doc="Every VM's definition and status.",
-            params=(vm_list_param,),
-            handler=h.full_list,
-            returns="[VmDefinition]",
-        ),
-        Verb(
-            namespace="Host",
-            name="getAllVmStats",
-            doc="Statistics of every VM.",
-            handler=h.all_stats,
-            returns="[VmStats]",
-        ),
-        Verb(
-            namespace="Host",
-            name="dumpxmls",
-            doc="The domain XML of each VM.",
-            params=(vm_list_param,),
-            handler=h.dumpxmls,
-            returns="{vmId: xml}",
-        ),
-    ]
+def _vm_in(params: dict[str, Any]) -> str:
+    """The VM id the hotplug verbs send inside `params` (`params.vmId`)."""
+    return str(params.get("vmId", ""))

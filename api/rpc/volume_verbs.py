@@ -1,23 +1,39 @@
 """The Volume and Image namespaces (reference/vdsm-wire.md §3.1 Storage, §8).
 
 Every verb needs this host connected to the pool (code 309 otherwise) and the
-domain in it. Changes that VDSM runs on the SPM (create, delete, extend) need the
-SPM role (code 654) and return a task id at once: the work runs on the domain's
-writer, in a task's worker, and its progress is readable while it runs.
+domain in it; each is declared from its typed signature, binds its params into a
+typed message and makes one ask to the pool actor, which checks that and hands the
+message to the domain's actor. Changes that VDSM runs on the SPM (create, delete,
+extend) need the SPM role (code 654) and answer a task id at once: the domain
+checks them (a volume id already taken is refused here), then runs them on its
+writer, their progress readable while they run.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+import pykka
 
 from hostvisor.actors.errors import InvalidArgument
+from hostvisor.actors.storage.domain_ops import (
+    DomainRead,
+    DomainTask,
+    DomainWrite,
+    PrepareImage,
+    SetLegality,
+    SetVolumeDescription,
+    TeardownImage,
+    VolumeInfo,
+    Volumes,
+    VolumeSize,
+)
 from hostvisor.actors.storage.errors import (
-    StorageDomainNotInPool,
     StoragePoolUnknown,
     VolumeAlreadyExists,
     VolumeDoesNotExist,
 )
-from hostvisor.actors.storage.filedomain import FileDomain
+from hostvisor.actors.storage.filevolume import DISK_TYPES
 from hostvisor.actors.storage.model import (
     BLANK_UUID,
     Legality,
@@ -25,17 +41,23 @@ from hostvisor.actors.storage.model import (
     VolumeFormat,
     check_uuid,
 )
-from hostvisor.actors.storage.pool_actor import PoolRecord
-from hostvisor.api.rpc.storage_api import StorageApi
-from hostvisor.api.rpc.verbs import Call, Kind, Param, Verb
-
-VOL = Param(name="volumeID", kind=Kind.STR, doc="the volume's UUID")
-SP = Param(name="storagepoolID", kind=Kind.STR, doc="the pool's UUID")
-SD = Param(name="storagedomainID", kind=Kind.STR, doc="the domain's UUID")
-IMG = Param(name="imageID", kind=Kind.STR, doc="the image's UUID")
-DISK_TYPES = frozenset(
-    {"DATA", "ISOF", "MEMD", "MEMM", "OVFS", "HEVD", "HESD", "HEMD", "HECI", "SCRD"}
+from hostvisor.actors.storage.volume_tasks import (
+    CreateVolume,
+    DeleteImage,
+    DeleteVolume,
+    ExtendVolume,
 )
+from hostvisor.api.rpc.bridge import settled
+from hostvisor.api.rpc.declare import Arg, verb, verbs_of
+from hostvisor.api.rpc.storage_api import StorageApi
+from hostvisor.api.rpc.verbs import Verb
+
+VolId = Annotated[str, Arg("the volume's UUID", wire="volumeID")]
+SpId = Annotated[str, Arg("the pool's UUID", wire="storagepoolID")]
+SdId = Annotated[str, Arg("the domain's UUID", wire="storagedomainID")]
+ImgId = Annotated[str, Arg("the image's UUID", wire="imageID")]
+Ignored = Annotated[bool, Arg("ignored")]
+ERRORS = (StoragePoolUnknown, VolumeDoesNotExist)
 
 
 def _enum(kind: type[Any], value: Any, name: str) -> Any:
@@ -45,314 +67,207 @@ def _enum(kind: type[Any], value: Any, name: str) -> Any:
         raise InvalidArgument(**{name: value}, reason=f"one of {[int(v) for v in kind]}") from None
 
 
-class VolumeHandlers:
-    """The handlers of the Volume and Image verbs, over one `StorageApi`."""
-
-    def __init__(self, api: StorageApi) -> None:
-        """Serve through `api`."""
-        self.api = api
-
-    async def _member(self, args: Any, *, spm: bool = False) -> tuple[Any, PoolRecord]:
-        """The pool (SPM if asked) and check the domain is in it."""
-        sp, sd = args["storagepoolID"], args["storagedomainID"]
-        check_uuid(sd, "storagedomainID")
-        ref, record = await (self.api.spm(sp) if spm else self.api.pool(sp))
-        if sd not in record.domains:
-            raise StorageDomainNotInPool(sdUUID=sd, spUUID=sp)
-        return ref, record
-
-    async def _task(self, args: Any, verb: str, op: str, work: Any) -> str:
-        domain_ref = await self.api.domain(args["storagedomainID"])
-        api = self.api
-
-        def run(context: Any) -> Any:
-            return api.domain_work(domain_ref, op, lambda d: work(d, context))
-
-        return await self.api.submit(verb, run)
-
-    # -- Volume -----------------------------------------------------------------------------
-
-    async def create(self, request: Call) -> str:
-        """Volume.create: a task that makes the volume (ILLEGAL until complete)."""
-        args = request.args
-        await self._member(args, spm=True)
-        img = check_uuid(args["imageID"], "imageID")
-        vol = check_uuid(args["volumeID"], "volumeID")
-        fmt = _enum(VolumeFormat, args["volFormat"], "volFormat")
-        prealloc = _enum(Preallocation, args["preallocate"], "preallocate")
-        disk_type = str(args["diskType"])
-        if disk_type.isdigit():
-            disk_type = "DATA"  # old engines sent 2 for a data disk
-        if disk_type not in DISK_TYPES:
-            raise InvalidArgument(diskType=disk_type, reason=f"one of {sorted(DISK_TYPES)}")
-        size = int(args["size"])
-        if size <= 0 and args["srcVolUUID"] in ("", BLANK_UUID):
-            raise InvalidArgument(size=args["size"], reason="must be > 0 bytes")
-        parent = args["srcVolUUID"] or BLANK_UUID
-        parent_image = args["srcImgUUID"]
-        parent_image = None if parent_image in ("", BLANK_UUID, img) else parent_image
-        existing = await self.api.read(args["storagedomainID"], "volumes", lambda d: d.volumes())
-        if vol in existing:
-            raise VolumeAlreadyExists(volUUID=vol)
-        initial = args["initialSize"]
-
-        def work(domain: FileDomain, context: Any) -> None:
-            domain.create_volume(
-                img,
-                vol,
-                size=size,
-                fmt=fmt,
-                prealloc=prealloc,
-                disk_type=disk_type,
-                description=args["desc"],
-                parent=parent,
-                parent_image=parent_image,
-                initial_size=int(initial) if initial else None,
-                legal=args["legal"],
-                progress=context.progress,
-            )
-
-        return await self._task(args, "createVolume", "create volume", work)
-
-    async def get_info(self, request: Call) -> dict[str, Any]:
-        """Volume.getInfo."""
-        args = request.args
-        await self._member(args)
-        img, vol = args["imageID"], args["volumeID"]
-        info: dict[str, Any] = await self.api.read(
-            args["storagedomainID"], "volume info", lambda d: d.volume_info(img, vol)
-        )
-        return info
-
-    async def get_size(self, request: Call) -> dict[str, str]:
-        """Volume.getSize: {apparentsize, truesize}."""
-        args = request.args
-        await self._member(args)
-        img, vol = args["imageID"], args["volumeID"]
-        size: dict[str, str] = await self.api.read(
-            args["storagedomainID"], "volume size", lambda d: d.volume_size(img, vol)
-        )
-        return size
-
-    async def delete(self, request: Call) -> str:
-        """Volume.delete: a task."""
-        args = request.args
-        await self._member(args, spm=True)
-        img, vol = args["imageID"], args["volumeID"]
-        await self._exists(args)
-        return await self._task(
-            args, "deleteVolume", "delete volume", lambda d, _c: d.delete_volume(img, vol)
-        )
-
-    async def _exists(self, args: Any) -> None:
-        img, vol = args["imageID"], args["volumeID"]
-        volumes = await self.api.read(args["storagedomainID"], "volumes", lambda d: d.volumes(img))
-        if vol not in volumes:
-            raise VolumeDoesNotExist(volUUID=vol, imgUUID=img)
-
-    async def set_legality(self, request: Call) -> bool:
-        """Volume.setLegality."""
-        args = request.args
-        await self._member(args, spm=True)
-        legality = _enum(Legality, args["legality"], "legality")
-        img, vol = args["imageID"], args["volumeID"]
-        await self.api.write(
-            args["storagedomainID"], "set legality", lambda d: d.set_legality(img, vol, legality)
-        )
-        return True
-
-    async def set_description(self, request: Call) -> bool:
-        """Volume.setDescription."""
-        args = request.args
-        await self._member(args, spm=True)
-        img, vol, text = args["imageID"], args["volumeID"], args["description"]
-        await self.api.write(
-            args["storagedomainID"],
-            "set description",
-            lambda d: d.set_volume_description(img, vol, text),
-        )
-        return True
-
-    async def extend_size(self, request: Call) -> str:
-        """Volume.extendSize: a task that grows the volume."""
-        args = request.args
-        await self._member(args, spm=True)
-        img, vol, size = args["imageID"], args["volumeID"], int(args["newSize"])
-        await self._exists(args)
-        return await self._task(
-            args, "extendVolumeSize", "extend volume", lambda d, _c: d.extend_volume(img, vol, size)
-        )
-
-    # -- Image ------------------------------------------------------------------------------
-
-    async def prepare(self, request: Call) -> dict[str, Any]:
-        """Image.prepare: check the chain; answer the leaf's path."""
-        args = request.args
-        await self._member(args)
-        img, vol, allow = args["imageID"], args["volumeID"], args["allowIllegal"]
-        path = await self.api.read(
-            args["storagedomainID"],
-            "prepare",
-            lambda d: d.prepare_image(img, vol, allow_illegal=allow),
-        )
-        return {"path": str(path)}
-
-    async def teardown(self, request: Call) -> bool:
-        """Image.teardown."""
-        args = request.args
-        await self._member(args)
-        img, vol = args["imageID"], args["volumeID"] or None
-        await self.api.read(
-            args["storagedomainID"], "teardown", lambda d: d.teardown_image(img, vol)
-        )
-        return True
-
-    async def delete_image(self, request: Call) -> str:
-        """Image.delete: a task that removes every volume of the image."""
-        args = request.args
-        await self._member(args, spm=True)
-        img = args["imageID"]
-        await self.api.read(args["storagedomainID"], "volumes", lambda d: d.volumes(img))
-        return await self._task(
-            args, "deleteImage", "delete image", lambda d, _c: d.delete_image(img)
-        )
-
-    async def image_volumes(self, request: Call) -> list[str]:
-        """Image.getVolumes."""
-        args = request.args
-        await self._member(args)
-        img = args["imageID"]
-        volumes: list[str] = await self.api.read(
-            args["storagedomainID"], "volumes", lambda d: d.volumes(img)
-        )
-        return volumes
+def _disk_type(value: Any) -> str:
+    disk_type = str(value)
+    if disk_type.isdigit():
+        return "DATA"  # old engines sent 2 for a data disk
+    if disk_type not in DISK_TYPES:
+        raise InvalidArgument(diskType=disk_type, reason=f"one of {sorted(DISK_TYPES)}")
+    return disk_type
 
 
 def volume_verbs(api: StorageApi) -> list[Verb]:
     """Return the Volume and Image verbs."""
-    h = VolumeHandlers(api)
-    ids = (VOL, SP, SD, IMG)
-    errors = (StoragePoolUnknown, VolumeDoesNotExist)
+    return verbs_of(VolumeHandlers(api))
 
-    def verb(
-        namespace: str, name: str, doc: str, handler: Any, *params: Param, **extra: Any
-    ) -> Verb:
-        return Verb(
-            namespace=namespace,
-            name=name,
-            doc=doc,
-            params=params,
-            handler=handler,
-            errors=extra.pop("errors", errors),
-            **extra,
-        )
 
-    ignored = (
-        Param(name="postZero", kind=Kind.BOOL, doc="ignored", default=False),
-        Param(name="force", kind=Kind.BOOL, doc="ignored", default=False),
-        Param(name="discard", kind=Kind.BOOL, doc="ignored", default=False),
+class VolumeHandlers:
+    """The handlers of the Volume and Image verbs, over one `StorageApi` (the API loop)."""
+
+    def __init__(self, api: StorageApi) -> None:
+        """Serve through `api`."""
+        self.client = api.client
+
+    def _read(self, sp: str, sd: str, op: DomainRead[Any]) -> pykka.Future[Any]:
+        return self.client.pool().member_read(sp, sd, op)
+
+    async def _write(self, sp: str, sd: str, op: DomainWrite[Any]) -> bool:
+        await settled(self.client.pool().member_write(sp, sd, op))
+        return True
+
+    def _task(self, sp: str, sd: str, op: DomainTask) -> pykka.Future[Any]:
+        return self.client.pool().member_task(sp, sd, op)
+
+    # -- Volume -----------------------------------------------------------------------------
+
+    @verb(
+        "Volume",
+        "create",
+        doc="Create a volume (SPM; a task).",
+        returns="task id",
+        errors=(VolumeAlreadyExists, StoragePoolUnknown),
     )
-    return [
-        verb(
-            "Volume",
-            "create",
-            "Create a volume (SPM; a task).",
-            h.create,
-            *ids,
-            Param(name="size", kind=Kind.INT, doc="capacity in bytes"),
-            Param(name="volFormat", kind=Kind.INT, doc="4 COW, 5 RAW"),
-            Param(name="preallocate", kind=Kind.INT, doc="1 PREALLOCATED, 2 SPARSE"),
-            Param(name="diskType", kind=Kind.STR_OR_INT, doc="DATA, ISOF, ...", default="DATA"),
-            Param(name="desc", kind=Kind.STR, doc="description", default=""),
-            Param(name="srcImgUUID", kind=Kind.STR, doc="the parent's image", default=BLANK_UUID),
-            Param(name="srcVolUUID", kind=Kind.STR, doc="the parent volume", default=BLANK_UUID),
-            Param(name="initialSize", kind=Kind.STR_OR_INT, doc="bytes to allocate", default=""),
-            Param(name="addBitmaps", kind=Kind.BOOL, doc="ignored", default=False),
-            Param(name="legal", kind=Kind.BOOL, doc="LEGAL when created", default=True),
-            Param(name="sequence", kind=Kind.INT, doc="ignored", default=0),
-            Param(name="bitmap", kind=Kind.STR, doc="ignored", default=""),
-            returns="task id",
-            errors=(VolumeAlreadyExists, StoragePoolUnknown),
-        ),
-        verb("Volume", "getInfo", "The volume's metadata.", h.get_info, *ids, returns="VolumeInfo"),
-        verb(
-            "Volume", "getSize", "The volume's sizes.", h.get_size, *ids, returns="VolumeSizeInfo"
-        ),
-        verb(
-            "Volume",
-            "delete",
-            "Delete a volume (SPM; a task).",
-            h.delete,
-            *ids,
-            *ignored,
-            returns="task id",
-        ),
-        verb(
-            "Volume",
-            "setLegality",
-            "Mark the volume LEGAL or ILLEGAL.",
-            h.set_legality,
-            *ids,
-            Param(name="legality", kind=Kind.STR, doc="LEGAL or ILLEGAL"),
-        ),
-        verb(
-            "Volume",
-            "setDescription",
-            "Describe the volume.",
-            h.set_description,
-            *ids,
-            Param(name="description", kind=Kind.STR, doc="the text"),
-        ),
-        verb(
-            "Volume",
-            "extendSize",
-            "Grow the volume (SPM; a task).",
-            h.extend_size,
-            *ids,
-            Param(name="newSize", kind=Kind.INT, doc="new capacity in bytes"),
-            returns="task id",
-        ),
-        verb(
-            "Image",
-            "prepare",
-            "Check the chain; the leaf's path.",
-            h.prepare,
-            IMG,
-            SP,
-            SD,
-            VOL,
-            Param(name="allowIllegal", kind=Kind.BOOL, doc="also an ILLEGAL chain", default=False),
-            returns="{path}",
-        ),
-        verb(
-            "Image",
-            "teardown",
-            "Release a prepared image.",
-            h.teardown,
-            IMG,
-            SP,
-            SD,
-            Param(name="volumeID", kind=Kind.STR, doc="the leaf", default=""),
-        ),
-        verb(
-            "Image",
-            "delete",
-            "Delete the image (SPM; a task).",
-            h.delete_image,
-            IMG,
-            SP,
-            SD,
-            *ignored,
-            returns="task id",
-        ),
-        verb(
-            "Image",
-            "getVolumes",
-            "The image's volumes.",
-            h.image_volumes,
-            IMG,
-            SP,
-            SD,
-            returns="[UUID]",
-        ),
-    ]
+    def create(  # noqa: PLR0913 - the verb's own params
+        self,
+        *,
+        vol: VolId,
+        sp: SpId,
+        sd: SdId,
+        img: ImgId,
+        size: Annotated[int, Arg("capacity in bytes")],
+        fmt: Annotated[int, Arg("4 COW, 5 RAW", wire="volFormat")],
+        prealloc: Annotated[int, Arg("1 PREALLOCATED, 2 SPARSE", wire="preallocate")],
+        disk_type: Annotated[str | int, Arg("DATA, ISOF, ...", wire="diskType")] = "DATA",
+        desc: Annotated[str, Arg("description")] = "",
+        parent_img: Annotated[str, Arg("the parent's image", wire="srcImgUUID")] = BLANK_UUID,
+        parent: Annotated[str, Arg("the parent volume", wire="srcVolUUID")] = BLANK_UUID,
+        initial: Annotated[str | int, Arg("bytes to allocate", wire="initialSize")] = "",
+        add_bitmaps: Annotated[bool, Arg("ignored", wire="addBitmaps")] = False,  # noqa: ARG002
+        legal: Annotated[bool, Arg("LEGAL when created")] = True,
+        sequence: Annotated[int, Arg("ignored")] = 0,  # noqa: ARG002
+        bitmap: Annotated[str, Arg("ignored")] = "",  # noqa: ARG002
+    ) -> pykka.Future[Any]:
+        """Volume.create: a task that makes the volume (ILLEGAL until complete)."""
+        img = check_uuid(img, "imageID")
+        if size <= 0 and parent in ("", BLANK_UUID):
+            raise InvalidArgument(size=size, reason="must be > 0 bytes")
+        op = CreateVolume(
+            img=img,
+            vol=check_uuid(vol, "volumeID"),
+            size=size,
+            fmt=_enum(VolumeFormat, fmt, "volFormat"),
+            prealloc=_enum(Preallocation, prealloc, "preallocate"),
+            disk_type=_disk_type(disk_type),
+            description=desc,
+            parent=parent or BLANK_UUID,
+            parent_image=None if parent_img in ("", BLANK_UUID, img) else parent_img,
+            initial_size=int(initial) if initial else None,
+            legal=legal,
+        )
+        return self._task(sp, sd, op)
+
+    @verb("Volume", "getInfo", doc="The volume's metadata.", returns="VolumeInfo", errors=ERRORS)
+    def get_info(self, *, vol: VolId, sp: SpId, sd: SdId, img: ImgId) -> pykka.Future[Any]:
+        """Volume.getInfo."""
+        return self._read(sp, sd, VolumeInfo(img=img, vol=vol))
+
+    @verb("Volume", "getSize", doc="The volume's sizes.", returns="VolumeSizeInfo", errors=ERRORS)
+    def get_size(self, *, vol: VolId, sp: SpId, sd: SdId, img: ImgId) -> pykka.Future[Any]:
+        """Volume.getSize: {apparentsize, truesize}."""
+        return self._read(sp, sd, VolumeSize(img=img, vol=vol))
+
+    @verb(
+        "Volume", "delete", doc="Delete a volume (SPM; a task).", returns="task id", errors=ERRORS
+    )
+    def delete(  # noqa: PLR0913 - the verb's own params
+        self,
+        *,
+        vol: VolId,
+        sp: SpId,
+        sd: SdId,
+        img: ImgId,
+        post_zero: Annotated[bool, Arg("ignored", wire="postZero")] = False,  # noqa: ARG002
+        force: Ignored = False,  # noqa: ARG002
+        discard: Ignored = False,  # noqa: ARG002
+    ) -> pykka.Future[Any]:
+        """Volume.delete: a task."""
+        return self._task(sp, sd, DeleteVolume(img=img, vol=vol))
+
+    @verb("Volume", "setLegality", doc="Mark the volume LEGAL or ILLEGAL.", errors=ERRORS)
+    async def set_legality(
+        self,
+        *,
+        vol: VolId,
+        sp: SpId,
+        sd: SdId,
+        img: ImgId,
+        legality: Annotated[str, Arg("LEGAL or ILLEGAL")],
+    ) -> bool:
+        """Volume.setLegality."""
+        value = _enum(Legality, legality, "legality")
+        return await self._write(sp, sd, SetLegality(img=img, vol=vol, legality=value))
+
+    @verb("Volume", "setDescription", doc="Describe the volume.", errors=ERRORS)
+    async def set_description(
+        self,
+        *,
+        vol: VolId,
+        sp: SpId,
+        sd: SdId,
+        img: ImgId,
+        description: Annotated[str, Arg("the text")],
+    ) -> bool:
+        """Volume.setDescription."""
+        return await self._write(sp, sd, SetVolumeDescription(img=img, vol=vol, text=description))
+
+    @verb(
+        "Volume",
+        "extendSize",
+        doc="Grow the volume (SPM; a task).",
+        returns="task id",
+        errors=ERRORS,
+    )
+    def extend_size(
+        self,
+        *,
+        vol: VolId,
+        sp: SpId,
+        sd: SdId,
+        img: ImgId,
+        size: Annotated[int, Arg("new capacity in bytes", wire="newSize")],
+    ) -> pykka.Future[Any]:
+        """Volume.extendSize: a task that grows the volume."""
+        return self._task(sp, sd, ExtendVolume(img=img, vol=vol, size=size))
+
+    # -- Image ------------------------------------------------------------------------------
+
+    @verb(
+        "Image", "prepare", doc="Check the chain; the leaf's path.", returns="{path}", errors=ERRORS
+    )
+    async def prepare(
+        self,
+        *,
+        img: ImgId,
+        sp: SpId,
+        sd: SdId,
+        vol: VolId,
+        allow_illegal: Annotated[bool, Arg("also an ILLEGAL chain", wire="allowIllegal")] = False,
+    ) -> dict[str, Any]:
+        """Image.prepare: check the chain; answer the leaf's path."""
+        op = PrepareImage(img=img, vol=vol, allow_illegal=allow_illegal)
+        path = await settled(self._read(sp, sd, op))
+        return {"path": str(path)}
+
+    @verb("Image", "teardown", doc="Release a prepared image.", errors=ERRORS)
+    async def teardown(
+        self,
+        *,
+        img: ImgId,
+        sp: SpId,
+        sd: SdId,
+        vol: Annotated[str, Arg("the leaf", wire="volumeID")] = "",
+    ) -> bool:
+        """Image.teardown."""
+        await settled(self._read(sp, sd, TeardownImage(img=img, vol=vol or None)))
+        return True
+
+    @verb(
+        "Image", "delete", doc="Delete the image (SPM; a task).", returns="task id", errors=ERRORS
+    )
+    def delete_image(
+        self,
+        *,
+        img: ImgId,
+        sp: SpId,
+        sd: SdId,
+        post_zero: Annotated[bool, Arg("ignored", wire="postZero")] = False,  # noqa: ARG002
+        force: Ignored = False,  # noqa: ARG002
+        discard: Ignored = False,  # noqa: ARG002
+    ) -> pykka.Future[Any]:
+        """Image.delete: a task that removes every volume of the image."""
+        return self._task(sp, sd, DeleteImage(img=img))
+
+    @verb("Image", "getVolumes", doc="The image's volumes.", returns="[UUID]", errors=ERRORS)
+    def image_volumes(self, *, img: ImgId, sp: SpId, sd: SdId) -> pykka.Future[Any]:
+        """Image.getVolumes."""
+        return self._read(sp, sd, Volumes(img=img))

@@ -15,11 +15,11 @@ import pytest
 from harness.vms import td_domain_xml, write_test_node
 from harness.waiting import wait_for
 from hostvisor.actors.actor import ask, call
-from hostvisor.actors.vm.board import Post
+from hostvisor.actors.guest.board import Post
+from hostvisor.actors.vm.addresses import VM_BOARD
 from hostvisor.api.embedded import EmbeddedHost
 from hostvisor.supervision.config import load_config
 from hostvisor.supervision.supervisor import RestartChild, TerminateChild
-from hostvisor.supervision.tree import VM_BOARD
 
 COUNT = 20
 

@@ -6,7 +6,6 @@ absent). Every wait is on an event or on a condition with a deadline.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import time
@@ -21,11 +20,13 @@ import pytest
 from harness.guests import Guests, StatusEvents, qemu_pid
 from harness.hosts import VM_TEST_SETTINGS, embedded_host
 from harness.waiting import wait_for
-from hostvisor.actors.actor import CallbackFuture
+from hostvisor.actors.actor import WorkDone
+from hostvisor.actors.clock import ManualClock, MonotonicClock
 from hostvisor.actors.events import notify_time
-from hostvisor.actors.vm.actor import Done
+from hostvisor.actors.vm.addresses import vm_path
 from hostvisor.api.client import Client, ServerError
 from hostvisor.api.embedded import EmbeddedHost
+from hostvisor.supervision.config import load_config
 
 pytestmark = [pytest.mark.kvm, pytest.mark.libvirt]
 
@@ -140,7 +141,7 @@ def test_a_vm_launched_paused_is_paused_and_never_up_before(cli: Client, guests:
     entry, _params = events.next(vm_id)
     assert entry["status"] == "Paused"  # WaitForLaunch -> Paused, no Up in between
     assert _status(cli, vm_id) == "Paused"
-    before_cont = notify_time()  # the host runs in this process: the same clock
+    before_cont = notify_time(MonotonicClock())  # the host runs in this process on it
     cli.VM.cont(vmID=vm_id)
     entry, _params = events.next(vm_id)
     assert entry["status"] == "Up"
@@ -206,7 +207,7 @@ def test_a_crashed_vm_actor_is_restarted_from_libvirt_and_the_guest_is_untouched
     cli.VM.create(vmID=vm_id, vmParams={"xml": xml})
     assert events.next(vm_id)[0]["status"] == "Up"
     pid = qemu_pid(embed_root, "phoenix", vm_id)
-    path = f"vms/{vm_id}"
+    path = vm_path(vm_id)
     first = host.registry.lookup(path)
     started = wait_for(
         lambda: (elapsed := int(cli.VM.getStats(vmID=vm_id)[0]["elapsedTime"])) >= 1 and elapsed,
@@ -218,7 +219,7 @@ def test_a_crashed_vm_actor_is_restarted_from_libvirt_and_the_guest_is_untouched
         raise RuntimeError("a bug in a VmActor handler")
 
     # A tell whose handler raises something that is not a HostvisorError is a crash.
-    first.tell(Done(CallbackFuture(), 0, crash))
+    first.tell(WorkDone(then=crash, outcome=None))
 
     restarted = wait_for(
         lambda: (ref := host.registry.get(path)) is not None and ref is not first and ref,
@@ -246,57 +247,75 @@ def test_a_crashed_vm_actor_is_restarted_from_libvirt_and_the_guest_is_untouched
 
 # -- Powering up ----------------------------------------------------------------------------
 
-POWERING_UP = 1.5
+POWERING_UP = 60.0
+"""VDSM's: now affordable, since the test moves the host's clock instead of waiting."""
 
 
 @pytest.fixture
-def slow_cli(host: EmbeddedHost, cli: Client, monkeypatch: pytest.MonkeyPatch) -> Client:
-    """`cli`, on a host whose new VMs report "Powering up" for 1.5 s.
+def manual(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[EmbeddedHost, ManualClock, Client]]:
+    """A host on a clock the test moves, whose new VMs report "Powering up" for 60 s.
 
-    The same host with its config swapped for this test (VM child specs read it when a
-    VM is created): every qemu:///embed connection a process opens registers libvirt's
-    QEMU driver again, and a process can register only about 16.
+    libvirt's test driver runs its guests: "Powering up" is the agent's own clock,
+    not the guest's, and a second qemu:///embed root would register libvirt's QEMU
+    driver again (a process can register only about 16).
     """
-    config = dataclasses.replace(host.tree.config, vm_powering_up_seconds=POWERING_UP)
-    monkeypatch.setattr(host.tree, "config", config)
-    return cli
+    clock = ManualClock(start=1000.0)
+    settings = {**VM_TEST_SETTINGS, "vm_powering_up_seconds": POWERING_UP}
+    config = load_config(
+        state_dir=tmp_path_factory.mktemp("manual"),
+        libvirt_uri="test:///default",
+        management_port=0,
+        **settings,
+    )
+    with EmbeddedHost(config, clock=clock) as host, host.client() as client:
+        try:
+            yield host, clock, client
+        finally:
+            _destroy_all(client)
 
 
-def test_a_started_vm_is_powering_up_then_up(slow_cli: Client, guests: Guests):
+def test_a_started_vm_is_powering_up_then_up(manual: Any, guests: Guests):
+    _host, clock, slow_cli = manual
     events = StatusEvents(slow_cli)
     vm_id, xml = guests.xml("booting")
 
     slow_cli.VM.create(vmID=vm_id, vmParams={"xml": xml})
 
     entry, _params = events.next(vm_id)
-    announced = time.monotonic()
+    announced = int(entry["statusTime"])
     assert entry["status"] == "Powering up"
-    assert _status(slow_cli, vm_id) in {"Powering up", "Up"}  # Up only on a very slow machine
-    wait_for(lambda: _status(slow_cli, vm_id) == "Up", POWERING_UP + 10, "Up")
+    assert _status(slow_cli, vm_id) == "Powering up"
+    clock.advance(POWERING_UP - 1)
+    assert _status(slow_cli, vm_id) == "Powering up"
+    clock.advance(1)
+    wait_for(lambda: _status(slow_cli, vm_id) == "Up", 10, "Up")
     # The end of "Powering up" is a status change too, and is announced.
-    entry, _params = events.next(vm_id, timeout=POWERING_UP + 10)
+    entry, _params = events.next(vm_id, timeout=10)
     assert entry["status"] == "Up"
-    assert time.monotonic() - announced >= POWERING_UP - 0.5
+    assert int(entry["statusTime"]) - announced >= POWERING_UP * 1000  # milliseconds
 
 
-def test_a_restarted_vm_actor_does_not_power_up_again(
-    host: EmbeddedHost, slow_cli: Client, guests: Guests
-):
+def test_a_restarted_vm_actor_does_not_power_up_again(manual: Any, guests: Guests):
+    host, clock, slow_cli = manual
     events = StatusEvents(slow_cli)
     vm_id, xml = guests.xml("steady")
     slow_cli.VM.create(vmID=vm_id, vmParams={"xml": xml})
-    assert events.until(vm_id, "Up", timeout=POWERING_UP + 30)[0]["status"] == "Powering up"
-    path = f"vms/{vm_id}"
+    assert events.next(vm_id)[0]["status"] == "Powering up"
+    clock.advance(POWERING_UP)
+    assert events.until(vm_id, "Up", timeout=30)[-1]["status"] == "Up"
+    path = vm_path(vm_id)
     first = host.registry.lookup(path)
 
     def crash(_result: object) -> None:
         raise RuntimeError("a bug in a VmActor handler")
 
-    first.tell(Done(CallbackFuture(), 0, crash))
+    first.tell(WorkDone(then=crash, outcome=None))
     wait_for(
         lambda: (ref := host.registry.get(path)) is not None and ref is not first,
         10,
         "the restart",
     )
 
-    assert _status(slow_cli, vm_id) == "Up"  # not "Powering up" for another 1.5 s
+    assert _status(slow_cli, vm_id) == "Up"  # not "Powering up" for another 60 s

@@ -33,9 +33,10 @@ from harness.vms import (
     write_test_node,
 )
 from harness.waiting import wait_for
-from hostvisor.api import embedded
 from hostvisor.api.client import ServerError, connect
 from hostvisor.api.embedded import EmbeddedHost
+from hostvisor.api.front import FRONT
+from hostvisor.supervision.branches.vms import VmsBranch
 from hostvisor.supervision.config import load_config
 
 RECOVERING = 99
@@ -154,14 +155,14 @@ def test_the_api_answers_99_until_recovery_is_done(tmp_path: Path, monkeypatch):
     uri = write_test_node(tmp_path / "node.xml", domains)
     release = threading.Event()
     recovering = threading.Event()
-    real_recover = embedded.recover_vms
+    real_recover = VmsBranch.recover
 
-    def held_recover(tree: Any) -> int:
+    def held_recover(branch: VmsBranch) -> int:
         recovering.set()
         assert release.wait(30)
-        return real_recover(tree)
+        return real_recover(branch)
 
-    monkeypatch.setattr(embedded, "recover_vms", held_recover)
+    monkeypatch.setattr(VmsBranch, "recover", held_recover)
     config = load_config(
         state_dir=tmp_path / "state",
         libvirt_uri=uri,
@@ -173,6 +174,8 @@ def test_the_api_answers_99_until_recovery_is_done(tmp_path: Path, monkeypatch):
     starting.start()
     try:
         assert recovering.wait(30)
+        # The branches start in order and the API last; recovery runs beside them.
+        wait_for(lambda: host.registry.get(FRONT), 30, "the API to listen", 0.01)
         with host.client(timeout=10) as cli:
             for call in (
                 lambda: cli.Host.getVMList(onlyUUID=False),

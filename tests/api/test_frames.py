@@ -6,6 +6,8 @@ import pytest
 
 from hostvisor.api.stomp.frames import Frame, FrameError, FrameParser, Limits, encode
 
+pytestmark = pytest.mark.unit
+
 
 def parse(data: bytes, limits: Limits | None = None) -> list[Frame]:
     parser = FrameParser(limits)

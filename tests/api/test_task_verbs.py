@@ -15,8 +15,9 @@ import pytest
 
 from harness.hosts import embedded_host
 from harness.waiting import wait_for
-from hostvisor.actors.actor import call
+from hostvisor.actors.storage.addresses import TASKS
 from hostvisor.actors.storage.errors import VolumeDoesNotExist
+from hostvisor.actors.storage.proxy import TaskProxy
 from hostvisor.actors.storage.tasks import TaskContext, Work
 from hostvisor.api.client import Client, ServerError
 from hostvisor.api.embedded import EmbeddedHost
@@ -40,8 +41,8 @@ def cli(host: EmbeddedHost) -> Iterator[Client]:
 
 
 def submit(host: EmbeddedHost, verb: str, work: Work, **kwargs: Any) -> str:
-    manager = host.registry.lookup("storage/tasks")
-    task_id: str = call(manager, "submit", verb, work, **kwargs).get(timeout=5)
+    manager = TaskProxy(host.registry.lookup(TASKS))
+    task_id: str = manager.submit(verb, work, **kwargs).get(timeout=5)
     return task_id
 
 
@@ -149,7 +150,7 @@ def test_progress_is_readable_while_the_task_runs(host: EmbeddedHost, cli: Clien
 
 
 def test_jobs_are_listed_with_host_get_jobs(host: EmbeddedHost, cli: Client):
-    manager = host.registry.lookup("storage/tasks")
+    manager = TaskProxy(host.registry.lookup(TASKS))
     release = threading.Event()
     job_id = "7f7f0000-0000-4000-8000-00000000abcd"
 
@@ -157,7 +158,7 @@ def test_jobs_are_listed_with_host_get_jobs(host: EmbeddedHost, cli: Client):
         ctx.progress(0.5)
         release.wait(WAIT)
 
-    call(manager, "submit_job", job_id, work, description="copy_data").get(timeout=5)
+    manager.submit_job(job_id, work, description="copy_data").get(timeout=5)
     running = wait_for(
         lambda: (j := cli.Host.getJobs(job_ids=[job_id]).get(job_id)) and "progress" in j and j,
         WAIT,

@@ -12,9 +12,9 @@ from hostvisor.actors.container.engine import epoch_ns, event_of, state_of
 from hostvisor.actors.container.lifecycle import exit_of, status_of
 from hostvisor.actors.container.spec import LABEL_VM_ID, container_spec
 from hostvisor.actors.container.stats import ContainerSample, CpuLimits, container_stats
+from hostvisor.actors.guest.status import ExitCode, ExitReason, VmStatus
 from hostvisor.actors.vm import domxml
 from hostvisor.actors.vm.errors import VmCreateError
-from hostvisor.actors.vm.status import ExitCode, ExitReason, VmStatus
 
 
 def _spec(**options):

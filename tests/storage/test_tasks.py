@@ -313,12 +313,15 @@ def test_stopping_the_manager_aborts_running_works():
     link = Link(path="storage/tasks")
     ref = TaskManager.spawn(link, workers=2)
     seen_abort = threading.Event()
+    running = threading.Event()
 
     def work(ctx: TaskContext) -> None:
+        running.set()
         if ctx.aborted.wait(WAIT):
             seen_abort.set()
 
     ask(ref, "submit", "copyImage", work)
+    assert running.wait(WAIT)  # a work still queued is not run at all
     ref.stop(timeout=5)
     assert seen_abort.wait(WAIT)
 
@@ -381,7 +384,7 @@ def test_a_failed_job_carries_its_error_and_an_aborted_job_says_so(
 
 def test_finished_jobs_are_forgotten_after_the_autodelete_delay():
     link = Link(path="storage/tasks")
-    ref = TaskManager.spawn(link, job_autodelete=0.2, timers=Timers("test-timers"))
+    ref = TaskManager.spawn(link, job_autodelete=0.2, timers=Timers(name="test-timers"))
     try:
         ask(ref, "submit_job", "j", lambda _ctx: None)
         wait_for(lambda: "j" not in ask(ref, "jobs"), WAIT, "the job to be forgotten")

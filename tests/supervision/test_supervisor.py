@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +24,12 @@ from hostvisor.actors.errors import (
 from hostvisor.supervision.clock import ManualClock
 from hostvisor.supervision.registry import ROOT, Registry, RestartInfo
 from hostvisor.supervision.spec import ChildSpec, Restart, Strategy, SupervisorFlags
-from hostvisor.supervision.supervisor import Supervisor, SupervisorHandle, supervisor_spec
+from hostvisor.supervision.supervisor import (
+    Supervisor,
+    SupervisorHandle,
+    gc_paused,
+    supervisor_spec,
+)
 
 
 class Tree:
@@ -294,6 +300,80 @@ def test_dynamic_children_start_terminate_restart_delete(tree: Tree, journal: Jo
     with pytest.raises(NotFound):
         sup.terminate_child("vm-1")
     assert [c.id for c in sup.which_children()] == ["vm-2"]
+
+
+def test_start_children_answers_each_spec_in_order(tree: Tree, journal: Journal):
+    sup = tree.start()
+    sup.start_child(spec("vm-0", journal))
+    specs = [
+        spec("vm-1", journal),
+        spec("vm-2", journal, fail_start=lambda: True),
+        spec("vm-0", journal),
+        spec("vm-3", journal),
+    ]
+    answers = sup.start_children(specs)
+    assert answers[0] == "vm-1"
+    assert isinstance(answers[1], StartFailed)
+    assert isinstance(answers[2], AlreadyExists)
+    assert answers[3] == "vm-3"
+    assert [c.id for c in sup.which_children()] == ["vm-0", "vm-1", "vm-3"]
+    assert ask(tree.ref_of("vm-3"), Ping(), timeout=5) == "pong"
+    assert tree.registry.get("vm-2") is None
+    assert tree.registry.status(ROOT).children == ("vm-0", "vm-1", "vm-3")
+    assert gc.isenabled()
+
+
+def test_start_children_of_many_registers_every_child(tree: Tree, journal: Journal):
+    sup = tree.start().with_timeout(30)
+    count = 300
+    answers = sup.start_children([spec(f"vm-{n}", journal) for n in range(count)])
+    assert answers == [f"vm-{n}" for n in range(count)]
+    assert len(tree.registry.status(ROOT).children) == count
+    assert all(tree.registry.get(f"vm-{n}") is not None for n in range(count))
+    assert gc.isenabled()
+
+
+def test_gc_paused_nests_across_threads_and_restores_the_collector():
+    assert gc.isenabled()
+    inside = threading.Event()
+    release = threading.Event()
+    seen: list[bool] = []
+
+    def other() -> None:
+        with gc_paused():
+            inside.set()
+            release.wait(5)
+            seen.append(gc.isenabled())
+
+    thread = threading.Thread(target=other)
+    with gc_paused():
+        thread.start()
+        assert inside.wait(5)
+        assert not gc.isenabled()
+    assert not gc.isenabled(), "the other thread still pauses it"
+    release.set()
+    thread.join(5)
+    assert seen == [False]
+    assert gc.isenabled()
+
+
+def test_gc_paused_leaves_a_disabled_collector_and_frozen_objects_alone():
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with gc_paused():
+            pass
+        assert gc.get_freeze_count() == frozen
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
 
 
 def test_invalid_specs_are_refused_before_anything_starts(tree: Tree, journal: Journal):

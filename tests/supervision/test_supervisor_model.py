@@ -18,6 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from harness.probes import Crash, ExitWith, Journal, Ping, probe_start
 from hostvisor.actors.actor import Exit, ExitReason, Link, ask
+from hostvisor.actors.errors import AlreadyExists
 from hostvisor.supervision.clock import ManualClock
 from hostvisor.supervision.registry import ROOT, Registry
 from hostvisor.supervision.spec import ChildSpec, Restart, SupervisorFlags
@@ -69,6 +70,23 @@ class SupervisorModel(RuleBasedStateMachine):
             ChildSpec(id=name, start=probe_start(name, self.journal), restart=restart)
         )
         self.live[name] = self.known[name] = restart
+
+    @precondition(lambda self: not self.dead and len(self.known) < len(ALL_NAMES))
+    @rule(data=st.data(), restart=RESTARTS, again=st.booleans())
+    def start_many(self, data: st.DataObject, restart: Restart, again: bool) -> None:
+        free = sorted(set(ALL_NAMES) - set(self.known))
+        names = data.draw(st.lists(st.sampled_from(free), min_size=1, unique=True))
+        twice = data.draw(st.sampled_from(sorted(self.known))) if again and self.known else None
+        specs = [
+            ChildSpec(id=name, start=probe_start(name, self.journal), restart=restart)
+            for name in [*names, *([twice] if twice else [])]
+        ]
+        answers = self.sup.start_children(specs)
+        assert answers[: len(names)] == names
+        if twice:
+            assert isinstance(answers[-1], AlreadyExists)
+        for name in names:
+            self.live[name] = self.known[name] = restart
 
     @precondition(lambda self: not self.dead and self.live)
     @rule(data=st.data(), how=st.sampled_from(["crash", "crash", "normal"]))

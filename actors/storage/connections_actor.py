@@ -1,0 +1,256 @@
+"""ConnectionsActor: owns this host's storage mounts and their store (connections.json).
+
+    caller ──connect(conns)──────▶ actor ──Serial──▶ worker: mount/link each, persist each
+    caller ──disconnect(conns)───▶ actor ──Serial──▶ worker: stop its domains' actors,
+                                                      unmount/unlink, forget each
+    caller ──adopt(sd)───────────▶ actor ──Serial──▶ worker: find it on a mount, start its actor
+    caller ──create_domain(req)──▶ actor ──Serial──▶ worker: lay it out, start its actor
+    caller ──scan()──────────────▶ actor ──run_off─▶ worker: every domain on the mounts
+
+Every change of the mounts and of `connections.json` runs on one queue, in the
+order asked, off the actor's thread (mount(8) can hang on a dead server): two
+storms of connects and disconnects leave the store exactly as the last answer
+says, and a domain is never adopted from a mount being taken away. The store is
+read once in `on_start` (the source of truth of what to reconnect) and then kept
+in memory, written through on each change.
+
+The statuses are VDSM's (see actors/storage/connections.py): 0 connected, else the
+storage error's code, one per connection, never an exception for a storage failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hostvisor.actors.actor import Actor, CallbackFuture
+from hostvisor.actors.storage.connections import (
+    ConnectionStore,
+    ServerConnection,
+    connect,
+    connected_roots,
+    disconnect,
+    normalize_spec,
+)
+from hostvisor.actors.storage.domain_ops import pool_of
+from hostvisor.actors.storage.errors import StorageDomainFSNotMounted, StorageDomainTypeError
+from hostvisor.actors.storage.filedomain import FileDomain
+from hostvisor.actors.storage.model import FILE_DOMAIN_TYPES, DomainType, mount_point
+from hostvisor.actors.storage.pool_model import CreateDomain
+from hostvisor.actors.storage.serial import Serial, done, settle
+
+log = logging.getLogger(__name__)
+
+Status = dict[str, Any]
+"""{id, status}: one connection's answer."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DomainChildren:
+    """How the connections actor starts and stops domain actors (under `storage/domains`).
+
+    Attributes:
+        running: the ids of the domains that have an actor (a registry read; any thread).
+        start: start an actor for each domain that has none; return how many have
+            one now (blocks: call it from a worker).
+        stop: stop and forget one domain's actor (blocks: call it from a worker).
+    """
+
+    running: Callable[[], set[str]]
+    start: Callable[[Sequence[FileDomain]], int]
+    stop: Callable[[str], None]
+
+
+class ConnectionsActor(Actor):
+    """Owns the storage server connections, their mounts and their store.
+
+    Args:
+        store: the persisted connections.
+        mount_root: where connections appear (the data-center mount root).
+        domains: how domain actors are started and stopped.
+    """
+
+    def __init__(
+        self, *, store: ConnectionStore, mount_root: Path, domains: DomainChildren
+    ) -> None:
+        """Remember the collaborators; read the store in `on_start`."""
+        super().__init__()
+        self._store = store
+        self._mount_root = mount_root
+        self._domains = domains
+        self._conns: list[ServerConnection] = []
+        self._queue: Serial | None = None
+
+    def on_start(self) -> None:
+        """Read the store (a local file in the state directory) and make the queue."""
+        self._conns = self._store.all()
+        self._queue = Serial(self.run_off, self.path)
+
+    def on_stop(self) -> None:
+        """Answer what is queued: the agent is stopping."""
+        if self._queue is not None:
+            self._queue.fail_all("the storage connections actor stopped")
+
+    def on_failure(self, *_exc_info: Any) -> None:
+        """As `on_stop`."""
+        self.on_stop()
+
+    def on_receive(self, message: Any) -> Any:
+        """Only asks (method calls) come here: any other message is a bug, and crashes."""
+        raise TypeError(f"{type(self).__name__} got an unexpected message: {message!r}")
+
+    @property
+    def _serial(self) -> Serial:
+        assert self._queue is not None  # noqa: S101 - set in on_start
+        return self._queue
+
+    # -- connections ----------------------------------------------------------------------
+
+    def connections(self) -> list[ServerConnection]:
+        """The stored connections, in the order they were made (from memory)."""
+        return list(self._conns)
+
+    def connect(self, conns: tuple[ServerConnection, ...]) -> CallbackFuture:
+        """connectStorageServer: mount or link each, in order; [{id, status}] (0 = connected).
+
+        Each connection that connects is stored before the next one is tried.
+        """
+        work = functools.partial(_connect_all, conns, self._mount_root, self._store)
+        return self._serial.add(work, op="connect storage servers", after=self._reread)
+
+    def disconnect(self, conns: tuple[ServerConnection, ...]) -> CallbackFuture:
+        """disconnectStorageServer: stop the domains on each, unmount or unlink, forget it."""
+        work = functools.partial(
+            _disconnect_all, conns, self._mount_root, self._store, self._domains
+        )
+        return self._serial.add(work, op="disconnect storage servers", after=self._reread)
+
+    def reconnect(self) -> CallbackFuture:
+        """Connect every stored connection again (after a host boot the mounts are gone).
+
+        The future settles with the statuses; a failure is logged, never raised.
+        """
+        return self.connect(tuple(self._conns))
+
+    def _reread(self, _outcome: Any) -> None:
+        self._conns = self._store.all()
+
+    # -- domains --------------------------------------------------------------------------
+
+    def adopt(self, sd_uuid: str) -> CallbackFuture:
+        """Start the actor of a domain found on a connected mount. Idempotent.
+
+        Fails with StorageDomainDoesNotExist when no connected mount holds it.
+        """
+        if sd_uuid in self._domains.running():
+            return done(None)
+        work = functools.partial(_adopt, self._mount_root, sd_uuid, self._domains)
+        return self._serial.add(work, op=f"adopt domain {sd_uuid}")
+
+    def forget(self, sd_uuid: str) -> CallbackFuture:
+        """Stop and forget a domain's actor (the domain was formatted)."""
+        work = functools.partial(self._domains.stop, sd_uuid)
+        return self._serial.add(work, op=f"forget domain {sd_uuid}")
+
+    def adopt_all(self) -> CallbackFuture:
+        """Start an actor for every domain on the connected mounts; settle with how many run."""
+        work = functools.partial(_adopt_all, self._mount_root, self._domains)
+        return self._serial.add(work, op="adopt every domain")
+
+    def create_domain(self, request: CreateDomain) -> CallbackFuture:
+        """StorageDomain.create: a v5 file domain on a connected server, and its actor."""
+        if request.domain_type not in FILE_DOMAIN_TYPES:
+            raise StorageDomainTypeError(
+                domainType=request.domain_type.name, reason="only file domains here"
+            )
+        work = functools.partial(_create_domain, request, self._mount_root, self._domains)
+        return self._serial.add(work, op=f"create domain {request.sd_uuid}")
+
+    def scan(self) -> CallbackFuture:
+        """Host.getStorageDomains: [(sdUUID, poolUUID)] of every domain on the mounts."""
+        reply = CallbackFuture()
+        self.run_off(
+            functools.partial(_scan, self._mount_root),
+            functools.partial(settle, reply, op="scan the storage domains"),
+            name="scan",
+        )
+        return reply
+
+
+# -- the works (a worker thread; each blocks) -----------------------------------------------
+
+
+def _connect_all(
+    conns: Sequence[ServerConnection], mount_root: Path, store: ConnectionStore
+) -> list[Status]:
+    statuses = []
+    for conn in conns:
+        status = connect(conn, mount_root)
+        if status == 0:
+            store.add(conn)
+        statuses.append({"id": conn.id, "status": status})
+    return statuses
+
+
+def _disconnect_all(
+    conns: Sequence[ServerConnection],
+    mount_root: Path,
+    store: ConnectionStore,
+    domains: DomainChildren,
+) -> list[Status]:
+    statuses = []
+    for conn in conns:
+        root = conn.mount_point(mount_root)
+        running = domains.running()
+        if running and root.is_dir():
+            for domain in FileDomain.scan([root]):
+                if domain.sd_uuid in running:
+                    domains.stop(domain.sd_uuid)
+        status = disconnect(conn, mount_root)
+        store.remove(conn.id)
+        statuses.append({"id": conn.id, "status": status})
+    return statuses
+
+
+def _adopt(mount_root: Path, sd_uuid: str, domains: DomainChildren) -> None:
+    domains.start([FileDomain.find(connected_roots(mount_root), sd_uuid)])
+
+
+def _adopt_all(mount_root: Path, domains: DomainChildren) -> int:
+    return domains.start(FileDomain.scan(connected_roots(mount_root)))
+
+
+def _create_domain(request: CreateDomain, mount_root: Path, domains: DomainChildren) -> None:
+    where = request.type_args
+    root = mount_point(
+        mount_root, where if request.domain_type is DomainType.LOCALFS else normalize_spec(where)
+    )
+    if not root.is_dir():
+        raise StorageDomainFSNotMounted(path=str(root), typeArgs=where)
+    domain = FileDomain.create(
+        root,
+        request.sd_uuid,
+        name=request.name,
+        domain_type=request.domain_type,
+        domain_class=request.domain_class,
+        remote_path=where,
+        version=request.version,
+        block_size=request.block_size,
+        max_hosts=request.max_hosts,
+    )
+    domains.start([domain])
+
+
+def _scan(mount_root: Path) -> list[tuple[str, str]]:
+    found = []
+    for domain in FileDomain.scan(connected_roots(mount_root)):
+        try:
+            pool = pool_of(domain.metadata())
+        except OSError:
+            pool = ""
+        found.append((domain.sd_uuid, pool))
+    return found

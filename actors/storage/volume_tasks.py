@@ -1,0 +1,141 @@
+"""The volume and image tasks a StorageDomainActor runs (Volume.create, .delete, ...).
+
+Each is a typed, frozen `DomainTask`: its `claim` keeps two tasks of one domain off
+the same volume, its `check` answers the verb before the task id is given, and its
+`apply` runs on the domain's writer, reporting progress through the task's context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hostvisor.actors.errors import HostvisorError
+from hostvisor.actors.storage.domain_ops import DomainTask
+from hostvisor.actors.storage.errors import VolumeAlreadyExists, VolumeDoesNotExist
+from hostvisor.actors.storage.filedomain import FileDomain
+from hostvisor.actors.storage.model import BLANK_UUID, Preallocation, VolumeFormat
+from hostvisor.actors.storage.tasks import TaskContext
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateVolume(DomainTask):
+    """Volume.create: the volume, ILLEGAL until complete (see FileVolumes.create_volume)."""
+
+    img: str
+    vol: str
+    size: int
+    fmt: VolumeFormat
+    prealloc: Preallocation
+    disk_type: str = "DATA"
+    description: str = ""
+    parent: str = BLANK_UUID
+    parent_image: str | None = None
+    initial_size: int | None = None
+    legal: bool = True
+    op = "create volume"
+    verb = "createVolume"
+
+    @property
+    def claim(self) -> str:
+        """The new volume's id: two creates of one id never run together."""
+        return self.vol
+
+    def busy(self) -> HostvisorError:
+        """Another create of this id runs: the volume exists, as far as this one knows."""
+        return VolumeAlreadyExists(volUUID=self.vol)
+
+    def check(self, domain: FileDomain) -> None:
+        """Raise VolumeAlreadyExists if the domain has the volume."""
+        if self.vol in domain.volumes():
+            raise VolumeAlreadyExists(volUUID=self.vol)
+
+    def apply(self, domain: FileDomain, ctx: TaskContext) -> None:
+        """Create the volume (it checks again, on the writer)."""
+        domain.create_volume(
+            self.img,
+            self.vol,
+            size=self.size,
+            fmt=self.fmt,
+            prealloc=self.prealloc,
+            disk_type=self.disk_type,
+            description=self.description,
+            parent=self.parent,
+            parent_image=self.parent_image,
+            initial_size=self.initial_size,
+            legal=self.legal,
+            progress=ctx.progress,
+        )
+
+
+def _existing(domain: FileDomain, img: str, vol: str) -> None:
+    if vol not in domain.volumes(img):
+        raise VolumeDoesNotExist(volUUID=vol, imgUUID=img)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteVolume(DomainTask):
+    """Volume.delete."""
+
+    img: str
+    vol: str
+    op = "delete volume"
+    verb = "deleteVolume"
+
+    @property
+    def claim(self) -> str:
+        """The volume's id."""
+        return self.vol
+
+    def check(self, domain: FileDomain) -> None:
+        """Raise VolumeDoesNotExist unless the image has the volume."""
+        _existing(domain, self.img, self.vol)
+
+    def apply(self, domain: FileDomain, ctx: TaskContext) -> None:  # noqa: ARG002
+        """Delete the volume."""
+        domain.delete_volume(self.img, self.vol)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExtendVolume(DomainTask):
+    """Volume.extendSize."""
+
+    img: str
+    vol: str
+    size: int
+    op = "extend volume"
+    verb = "extendVolumeSize"
+
+    @property
+    def claim(self) -> str:
+        """The volume's id."""
+        return self.vol
+
+    def check(self, domain: FileDomain) -> None:
+        """Raise VolumeDoesNotExist unless the image has the volume."""
+        _existing(domain, self.img, self.vol)
+
+    def apply(self, domain: FileDomain, ctx: TaskContext) -> None:  # noqa: ARG002
+        """Grow the volume."""
+        domain.extend_volume(self.img, self.vol, self.size)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteImage(DomainTask):
+    """Image.delete: every volume of the image."""
+
+    img: str
+    op = "delete image"
+    verb = "deleteImage"
+
+    @property
+    def claim(self) -> str:
+        """The image's id."""
+        return self.img
+
+    def check(self, domain: FileDomain) -> None:
+        """Raise ImageDoesNotExistInSD unless the image exists."""
+        domain.volumes(self.img)
+
+    def apply(self, domain: FileDomain, ctx: TaskContext) -> None:  # noqa: ARG002
+        """Delete the image."""
+        domain.delete_image(self.img)

@@ -1,0 +1,119 @@
+"""Typed clients of the VM actors: what api/ and supervision/ call them through.
+
+Each method sends the call of the actor's method of the same name and returns at
+once with a future of its answer (`hostvisor.actors.actor.call`: the message a
+pykka proxy sends, without building one per call). This module is the only place
+those method names are strings, next to the actors, so a misspelt call fails
+mypy, not a client. Read a future with a timeout, or await it on the API loop
+(`hostvisor.api.rpc.bridge.settled`). Asks to a dead actor fail with
+`pykka.ActorDeadError` when the future is read.
+
+An operation (`pause`, `cont`, `reset`, `shutdown`, `destroy`) answers with a second
+future, which settles once libvirt has done the work: await both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal, final
+
+import pykka
+
+from hostvisor.actors.actor import call
+from hostvisor.actors.vm.board import Rendered
+from hostvisor.actors.vm.entry import VmEntry
+
+Rendering = Literal["brief", "info", "stats", "definition"]
+"""The answers every VM actor and the board render from an entry."""
+
+UnsupportedVerb = Literal[
+    "migrate", "snapshot", "hotplugDisk", "hotunplugDisk", "hotplugNic", "hotunplugNic"
+]
+"""VM verbs no runtime here implements yet: the VM's actor answers them code 75."""
+
+Operation = pykka.Future[None]
+"""Settles once the guest's runtime has done the work (or fails with its error)."""
+
+
+class VmProxy:
+    """Calls to one VmActor (or any actor answering the VM verbs: see ContainerProxy).
+
+    Thread-safe and cheap: it holds the ref only; make one per call site.
+    """
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: pykka.ActorRef[Any]) -> None:
+        """Call the actor behind `ref`."""
+        self.ref = ref
+
+    # -- answers (fast, from the actor's state) -------------------------------------------
+
+    def brief(self) -> pykka.Future[dict[str, Any]]:
+        """`{vmId, status}` (getVMList with onlyUUID=false)."""
+        return call(self.ref, "brief")
+
+    def info(self) -> pykka.Future[dict[str, Any]]:
+        """The VM's status fields (VM.getInfo)."""
+        return call(self.ref, "info")
+
+    def stats(self) -> pykka.Future[dict[str, Any]]:
+        """VM.getStats' entry: status fields and the last sampled figures."""
+        return call(self.ref, "stats")
+
+    def definition(self) -> pykka.Future[dict[str, Any]]:
+        """Host.getVMFullList's entry: the status fields and the domain XML."""
+        return call(self.ref, "definition")
+
+    def rendered(self, kind: Rendering) -> pykka.Future[dict[str, Any]]:
+        """The answer named `kind`: `brief`, `info`, `stats` or `definition`."""
+        return call(self.ref, kind)
+
+    def entry(self) -> pykka.Future[VmEntry]:
+        """What the VM reports now, frozen."""
+        return call(self.ref, "entry")
+
+    # -- operations (each answers a future of the work) -----------------------------------
+
+    def pause(self) -> pykka.Future[Operation]:
+        """Suspend the guest's vCPUs. Raises (in the future) VmIsDown, Conflict."""
+        return call(self.ref, "pause")
+
+    def cont(self) -> pykka.Future[Operation]:
+        """Resume a paused guest."""
+        return call(self.ref, "cont")
+
+    def reset(self) -> pykka.Future[Operation]:
+        """Reset the guest."""
+        return call(self.ref, "reset")
+
+    def shutdown(self, *, timeout: float, reboot: bool = False) -> pykka.Future[Operation]:
+        """Shut the guest down (ACPI) or reboot it; forced off after `timeout` seconds."""
+        return call(self.ref, "shutdown", timeout=timeout, reboot=reboot)
+
+    def destroy(self) -> pykka.Future[Operation]:
+        """Kill the guest if it runs (idempotent)."""
+        return call(self.ref, "destroy")
+
+    def unsupported(self, verb: UnsupportedVerb) -> pykka.Future[Any]:
+        """Send `verb`, which the actor's runtime declares unsupported: fails with code 75."""
+        return call(self.ref, verb)
+
+
+@final
+class VmBoardProxy:
+    """Calls to the VM board (`hostvisor.actors.vm.addresses.VM_BOARD`)."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: pykka.ActorRef[Any]) -> None:
+        """Call the board behind `ref`."""
+        self.ref = ref
+
+    def render(self, kind: Rendering, vm_ids: Iterable[str]) -> pykka.Future[Rendered]:
+        """Render `kind` of each of `vm_ids`; those it has no entry for are `missing`."""
+        return call(self.ref, "render", kind, vm_ids)
+
+    def size(self) -> pykka.Future[int]:
+        """How many entries the board holds."""
+        return call(self.ref, "size")

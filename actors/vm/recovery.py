@@ -1,0 +1,68 @@
+"""VM recovery: every running domain Hostvisor launched becomes a VmActor again.
+
+libvirt is the source of truth: the domain list and each domain's XML metadata
+hold everything a VmActor needs. No guest is touched. The `vms` branch's recoverer
+runs this whenever the branch starts (see `hostvisor.actors.recovery`).
+
+Nothing here talks to a guest's QEMU: listing domains, reading their XML and their
+state take no domain job, so a frozen QEMU does not hold recovery up (checked with a
+SIGSTOPped guest under qemu:///embed). One VM whose actor fails to start is logged and
+left out; it never keeps the host from opening.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import libvirt
+
+from hostvisor.actors.errors import AlreadyExists, HostvisorError, InvalidArgument
+from hostvisor.actors.vm import domxml
+from hostvisor.actors.vm.domxml import DomainSpec
+
+log = logging.getLogger(__name__)
+
+StartChildren = Callable[[Sequence[DomainSpec]], Sequence[str | HostvisorError]]
+"""Starts a recovering VmActor per spec (all at once); an answer per spec."""
+
+
+def managed_domains(connection: Any) -> list[DomainSpec]:
+    """The specs of every running domain with oVirt metadata that libvirt runs (blocks).
+
+    Container VMs are left out: their truth is docker (`actors/container/recovery`).
+    """
+    specs = []
+    for domain in connection.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        try:
+            spec = domxml.parse(domain.XMLDesc(0))
+        except (InvalidArgument, libvirt.libvirtError) as error:
+            log.warning("domain %s not recovered: %s", domain.name(), error)
+            continue
+        if not spec.managed:
+            log.debug("domain %s has no oVirt metadata; left alone", spec.name)
+            continue
+        if spec.container_type:
+            continue
+        specs.append(spec)
+    return specs
+
+
+def recover_vms(*, connection: Any, start: StartChildren) -> int:
+    """Start a VmActor for every managed running domain; return how many were adopted.
+
+    Blocks. A VM that already has an actor answers AlreadyExists and is not counted.
+    """
+    specs = managed_domains(connection)
+    # All at once: each actor reads its domain in its own on_start, in parallel.
+    answers = start(specs)
+    adopted = 0
+    for spec, answer in zip(specs, answers, strict=True):
+        if isinstance(answer, AlreadyExists):
+            continue
+        if isinstance(answer, HostvisorError):
+            log.error("VM %s not recovered: %s", spec.vm_id, answer)
+            continue
+        adopted += 1
+    return adopted
