@@ -41,6 +41,7 @@ from hostvisor.actors.errors import (
     Unavailable,
 )
 from hostvisor.actors.future import CallbackFuture as CallbackFuture  # noqa: PLC0414 - re-export (mypy)
+from hostvisor.actors.future import FollowingFuture
 from hostvisor.actors.runtime import Runtime
 from hostvisor.actors.timers import Timer
 
@@ -164,7 +165,8 @@ class Actor(pykka.ThreadingActor):
 
     @staticmethod
     def _create_future() -> pykka.Future[Any]:
-        return CallbackFuture()
+        """Reply futures that run callbacks and follow a `Later` answer (`future`)."""
+        return FollowingFuture()
 
     @classmethod
     def spawn(cls, link: Link, /, *args: Any, **kwargs: Any) -> pykka.ActorRef[Self]:

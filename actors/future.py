@@ -7,6 +7,7 @@ the work facility's workers reporting back to an actor.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -54,3 +55,38 @@ class CallbackFuture(pykka.ThreadingFuture[Any]):
                 callback(self)
             except Exception:
                 log.exception("future callback %r failed", callback)
+
+
+# -- answers given later ------------------------------------------------------------------
+#
+# pykka settles an ask with whatever the handler returned, at once. A handler whose
+# answer needs blocking work (run on the work facility with `Actor.run_off`) returns a
+# `Later` instead, and settles it from the `then` that runs back on the actor's thread.
+# Every actor's reply futures are `FollowingFuture`s (`Actor._create_future`): given a
+# `Later` they settle when it does, with its value or its error. The caller sees one
+# future and one value, as if the handler had answered at once, and the actor's
+# thread was free meanwhile.
+
+
+class Later(CallbackFuture):
+    """An answer to come; its owner settles it with `set` or `set_exception`."""
+
+
+class FollowingFuture(CallbackFuture):
+    """A reply future that, given a `Later`, settles as that `Later` does."""
+
+    def set(self, value: Any | None = None) -> None:
+        """Settle with `value`, or follow it when it is a `Later` (never blocks)."""
+        if isinstance(value, Later):
+            value.add_done_callback(self._follow)
+            return
+        super().set(value)
+
+    def _follow(self, later: CallbackFuture) -> None:
+        """Runs in the thread that settled `later` (the actor's)."""
+        try:
+            value = later.get(timeout=0)
+        except BaseException:  # noqa: BLE001 - handed on to whoever waits on this future
+            self.set_exception(exc_info=sys.exc_info())
+            return
+        super().set(value)

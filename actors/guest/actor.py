@@ -26,16 +26,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import pykka
 from pykka import messages as pykka_messages
 
 from hostvisor.actors.actor import Actor, CallbackFuture
 from hostvisor.actors.errors import HostvisorError, Unavailable
+from hostvisor.actors.future import Later
 from hostvisor.actors.guest.entry import VmEntry
 from hostvisor.actors.guest.errors import UnsupportedOperation, VmOperationFailed
 from hostvisor.actors.guest.model import GuestModel, Publish, TellBoard
 from hostvisor.actors.guest.status import VmStatus
-from hostvisor.actors.host.reply import FollowingFuture, Later  # generic: see its docstring
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +148,6 @@ class GuestActor(Actor):
             self._powering_up_over()
             return None
         return super().on_receive(message)
-
-    @staticmethod
-    def _create_future() -> pykka.Future[Any]:
-        """Reply futures that follow a `Later` answer (an unknown method's error)."""
-        return FollowingFuture()
 
     def _handle_receive(self, message: Any) -> Any:
         if isinstance(message, pykka_messages.ProxyCall):

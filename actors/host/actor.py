@@ -35,15 +35,14 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import pykka
 
 from hostvisor.actors.actor import Actor
 from hostvisor.actors.errors import HostvisorError
+from hostvisor.actors.future import Later
 from hostvisor.actors.host.caps import capabilities
 from hostvisor.actors.host.facts import HostFacts, read_facts
 from hostvisor.actors.host.hardware import hardware_info
 from hostvisor.actors.host.netinfo import interface_stats, network_caps
-from hostvisor.actors.host.reply import FollowingFuture, Later
 from hostvisor.actors.host.stats import (
     HostSample,
     date_time,
@@ -171,11 +170,6 @@ class HostActor(Actor):
         self.samples_skipped = 0
         self.stats_late = 0
         self.caps_reads = 0
-
-    @staticmethod
-    def _create_future() -> pykka.Future[Any]:
-        """Reply futures that follow a `Later` answer (see `reply`)."""
-        return FollowingFuture()
 
     def on_start(self) -> None:
         """Read the host's facts; start sampling (the first sample at once, off-thread)."""

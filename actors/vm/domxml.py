@@ -9,7 +9,6 @@ properties (`containerType` and friends).
 
 from __future__ import annotations
 
-import time
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -49,7 +48,11 @@ class DomainSpec:
 
 
 def parse(xml: str) -> DomainSpec:
-    """Read a domain XML.
+    """Read a domain XML. Pure; runs in the caller's thread and does not block.
+
+    Recovery parses every running domain's XML, so this stays on C's fast paths:
+    tags are looked up by their Clark name (`{uri}local`) among direct children,
+    never through namespace-prefixed ElementPath queries.
 
     Raises:
         InvalidArgument: not XML, not a domain, or no valid `<uuid>`.
@@ -60,28 +63,28 @@ def parse(xml: str) -> DomainSpec:
         raise InvalidArgument(param="xml", reason=f"not well-formed XML: {error}") from None
     if root.tag != "domain":
         raise InvalidArgument(param="xml", reason=f"expected <domain>, got <{root.tag}>")
-    vm_id = _text(root, "uuid")
+    vm_id = _text(root.find("uuid"))
     try:
         vm_id = str(uuid.UUID(vm_id))
     except ValueError:
         raise InvalidArgument(param="xml", reason="the domain has no valid <uuid>") from None
-    meta = root.find("metadata/ovirt-vm:vm", NAMESPACES)
+    meta = _ovirt_vm(root)
     return DomainSpec(
         vm_id=vm_id,
-        name=_text(root, "name") or vm_id,
+        name=_text(root.find("name")) or vm_id,
         xml=xml,
-        launch_paused=_meta_text(meta, "launchPaused").lower() == "true",
-        start_time=_float_or_none(_meta_text(meta, "startTime")),
-        memory_kib=_memory_kib(root),
-        vcpus=int(_text(root, "vcpu") or 1),
+        launch_paused=meta is not None and _text(meta.find(_LAUNCH_PAUSED)).lower() == "true",
+        start_time=None if meta is None else _float_or_none(_text(meta.find(_START_TIME))),
+        memory_kib=_memory_kib(root.find("memory")),
+        vcpus=int(_text(root.find("vcpu")) or 1),
         domain_type=root.get("type", "kvm"),
-        custom=_custom(meta),
+        custom={} if meta is None else _custom(meta.find(_CUSTOM)),
         managed=meta is not None,
     )
 
 
-def with_start_time(xml: str, started: float | None = None) -> str:
-    """Return `xml` with `ovirt-vm:startTime` set (now, by default)."""
+def with_start_time(xml: str, started: float) -> str:
+    """Return `xml` with `ovirt-vm:startTime` set to `started` (seconds since the epoch)."""
     root = ET.fromstring(xml)  # noqa: S314
     metadata = root.find("metadata")
     if metadata is None:
@@ -92,47 +95,52 @@ def with_start_time(xml: str, started: float | None = None) -> str:
     element = meta.find("ovirt-vm:startTime", NAMESPACES)
     if element is None:
         element = ET.SubElement(meta, f"{{{OVIRT_VM}}}startTime")
-    element.text = f"{time.time() if started is None else started:.3f}"
+    element.text = f"{started:.3f}"
     return ET.tostring(root, encoding="unicode")
 
 
-def _text(root: ET.Element, path: str) -> str:
-    element = root.find(path)
+_VM = f"{{{OVIRT_VM}}}vm"
+_LAUNCH_PAUSED = f"{{{OVIRT_VM}}}launchPaused"
+_START_TIME = f"{{{OVIRT_VM}}}startTime"
+_CUSTOM = f"{{{OVIRT_VM}}}custom"
+_MEMORY_UNITS = {
+    "b": 1 / 1024,
+    "bytes": 1 / 1024,
+    "k": 1,
+    "kib": 1,
+    "m": 1024,
+    "mib": 1024,
+    "g": 1024**2,
+    "gib": 1024**2,
+}
+
+
+def _ovirt_vm(root: ET.Element) -> ET.Element | None:
+    """The first `<metadata><ovirt-vm:vm>` of the domain, if any."""
+    for child in root:
+        if child.tag == "metadata":
+            meta = child.find(_VM)
+            if meta is not None:
+                return meta
+    return None
+
+
+def _text(element: ET.Element | None) -> str:
     return (element.text or "").strip() if element is not None else ""
 
 
-def _meta_text(meta: ET.Element | None, name: str) -> str:
-    if meta is None:
-        return ""
-    element = meta.find(f"ovirt-vm:{name}", NAMESPACES)
-    return (element.text or "").strip() if element is not None else ""
-
-
-def _custom(meta: ET.Element | None) -> dict[str, str]:
-    if meta is None:
-        return {}
-    custom = meta.find("ovirt-vm:custom", NAMESPACES)
+def _custom(custom: ET.Element | None) -> dict[str, str]:
     if custom is None:
         return {}
     return {child.tag.rsplit("}", 1)[-1]: (child.text or "").strip() for child in custom}
 
 
-def _memory_kib(root: ET.Element) -> int:
-    element = root.find("memory")
-    if element is None or not (element.text or "").strip():
+def _memory_kib(element: ET.Element | None) -> int:
+    text = _text(element)
+    if element is None or not text:
         return 0
-    units = {
-        "b": 1 / 1024,
-        "bytes": 1 / 1024,
-        "k": 1,
-        "kib": 1,
-        "m": 1024,
-        "mib": 1024,
-        "g": 1024**2,
-        "gib": 1024**2,
-    }
-    factor = units.get(element.get("unit", "KiB").lower(), 1)
-    return int(int((element.text or "0").strip()) * factor)
+    factor = _MEMORY_UNITS.get(element.get("unit", "KiB").lower(), 1)
+    return int(int(text) * factor)
 
 
 def _float_or_none(text: str) -> float | None:
