@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hostvisor.actors.errors import InvalidArgument
 from hostvisor.api.embedded import offline_verb_table
-from hostvisor.api.server import serve
+from hostvisor.api.server import check_config, serve
 from hostvisor.supervision.config import load_config
 
 EXIT_USAGE = 2
@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         level = args.log_level.upper() if args.log_level else None
         config = load_config(args.config, state_dir=args.state_dir, log_level=level)
+        check_config(config)  # before logging and the tree: a bad config exits 2 at once
     except InvalidArgument as error:
         print(f"hostvisor: bad configuration: {error}", file=sys.stderr)  # noqa: T201
         return EXIT_USAGE

@@ -4,7 +4,8 @@ Start the tree, tell systemd, wait for a signal or a failure, stop in reverse
 order within a bounded time. SIGTERM and SIGINT stop cleanly (guests keep
 running); SIGUSR1 writes every thread's name and stack to stderr. Exit status: 0 after a
 requested stop, 1 when the tree failed (a start failure or an escalation at the
-root), 2 for a bad configuration.
+root), 2 for a bad configuration — found by `check_config` before anything starts
+(no actor, no libvirt root, no state directory).
 """
 
 from __future__ import annotations
@@ -18,19 +19,44 @@ import traceback
 from types import FrameType
 from typing import TextIO
 
-from hostvisor.actors.errors import HostvisorError
+from hostvisor.actors.errors import HostvisorError, InvalidArgument
 from hostvisor.api import sdnotify
 from hostvisor.api.embedded import EmbeddedHost
-from hostvisor.supervision.config import Config
+from hostvisor.api.tls import check_server_files
+from hostvisor.supervision.config import Config, validate
 
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_BAD_CONFIG = 2
+
+
+def check_config(config: Config) -> None:
+    """Refuse a configuration the agent cannot serve with (caller's thread; reads files).
+
+    Plain STOMP off loopback, an unreadable key, cert or CA file, a file that is not
+    PEM, a key that does not match its certificate.
+
+    Raises:
+        InvalidArgument: naming the setting and the problem.
+    """
+    validate(config)
+    if config.ssl:
+        check_server_files(cert=config.cert_file, key=config.key_file, ca=config.ca_file)
 
 
 def serve(config: Config) -> int:
-    """Run the host until SIGTERM/SIGINT or a failure of the tree; return the exit status."""
+    """Run the host until SIGTERM/SIGINT or a failure of the tree; return the exit status.
+
+    Blocks the calling (main) thread. The configuration is checked first: a bad one
+    returns EXIT_BAD_CONFIG before the tree is built.
+    """
+    try:
+        check_config(config)
+    except InvalidArgument as error:
+        log.error("bad configuration: %s", error)  # noqa: TRY400 - no traceback: not a bug
+        return EXIT_BAD_CONFIG
     stop_requested = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:

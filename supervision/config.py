@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import ipaddress
 import logging
 import os
 from collections.abc import Callable
@@ -61,6 +62,8 @@ class Config:
     """Seconds a started VM reports "Powering up" before "Up" (no guest agent yet)."""
     detect_timeout: float = 10.0
     """Seconds a new API connection has to finish TLS and send its first frame."""
+    frame_timeout: float = 60.0
+    """Seconds a started API frame may take to arrive whole (a dripped frame is cut off)."""
     vm_operation_timeout: float = 30.0
     """Seconds VM.pause, cont, reset and shutdown wait for libvirt before "timed out"."""
     net_namespace: str = ""
@@ -143,6 +146,7 @@ _KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("hostvisor", "max_pending_requests"): ("max_pending_requests", _positive(int)),
     ("hostvisor", "max_frame_bytes"): ("max_frame_bytes", _positive(int)),
     ("hostvisor", "detect_timeout"): ("detect_timeout", _positive(float)),
+    ("hostvisor", "frame_timeout"): ("frame_timeout", _positive(float)),
     ("hostvisor", "vm_powering_up_seconds"): ("vm_powering_up_seconds", float),
     ("hostvisor", "vm_operation_timeout"): ("vm_operation_timeout", _positive(float)),
     ("hostvisor", "net_namespace"): ("net_namespace", str),
@@ -197,3 +201,41 @@ def _read_ini(path: Path) -> dict[str, Any]:
                     config=str(path), section=section, key=key, reason=str(error)
                 ) from None
     return values
+
+
+def is_loopback(address: str) -> bool:
+    """Whether `address` (an IP literal or "localhost") is a loopback address."""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def validate(config: Config) -> None:
+    """Refuse a configuration the host must not start with (caller's thread; reads files).
+
+    Checked before anything starts, so a bad config costs no tree start: plain
+    STOMP on a non-loopback address (unless `allow_plain_remote`), and, with TLS,
+    a key, cert or CA file that cannot be read. Whether the files hold a matching
+    key and certificate is the TLS layer's check (`hostvisor.api.tls`).
+
+    Raises:
+        InvalidArgument: naming the setting, its value and what is wrong.
+    """
+    if not config.ssl and not config.allow_plain_remote and not is_loopback(config.management_ip):
+        raise InvalidArgument(
+            management_ip=config.management_ip,
+            reason="plain STOMP only on loopback; set [vars] ssl=true or "
+            "[hostvisor] allow_plain_remote=true",
+        )
+    if not config.ssl:
+        return
+    for name in ("key_file", "cert_file", "ca_file"):
+        path: Path = getattr(config, name)
+        try:
+            with path.open("rb") as stream:
+                stream.read(1)
+        except OSError as error:
+            raise InvalidArgument(
+                setting=name, path=str(path), reason=f"cannot read: {error.strerror or error}"
+            ) from None

@@ -15,25 +15,38 @@ any thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import os
 import ssl
 from collections import defaultdict
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from hostvisor.api.rpc.dispatch import Origin
+from hostvisor.api.rpc.dispatch import Body, Origin
 from hostvisor.api.stomp.connection import StompConnection
 from hostvisor.api.stomp.frames import Limits, encode
+from hostvisor.api.tls import RefusalLog, alert_of, refusal_reason
 
 log = logging.getLogger(__name__)
 
 REQUEST_QUEUES = ("jms.topic.vdsm_requests", "jms.topic.vdsm_irs_requests")
 EVENT_QUEUE = "jms.queue.events"
 
-BodyHandler = Callable[[bytes, Origin], Coroutine[Any, Any, bytes | None]]
-"""Answers a request body (None: nothing to answer)."""
+
+class RequestHandler(Protocol):
+    """Answers request bodies in two steps (the agent's is `Dispatcher`).
+
+    `decode` lets the connection charge the body's requests to its budget before
+    anything runs; `answer` runs them.
+    """
+
+    def decode(self, body: bytes) -> Body:
+        """Decode a body (loop thread; never blocks, never raises)."""
+
+    async def answer(self, body: Body, origin: Origin) -> bytes | None:
+        """Answer a decoded body (loop thread); None when nothing is owed. Never raises."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,7 +55,17 @@ class ServerSettings:
 
     limits: Limits = field(default_factory=Limits)
     max_pending: int = 64
-    """Requests one connection may have in flight; more are refused with an error."""
+    """Requests one connection may have in flight, each element of a batch counting
+    one. A body that would pass it is refused with an ERROR frame and dropped, unless
+    nothing of the connection is in flight (so one batch up to the batch cap always
+    runs): a connection has at most max(max_pending, batch cap) requests in flight."""
+    frame_timeout: float = 60.0
+    """Seconds a started frame has to complete after protocol detection; past it the
+    connection gets an ERROR frame and is closed (a frame dripped forever)."""
+    max_backlog: int = 8 * 1024 * 1024
+    """Bytes of unsent replies and events one connection may hold: a peer whose
+    backlog already passes it when another frame is due is closed. With one frame
+    (at most one reply) on top, that bounds a connection's write memory."""
     detect_timeout: float = 10.0
     """Seconds a new connection has to send its first frame (and finish TLS)."""
     idle_heartbeat: float = 15.0
@@ -65,15 +88,20 @@ class StompServer:
 
     def __init__(
         self,
-        handler: BodyHandler,
+        handler: RequestHandler,
         *,
         settings: ServerSettings | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        refusals: RefusalLog | None = None,
     ) -> None:
-        """Serve request bodies with `handler`; TLS when `ssl_context` is given."""
+        """Serve request bodies with `handler`; TLS when `ssl_context` is given.
+
+        `refusals` logs refused TLS handshakes (default: 10 lines per 10 s).
+        """
         self.handler = handler
         self.settings = settings or ServerSettings()
         self.ssl_context = ssl_context
+        self.refusals = refusals or RefusalLog()
         self.connections: set[StompConnection] = set()
         self.subscriptions: dict[str, list[Subscription]] = defaultdict(list)
         self._servers: list[asyncio.base_events.Server] = []
@@ -82,14 +110,8 @@ class StompServer:
     async def listen(self, host: str, port: int) -> tuple[str, int]:
         """Start listening; return the bound address (port 0 picks a free one)."""
         self._loop = asyncio.get_running_loop()
-        server = await asyncio.start_server(
-            self._accept,
-            host,
-            port,
-            ssl=self.ssl_context,
-            ssl_handshake_timeout=self.settings.detect_timeout if self.ssl_context else None,
-            reuse_address=True,
-        )
+        # TLS is started per connection in `_accept`, so a refusal is seen (and logged) here.
+        server = await asyncio.start_server(self._accept, host, port, reuse_address=True)
         self._servers.append(server)
         address = server.sockets[0].getsockname()
         log.info(
@@ -111,6 +133,10 @@ class StompServer:
         self._servers.clear()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # No await before the handshake: start_tls must pause reading before the
+        # first bytes of the ClientHello can land in the plain reader.
+        if self.ssl_context is not None and not await self._handshake(writer, self.ssl_context):
+            return
         connection = StompConnection(self, reader, writer)
         self.connections.add(connection)
         try:
@@ -118,6 +144,47 @@ class StompServer:
         finally:
             self.connections.discard(connection)
             self.forget(connection)
+
+    async def _handshake(self, writer: asyncio.StreamWriter, context: ssl.SSLContext) -> bool:
+        """Run the server side of TLS on an accepted stream (loop thread).
+
+        Returns:
+            True when the stream now speaks TLS; False when the handshake was refused
+            (logged with the peer and reason, OpenSSL's alert sent) or the peer left
+            (debug log); the stream is then closed.
+        """
+        name = writer.get_extra_info("peername") or ("?", 0)
+        peer = f"{name[0]}:{name[1]}"
+        # A second descriptor keeps the socket open after asyncio aborts a failed
+        # handshake, so the alert OpenSSL wrote can still be sent.
+        spare = _dup(writer.get_extra_info("socket"))
+        try:
+            await writer.start_tls(context, ssl_handshake_timeout=self.settings.detect_timeout)
+        except (ssl.SSLError, ConnectionAbortedError, TimeoutError) as error:
+            self._refused(peer, error, spare)
+            writer.close()
+            return False
+        except OSError as error:
+            log.debug("connection %s left during the TLS handshake: %r", peer, error)
+            writer.close()
+            return False
+        finally:
+            if spare is not None:
+                os.close(spare)
+        if writer.transport is None or writer.transport.is_closing():
+            log.debug("connection %s left during the TLS handshake", peer)
+            return False
+        return True
+
+    def _refused(self, peer: str, error: BaseException, spare: int | None) -> None:
+        """Log a refused handshake (rate-limited) and send the peer OpenSSL's alert."""
+        alert = alert_of(error)
+        if alert and spare is not None:
+            with contextlib.suppress(OSError):  # the peer may be gone; best effort
+                os.write(spare, alert)
+        flush_after = self.refusals.refused(peer, refusal_reason(error))
+        if flush_after is not None:
+            asyncio.get_running_loop().call_later(flush_after, self.refusals.flush)
 
     # -- routing (loop thread) --------------------------------------------------------------
 
@@ -179,3 +246,13 @@ class StompServer:
             )
         except RuntimeError:
             log.debug("publish after the loop closed; dropped")
+
+
+def _dup(sock: Any) -> int | None:
+    """Return a duplicate descriptor of `sock` (None if there is none)."""
+    if sock is None:
+        return None
+    try:
+        return os.dup(sock.fileno())
+    except OSError:
+        return None
