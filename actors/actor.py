@@ -92,6 +92,8 @@ class ActorStats:
 
     state: ActorState = ActorState.STARTING
     handled: int = 0
+    skipped: int = 0
+    """Asks dropped unhandled because their asker had given up (timed out)."""
     last_handling_seconds: float = 0.0
     busy_since: float | None = None
     children: tuple[str, ...] = ()
@@ -306,6 +308,14 @@ class Actor(pykka.ThreadingActor):
         clock = time.perf_counter
         while not self.actor_stopped.is_set():
             envelope = inbox.get()
+            reply = envelope.reply_to
+            if reply is not None and getattr(reply, "abandoned", False):
+                # Its asker gave up before we got to it: do not do the work late.
+                stats.skipped += 1
+                reply.set_exception(
+                    exc_info=(Timeout, Timeout(actor=self.path, reason="abandoned"), None)
+                )
+                continue
             stats.busy_since = started = clock()
             try:
                 response = self._handle_receive(envelope.message)
@@ -387,7 +397,8 @@ def ask(ref: pykka.ActorRef[Any], message: Any, *, timeout: float) -> Any:
     """Ask `ref` and wait at most `timeout` seconds for the answer.
 
     Blocks the calling thread. Every ask in Hostvisor goes through here or through a
-    proxy future read with a timeout, so no caller ever waits forever.
+    proxy future read with a timeout, so no caller ever waits forever. An ask that
+    times out is abandoned: if it still waits in the mailbox, the actor drops it.
 
     Raises:
         Timeout: no answer within `timeout`.
@@ -395,8 +406,11 @@ def ask(ref: pykka.ActorRef[Any], message: Any, *, timeout: float) -> Any:
         HostvisorError: whatever the actor returned as an expected error.
     """
     try:
-        return ref.ask(message, timeout=timeout)
+        future = ref.ask(message, block=False)
+        return future.get(timeout=timeout)
     except pykka.Timeout:
+        if isinstance(future, CallbackFuture):
+            future.abandon()  # not handled late if it is still in the mailbox
         raise Timeout(actor=_ref_path(ref), timeout=timeout) from None
     except pykka.ActorDeadError:
         raise Unavailable(actor=_ref_path(ref), reason="actor is not running") from None

@@ -28,6 +28,16 @@ class CallbackFuture(pykka.ThreadingFuture[Any]):
         """Create an unsettled future."""
         super().__init__()
         self._callbacks: list[Callable[[CallbackFuture], None]] | None = []
+        self.abandoned = False
+        """Set by `abandon`: nobody waits for the answer any more."""
+
+    def abandon(self) -> None:
+        """Say nobody waits for this answer (its asker timed out or was cancelled).
+
+        Any thread may call it. An actor that finds an abandoned ask in its mailbox
+        drops it unhandled (`Actor`), so work whose caller gave up is not done late.
+        """
+        self.abandoned = True
 
     def add_done_callback(self, callback: Callable[[CallbackFuture], None]) -> None:
         """Run `callback(self)` once the future is settled (at once if it is)."""

@@ -85,11 +85,12 @@ class RpcFront(Actor):
         self._thread = threading.Thread(target=loop.run_forever, name="api-loop", daemon=True)
         self._thread.start()
         self._server = StompServer(
-            self._dispatcher.handle_body,
+            self._dispatcher,
             settings=ServerSettings(
                 max_pending=config.max_pending_requests,
                 limits=Limits(max_body=config.max_frame_bytes),
                 detect_timeout=config.detect_timeout,
+                frame_timeout=config.frame_timeout,
             ),
             ssl_context=context,
         )

@@ -38,6 +38,9 @@ def settled(future: pykka.Future[T]) -> asyncio.Future[T]:
         loop.call_soon_threadsafe(_resolve, bridged, outcome)
 
     future.add_done_callback(settle)
+    # The awaiting coroutine was cancelled (its deadline passed): the actor need not
+    # do the work if it has not started it yet.
+    bridged.add_done_callback(lambda b: future.abandon() if b.cancelled() else None)
     return bridged
 
 

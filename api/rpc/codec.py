@@ -1,19 +1,29 @@
-"""JSON-RPC 2.0 messages in VDSM's dialect (reference/vdsm-wire.md §1.3, §2).
+r"""JSON-RPC 2.0 messages in VDSM's dialect (reference/vdsm-wire.md §1.3, §2).
 
 A body is one request object or a batch (an array). A request without `id` is a
 notification and gets no reply. A single response goes out as an object, never a
 one-element array (VDSM's STOMP server cannot send arrays, and clients expect an
 object even for their one-element batch). The request id is echoed wherever it
 can be read, since the Engine's client mishandles errors with `id: null`.
+
+Limits: a batch holds at most `MAX_BATCH` (1,000) requests; a larger one is
+answered with one -32600 error naming the cap (VDSM sets no explicit cap; its
+whole body is bounded only by the frame size). Any text round-trips, lone
+surrogates (a `\ud800` escape, which JSON allows) included: the encoder
+falls back to ASCII escapes for them instead of failing, so every request can be
+answered whatever it holds.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import ujson
+
+log = logging.getLogger(__name__)
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -28,6 +38,9 @@ _MESSAGES = {
     INVALID_PARAMS: "Invalid params",
     INTERNAL_ERROR: "Internal JSON-RPC error",
 }
+
+MAX_BATCH = 1000
+"""The most requests one body (a batch) may hold."""
 
 RequestId = str | int | None
 
@@ -51,19 +64,28 @@ class Invalid:
     message: str
 
 
-def decode(body: bytes) -> tuple[list[Request | Invalid], bool]:
-    """Decode a request body into requests and invalid elements.
+def decode(body: bytes, *, max_batch: int = MAX_BATCH) -> tuple[list[Request | Invalid], bool]:
+    """Decode a request body into requests and invalid elements. Never raises.
+
+    A batch of more than `max_batch` requests becomes one `Invalid` (-32600)
+    naming the cap: nothing of it is run.
 
     Returns:
         The elements in order, and whether the body was a batch (an array).
     """
     try:
         document = ujson.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError, OverflowError):
         return [Invalid(None, PARSE_ERROR, _MESSAGES[PARSE_ERROR])], False
     if isinstance(document, list):
         if not document:
             return [Invalid(None, INVALID_REQUEST, _MESSAGES[INVALID_REQUEST])], True
+        if len(document) > max_batch:
+            message = (
+                f"{_MESSAGES[INVALID_REQUEST]}: a batch holds at most {max_batch} requests "
+                f"(this one has {len(document)})"
+            )
+            return [Invalid(None, INVALID_REQUEST, message)], True
         return [_element(item) for item in document], True
     return [_element(document)], False
 
@@ -106,14 +128,43 @@ def notification(method: str, params: Mapping[str, Any]) -> bytes:
 
 
 def encode_responses(responses: list[dict[str, Any]]) -> bytes | None:
-    """Encode what goes back for one body: nothing, one object, or an array."""
+    """Encode what goes back for one body: nothing, one object, or an array. Never raises.
+
+    A response that cannot be encoded (a handler returned something JSON cannot
+    express: a bug) is replaced by -32603 for its id and logged with its traceback;
+    the rest of the batch goes out as it is.
+    """
     if not responses:
         return None
-    if len(responses) == 1:
-        return dumps(responses[0])
-    return dumps(responses)
+    document: Any = responses[0] if len(responses) == 1 else responses
+    try:
+        return dumps(document)
+    except (TypeError, ValueError, OverflowError):
+        safe = [_encodable(response) for response in responses]
+        return dumps(safe[0] if len(safe) == 1 else safe)
+
+
+def _encodable(response: dict[str, Any]) -> dict[str, Any]:
+    try:
+        dumps(response)
+    except (TypeError, ValueError, OverflowError):
+        request_id = response.get("id")
+        log.exception("the response to request %r cannot be encoded", request_id)
+        return error(request_id, INTERNAL_ERROR, _MESSAGES[INTERNAL_ERROR])
+    return response
 
 
 def dumps(document: Any) -> bytes:
-    """Encode compactly as UTF-8 JSON."""
-    return ujson.dumps(document, ensure_ascii=False, escape_forward_slashes=False).encode()
+    """Encode compactly as UTF-8 JSON.
+
+    Text that UTF-8 cannot hold (a lone surrogate, as a peer may send in an escape)
+    is written as JSON unicode escapes instead: the whole document then goes
+    out ASCII-escaped, which every JSON parser reads back to the same text.
+
+    Raises:
+        TypeError, OverflowError: `document` holds something JSON cannot express.
+    """
+    try:
+        return ujson.dumps(document, ensure_ascii=False, escape_forward_slashes=False).encode()
+    except UnicodeEncodeError:
+        return ujson.dumps(document, ensure_ascii=True, escape_forward_slashes=False).encode()

@@ -249,7 +249,7 @@ class DomainHandlers:
         returns="{sdUUID: RepoStats}",
     )
     async def repo_stats(
-        self, *, domains: Annotated[list[Any], Arg("only these", default=[])]
+        self, *, domains: Annotated[list[str], Arg("only these", default=[])]
     ) -> dict[str, Any]:
         """Host.getStorageRepoStats: each monitored domain's last health check."""
         wanted = set(domains or ())

@@ -45,9 +45,20 @@ MasterVersion = Annotated[int, Arg("the master version", wire="masterVersion")]
 
 
 def _domain_list(value: Any) -> list[str]:
-    """DomainList comes as a list or as a comma-separated string."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return [check_uuid(str(item).strip(), "domainList") for item in items if str(item).strip()]
+    """DomainList comes as a list of ids or as a comma-separated string of them.
+
+    Raises:
+        InvalidArgument: anything else (a number, an object, a list holding non-strings).
+    """
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        items = value
+    else:
+        raise InvalidArgument(
+            param="domainList", expected="a list of UUIDs or a comma-separated string"
+        )
+    return [check_uuid(item.strip(), "domainList") for item in items if item.strip()]
 
 
 def _connections(domain_type: int, params: list[Any]) -> list[ServerConnection]:

@@ -131,7 +131,7 @@ class TaskHandlers:
         self,
         *,
         job_type: Annotated[str, Arg("storage or v2v")] = "",
-        job_ids: Annotated[list[Any], Arg("only these job ids", default=[])],
+        job_ids: Annotated[list[str], Arg("only these job ids", default=[])],
     ) -> pykka.Future[Any]:
         """Host.getJobs."""
         return self.api.manager().jobs(job_type or None, job_ids or ())

@@ -5,6 +5,17 @@ passed) get an ERROR frame and the connection is closed: its byte stream can no
 longer be trusted. Semantic errors (a SUBSCRIBE without id, an unknown version)
 get an ERROR and the connection carries on. Nothing a peer sends can raise out
 of here: the server and every other connection carry on.
+
+Budgets, per connection (see `ServerSettings`):
+- requests in flight: `max_pending`, each element of a batch counting one;
+- a started frame must be complete within `frame_timeout` (60 s) of its first
+  byte or of the previous complete frame, or the connection is closed with an
+  ERROR frame; an idle connection (nothing or only heart-beats buffered) has no
+  read deadline;
+- unsent bytes: past `PAUSE_BACKLOG` (1 MiB) the connection reads nothing more
+  until the peer has caught up, and is closed if it has not within
+  `frame_timeout`; a peer whose backlog passes `max_backlog` (8 MiB) when another
+  frame is due is closed at once.
 """
 
 from __future__ import annotations
@@ -34,7 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
-MAX_BACKLOG = 64 * 1024 * 1024
+PAUSE_BACKLOG = 1024 * 1024
+"""Unsent bytes past which the connection stops reading until the peer catches up."""
 
 
 class StompConnection:
@@ -57,6 +69,8 @@ class StompConnection:
         self.send_interval = server.settings.idle_heartbeat
         self.expect_interval: float | None = None
         self.last_received = time.monotonic()
+        self._frame_since: float | None = None
+        """When the buffered partial frame started (or the last frame completed)."""
         self._closed = False
         self._heartbeat_task: asyncio.Task[None] | None = None
         sock = writer.get_extra_info("socket")
@@ -106,24 +120,57 @@ class StompConnection:
 
     async def _read_loop(self) -> None:
         while not self._closed:
-            chunk = await self.reader.read(READ_SIZE)
+            if self._backlog() > PAUSE_BACKLOG and not await self._catch_up():
+                return
+            if self._frame_since is None:
+                chunk = await self.reader.read(READ_SIZE)
+            else:
+                chunk = await self._read_more_of_frame(self._frame_since)
             if not chunk:
                 return
             self.parser.feed(chunk)
             if not await self._process():
                 return
 
+    async def _read_more_of_frame(self, since: float) -> bytes:
+        """Read the rest of a started frame; b"" (after an ERROR) once its time is up."""
+        timeout = self.server.settings.frame_timeout
+        try:
+            async with asyncio.timeout(max(since + timeout - time.monotonic(), 0.0)):
+                return await self.reader.read(READ_SIZE)
+        except TimeoutError:
+            log.info("connection %s sent no complete frame in %s s; closed", self.peer, timeout)
+            self.send_error(f"no complete frame in {timeout:g} s")
+            return b""
+
+    async def _catch_up(self) -> bool:
+        """Wait (reading nothing) until the peer has read its backlog; False: closed."""
+        try:
+            async with asyncio.timeout(self.server.settings.frame_timeout):
+                await self.writer.drain()
+        except TimeoutError:
+            log.warning("connection %s does not read its replies; closed", self.peer)
+            self._abort()
+            return False
+        return True
+
     async def _process(self) -> bool:
         """Handle every complete frame received; False once the connection must end."""
-        self.last_received = time.monotonic()
+        now = self.last_received = time.monotonic()
+        completed = False
         try:
             for frame in self.parser.frames():
+                completed = True
                 if not self._handle(frame):
                     return False
         except FrameError as error:
             log.info("connection %s: %s; closed", self.peer, error.reason)
             self.send_error(error.reason)
             return False
+        if not self.parser.partial:
+            self._frame_since = None
+        elif completed or self._frame_since is None:
+            self._frame_since = now
         return True
 
     def close(self) -> None:
@@ -194,25 +241,31 @@ class StompConnection:
             self.send_error(f"Subscription not available: {destination}")
 
     def _request(self, frame: Frame) -> None:
+        """Charge the body's requests to the budget, then answer it in a task."""
         reply_to = frame.headers.get("reply-to")
-        if self.pending >= self.server.settings.max_pending:
+        handler = self.server.handler
+        body = handler.decode(frame.body)
+        cost, limit = body.cost, self.server.settings.max_pending
+        if self.pending and self.pending + cost > limit:
+            dropped = f"batch of {cost} requests" if cost > 1 else "request"
             self.send_error(
-                f"too many pending requests (limit {self.server.settings.max_pending}); "
-                "request dropped"
+                f"too many pending requests ({self.pending} in flight, limit {limit}); "
+                f"{dropped} dropped"
             )
             return
-        self.pending += 1
+        self.pending += cost
         origin = Origin(self.peer, self.local, frame.headers.get("ovirtCorrelationId"))
-        task = asyncio.create_task(self.server.handler(frame.body, origin))
-        task.add_done_callback(lambda done: self._answered(done, reply_to))
+        task = asyncio.create_task(handler.answer(body, origin))
+        task.add_done_callback(lambda done: self._answered(done, reply_to, cost))
 
-    def _answered(self, task: asyncio.Task[bytes | None], reply_to: str | None) -> None:
-        self.pending -= 1
+    def _answered(self, task: asyncio.Task[bytes | None], reply_to: str | None, cost: int) -> None:
+        self.pending -= cost
         if task.cancelled():
             return
         error = task.exception()
-        if error is not None:
+        if error is not None:  # a bug: the handler never raises; still, the peer hears
             log.error("request from %s failed unexpectedly", self.peer, exc_info=error)
+            self.send_error("internal error: a request could not be answered")
             return
         body = task.result()
         if body is not None and reply_to:
@@ -228,16 +281,24 @@ class StompConnection:
     def send_raw(self, data: bytes) -> None:
         """Queue bytes for the peer; each frame is written whole, in order.
 
-        A peer that stops reading while its backlog passes `MAX_BACKLOG` is closed
-        rather than allowed to grow the agent's memory without bound.
+        A peer whose unsent backlog already passes `max_backlog` is closed rather
+        than allowed to grow the agent's memory without bound.
         """
         if self._closed:
             return
-        self.writer.write(data)
-        if self.writer.transport.get_write_buffer_size() > MAX_BACKLOG:
+        if self._backlog() > self.server.settings.max_backlog:
             log.warning("connection %s does not read its replies; closed", self.peer)
-            self.writer.transport.abort()
-            self._closed = True
+            self._abort()
+            return
+        self.writer.write(data)
+
+    def _backlog(self) -> int:
+        transport = self.writer.transport
+        return 0 if transport is None else transport.get_write_buffer_size()
+
+    def _abort(self) -> None:
+        self._closed = True
+        self.writer.transport.abort()
 
     def send_error(self, message: str) -> None:
         """Send an ERROR frame with `message` as its header and body."""

@@ -37,6 +37,7 @@ DETECT_BYTES = max(len(prefix) for prefix in DETECT_PREFIXES)
 
 _UNESCAPE = {b"\\\\": b"\\", b"\\n": b"\n", b"\\r": b"\r", b"\\c": b":"}
 _RAW_COMMANDS = frozenset({"CONNECT", "CONNECTED"})
+_MAX_LENGTH_DIGITS = 12
 
 
 class FrameError(Exception):
@@ -110,7 +111,9 @@ def encode(command: str, headers: Mapping[str, str] | None = None, body: bytes =
             continue
         lines.append(f"{_escape(name)}:{_escape(value)}" if escape else f"{name}:{value}")
     lines.append(f"content-length:{len(body)}")
-    return ("\n".join(lines) + "\n\n").encode() + body + NUL
+    # A lone surrogate in a header (never a peer's: their headers are strict UTF-8)
+    # becomes "?" rather than make the frame unsendable.
+    return ("\n".join(lines) + "\n\n").encode(errors="replace") + body + NUL
 
 
 class FrameParser:
@@ -126,6 +129,11 @@ class FrameParser:
         self._buffer = bytearray()
         self.heartbeats = 0
         """Heart-beat EOLs seen between frames: any byte counts as life."""
+
+    @property
+    def partial(self) -> bool:
+        """Whether part of a frame is buffered (after `frames()`; heart-beats excluded)."""
+        return bool(self._buffer)
 
     def feed(self, data: bytes) -> None:
         """Append received bytes."""
@@ -165,6 +173,8 @@ class FrameParser:
         if head_end == -1:
             self._check_partial_head()
             return None
+        if head_end > self._max_head():
+            raise FrameError("frame header too large")
         command, headers = self._parse_head(bytes(buf[:head_end]))
         body_start = head_end + separator
         body_end = self._body_end(headers, body_start)
@@ -174,12 +184,20 @@ class FrameParser:
         del buf[: body_end + 1]
         return Frame(command, headers, body)
 
-    def _check_partial_head(self) -> None:
+    def _max_head(self) -> int:
         limits = self.limits
-        if len(self._buffer) > limits.max_header_line * (limits.max_headers + 1):
+        return limits.max_header_line * (limits.max_headers + 1)
+
+    def _check_partial_head(self) -> None:
+        """Refuse a head that can no longer be accepted, however it ends.
+
+        The same checks apply to a complete head, so where the stream is cut into
+        reads never changes whether it is accepted.
+        """
+        if len(self._buffer) > self._max_head():
             raise FrameError("frame header too large")
-        first_line = self._buffer.split(b"\n", 1)[0]
-        if len(first_line) > limits.max_header_line:
+        first_line_end = self._buffer.find(b"\n", 0, self.limits.max_header_line + 1)
+        if first_line_end == -1 and len(self._buffer) > self.limits.max_header_line:
             raise FrameError("header line too long")
 
     def _parse_head(self, head: bytes) -> tuple[str, dict[str, str]]:
@@ -212,8 +230,10 @@ class FrameParser:
         limit = self.limits.max_body
         length_text = headers.get("content-length")
         if length_text is not None:
-            if not length_text.isdigit():
-                raise FrameError(f"bad content-length {length_text!r}")
+            # ASCII digits only (int() takes other scripts' digits), and few of them.
+            digits = length_text.isascii() and length_text.isdigit()
+            if not digits or len(length_text) > _MAX_LENGTH_DIGITS:
+                raise FrameError(f"bad content-length {length_text[:32]!r}")
             length = int(length_text)
             if length > limit:
                 raise FrameError(f"body of {length} bytes exceeds the limit of {limit}")
@@ -223,7 +243,7 @@ class FrameParser:
             if buf[end] != 0:
                 raise FrameError("frame does not end with NUL after content-length bytes")
             return end
-        end = buf.find(NUL, body_start)
+        end = buf.find(NUL, body_start, body_start + limit + 1)
         if end == -1:
             if len(buf) - body_start > limit:
                 raise FrameError(f"body exceeds the limit of {limit} bytes")

@@ -155,3 +155,20 @@ def test_too_many_pending_requests_are_refused(front: Front, bystander):
         assert "too many pending requests" in errors[0][1]["message"]
     finally:
         raw.close()
+
+
+def test_lone_surrogates_are_answered_through_the_front(front: Front, bystander):
+    """stomp.py sends UTF-8 text: lone surrogates travel as JSON escapes, and come back so."""
+    bodies = [
+        {"jsonrpc": "2.0", "method": "Host.echo", "params": {"message": "\ud800"}, "id": "\udfff"},
+        {"jsonrpc": "2.0", "method": "Host.\ud800", "params": {}, "id": "m"},
+        {"jsonrpc": "2.0", "method": "Host.echo", "params": {"\ud800": 1}, "id": "p"},
+    ]
+    echo, method, param = (
+        bystander.call(body["method"], body["params"], request_id=body["id"]) for body in bodies
+    )
+    assert echo == {"jsonrpc": "2.0", "id": "\udfff", "result": "\ud800"}
+    assert (method["id"], method["error"]["code"]) == ("m", -32601)
+    assert (param["id"], param["error"]["code"]) == ("p", -32602)
+    bystander.send_body(json.dumps(bodies))
+    assert [reply["id"] for reply in bystander.wait_reply()] == ["\udfff", "m", "p"]

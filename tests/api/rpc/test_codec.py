@@ -77,3 +77,73 @@ def test_decoding_never_raises_on_any_bytes(body: bytes):
 def test_results_round_trip_through_the_encoder(request_id: str, value: object):
     encoded = codec.encode_responses([codec.result(request_id, value)])
     assert json.loads(encoded or b"") == {"jsonrpc": "2.0", "id": request_id, "result": value}
+
+
+# -- lone surrogates, caps, what cannot be encoded ----------------------------------------
+
+SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+ANY_TEXT = st.text(st.characters() | SURROGATES, max_size=12)
+"""Text with lone surrogates, which JSON can carry as escapes but UTF-8 cannot."""
+json_with_surrogates = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64) | ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ANY_TEXT, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(ANY_TEXT | st.integers(), ANY_TEXT, json_with_surrogates)
+def test_any_text_in_id_method_or_params_decodes_and_its_answers_encode(
+    request_id: object, method: str, value: object
+):
+    body = json.dumps(
+        {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {"v": value}}
+    ).encode()  # json escapes lone surrogates: the body is ASCII
+    [element], _ = codec.decode(body)
+    if isinstance(element, codec.Request):
+        assert (element.id, element.method, element.params) == (request_id, method, {"v": value})
+    responses = [
+        codec.result(element.id, value),
+        codec.error(element.id, codec.METHOD_NOT_FOUND, f"no method {method}"),
+    ]
+    encoded = codec.encode_responses(responses)
+    assert json.loads(encoded or b"") == responses
+
+
+def test_a_cesu_encoded_surrogate_in_the_body_is_read_and_answered():
+    [request], _ = codec.decode(b'{"jsonrpc":"2.0","id":"\xed\xa0\x80","method":"Host.ping"}')
+    assert isinstance(request, codec.Request)
+    assert request.id == "\ud800"
+    assert json.loads(codec.dumps(codec.result(request.id, True)))["id"] == "\ud800"
+
+
+def test_the_fast_path_stays_utf8():
+    assert codec.dumps({"m": "héllo/x"}) == '{"m":"héllo/x"}'.encode()
+
+
+def test_a_batch_over_the_cap_is_one_error_naming_the_cap():
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "Host.ping"}
+    [invalid], batch = codec.decode(json.dumps([ping] * (codec.MAX_BATCH + 1)).encode())
+    assert batch
+    assert isinstance(invalid, codec.Invalid)
+    assert (invalid.id, invalid.code) == (None, codec.INVALID_REQUEST)
+    assert f"at most {codec.MAX_BATCH} requests" in invalid.message
+    elements, _ = codec.decode(json.dumps([ping] * codec.MAX_BATCH).encode())
+    assert len(elements) == codec.MAX_BATCH
+    assert all(isinstance(element, codec.Request) for element in elements)
+    [small], _ = codec.decode(json.dumps([ping] * 3).encode(), max_batch=2)
+    assert isinstance(small, codec.Invalid)
+    assert "at most 2 requests" in small.message
+
+
+def test_deep_json_is_a_parse_error():
+    [invalid], _ = codec.decode(b"[" * 100_000 + b"]" * 100_000)
+    assert isinstance(invalid, codec.Invalid)
+    assert invalid.code == codec.PARSE_ERROR
+
+
+def test_a_response_that_cannot_be_encoded_becomes_an_internal_error_for_its_id():
+    good = codec.result("a", 1)
+    bad = codec.result("b", {1, 2})  # a handler's bug: a set is not JSON
+    decoded = json.loads(codec.encode_responses([good, bad]) or b"")
+    assert decoded == [good, codec.error("b", codec.INTERNAL_ERROR, "Internal JSON-RPC error")]
+    assert json.loads(codec.encode_responses([bad]) or b"")["error"]["code"] == -32603
