@@ -38,6 +38,10 @@ class RestartInfo:
     """Wall-clock time (`time.time()`) of the last restart."""
 
 
+NO_RESTARTS = RestartInfo()
+"""A child slot that was never restarted (shared: it is frozen)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ActorStatus:
     """A point-in-time view of one actor or supervisor, for the console and metrics."""

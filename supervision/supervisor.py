@@ -13,10 +13,13 @@ through `SupervisorHandle`, which always passes a deadline.
 
 from __future__ import annotations
 
+import gc
 import logging
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pykka
@@ -31,7 +34,7 @@ from hostvisor.actors.errors import (
 )
 from hostvisor.supervision.budget import RestartBudget
 from hostvisor.supervision.clock import Clock
-from hostvisor.supervision.registry import Registry, RestartInfo, child_path
+from hostvisor.supervision.registry import NO_RESTARTS, Registry, RestartInfo, child_path
 from hostvisor.supervision.spec import (
     ChildKind,
     ChildSpec,
@@ -117,7 +120,7 @@ class _Slot:
     path: str
     ref: pykka.ActorRef[Any] | None = None
     incarnation: int = 0
-    restarts: RestartInfo = field(default_factory=RestartInfo)
+    restarts: RestartInfo = NO_RESTARTS
 
 
 # -- the actor --------------------------------------------------------------------------
@@ -216,34 +219,52 @@ class Supervisor(Actor):
         return slot.path
 
     def _start_children(self, specs: tuple[ChildSpec, ...]) -> list[str | HostvisorError]:
+        """Spawn every child first, then wait for each `on_start` in turn.
+
+        Runs in the supervisor's thread and blocks it until every child's `on_start`
+        has ended (each within its own start timeout). Linear in the number of
+        children: one pass to spawn, one to wait (registering each child as it is up),
+        one publication of the children. The cyclic garbage collector is paused
+        meanwhile (`gc_paused`): thousands of new actors would otherwise set off full
+        collections that walk every object in the process. Raises nothing a child
+        causes: each answer is the child's path or the error that kept it from starting.
+        """
         validate_children(specs)
-        spawned: list[tuple[_Slot, Link, pykka.ActorRef[Any]] | HostvisorError] = []
-        for spec in specs:
-            if spec.id in self._slots:
-                spawned.append(AlreadyExists(supervisor=self.path, child=spec.id))
-                continue
-            slot = _Slot(spec=spec, path=child_path(self.path, spec.id))
-            self._slots[spec.id] = slot
-            try:
-                spawned.append((slot, *self._spawn_slot(slot)))
-            except StartFailed as error:
-                del self._slots[spec.id]
-                spawned.append(error)
-        answers: list[str | HostvisorError] = []
-        for entry in spawned:
-            if isinstance(entry, HostvisorError):
-                answers.append(entry)
-                continue
-            slot, link, ref = entry
-            try:
-                self._await_slot(slot, link, ref)
-            except StartFailed as error:
-                del self._slots[slot.spec.id]
-                answers.append(error)
-            else:
-                answers.append(slot.path)
+        with gc_paused():
+            spawned = [self._spawn_new(spec) for spec in specs]
+            answers: list[str | HostvisorError] = []
+            for entry in spawned:
+                if isinstance(entry, HostvisorError):
+                    answers.append(entry)
+                    continue
+                slot, link, ref = entry
+                try:
+                    self._await_slot(slot, link, ref)
+                except StartFailed as error:
+                    del self._slots[slot.spec.id]
+                    answers.append(error)
+                else:
+                    answers.append(slot.path)
         self._publish_children()
         return answers
+
+    def _spawn_new(
+        self, spec: ChildSpec
+    ) -> tuple[_Slot, Link, pykka.ActorRef[Any]] | HostvisorError:
+        """Add a slot for `spec` and spawn it; the error instead if that failed.
+
+        Supervisor's thread; does not wait for the child's `on_start`.
+        """
+        if spec.id in self._slots:
+            return AlreadyExists(supervisor=self.path, child=spec.id)
+        slot = _Slot(spec=spec, path=child_path(self.path, spec.id))
+        self._slots[spec.id] = slot
+        try:
+            link, ref = self._spawn_slot(slot)
+        except StartFailed as error:
+            del self._slots[spec.id]
+            return error
+        return slot, link, ref
 
     def _delete_child(self, child_id: str) -> None:
         slot = self._slot(child_id)
@@ -415,6 +436,47 @@ class Supervisor(Actor):
         """Log a supervisor report: one line, key=value, greppable."""
         details = " ".join(f"{key}={value}" for key, value in fields.items())
         log.warning("supervisor report: supervisor=%s event=%r %s", self.path, event, details)
+
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+"""How many `gc_paused` blocks are running now."""
+_gc_resume = False
+"""Whether the collector was on when the first of them began."""
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a burst of allocations (any thread).
+
+    Starting thousands of actors allocates hundreds of thousands of long-lived objects;
+    with the collector on, each full collection on the way walks every object in the
+    process again (0.45 s of 5,000 VMs' recovery, in pauses of up to 0.17 s). Paused,
+    reference counting frees memory as usual and only cycles wait. On leaving, the
+    survivors join the oldest generation at once (`gc.freeze()` then `gc.unfreeze()`:
+    no traversal) instead of being walked by the young generations' next collections,
+    unless something else froze objects on purpose.
+
+    Nests and overlaps safely across threads: the collector is switched off by the
+    first pauser, if it was on, and back on when the last one leaves. Any thread;
+    blocks only on a short lock; raises nothing of its own.
+    """
+    global _gc_pausers, _gc_resume  # noqa: PLW0603 - one process-wide collector
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_resume = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_resume:
+                if gc.get_freeze_count() == 0:
+                    gc.freeze()
+                    gc.unfreeze()
+                gc.enable()
 
 
 def _wants_restart(restart: Restart, reason: ExitReason) -> bool:

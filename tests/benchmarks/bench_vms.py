@@ -1,7 +1,8 @@
 """VMs through Hostvisor against raw libvirt, each figure measured in the same run.
 
     .venv/bin/python tests/benchmarks/bench_vms.py [--guests N] [--parallel N] [--vms N]
-                                                   [--rounds N] [--no-kvm]
+                                                   [--scales N,N] [--recovery-rounds N]
+                                                   [--rounds N] [--no-kvm] [--recovery-only]
 
 Prints one table (raw libvirt | hostvisor | ratio | target):
 - create -> Up of one real guest: VM.create over STOMP until its Up event, against
@@ -11,11 +12,15 @@ Prints one table (raw libvirt | hostvisor | ratio | target):
 - Host.getAllVmStats over STOMP at --vms test-driver VMs (p50; target <= 50 ms), against
   one raw `getAllDomainStats`;
 - recovery after kill -9 of `hostvisor serve` with --guests real guests (target <= 2 s)
-  and with --vms test-driver VMs (target <= 3 s): from starting the process until the API
+  and at each of --scales test-driver VMs (1,000 and 5,000; target <= 1.5x, i.e. it
+  grows no faster than libvirt's own cost): from starting the process until the API
   answers the whole VM list instead of 99, against a fresh process that opens the same
-  libvirt and reads every domain's XML and state; and the agent's own start -> gate-open
-  figure from its log;
-- RSS per VM actor at --vms VMs (target <= 64 KiB), against bare pykka actors.
+  libvirt and reads every domain's XML and state (both import the same packages first);
+  medians of --recovery-rounds; and the agent's own start -> gate-open figure from its log;
+- RSS per VM actor at --vms VMs (target <= 64 KiB), against bare pykka actors: a host
+  that adopted --vms VMs against one whose --vms domains carry no oVirt metadata.
+
+--recovery-only prints the test-driver recovery rows alone.
 
 Real guests run under qemu:///embed (KVM when /dev/kvm opens), 64 MiB each, with the
 halting boot disk of tests/harness/guests.py. The machine's available memory is checked
@@ -30,6 +35,7 @@ import argparse
 import contextlib
 import gc
 import json
+import math
 import os
 import queue
 import re
@@ -71,12 +77,14 @@ from hostvisor.actors.vm.sampling import bulk_sample
 from hostvisor.api.client import Client, ServerError, connect
 from hostvisor.api.embedded import EmbeddedHost
 from hostvisor.supervision.config import load_config
-from hostvisor.supervision.recovery import recover_vms
 
 SERVE = [sys.executable, "-m", "hostvisor.api.cli", "serve"]
 GUEST_MIB = 64
 GUEST_OVERHEAD_MIB = 64  # QEMU's own memory beside the guest's, generously
 EVENTS = "jms.queue.events"
+RECOVERED = r"(?:vms: recovered \d+|recovered \d+ VMs) in ([\d.]+) s"
+"""The agent's log line saying how long adopting the VMs took (the `vms` recoverer's)."""
+UP = r"hostvisor is up: \d+ actors in ([\d.]+) s"
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -285,7 +293,7 @@ def measure_all_stats(count: int) -> dict[str, float]:
                 bulk_sample(conn)
                 raw.append(time.perf_counter() - started)
             # What the board saves: one ask to each VM actor instead, without the API.
-            refs = list(host.tree.vm_refs().values())
+            refs = list(host.tree.vms.refs().values())
             fan_out = []
             for _ in range(rounds):
                 started = time.perf_counter()
@@ -325,28 +333,26 @@ def measure_rss_raw(count: int) -> dict[str, float]:
     return {"rss_kib": per_actor / 1024}
 
 
-def measure_rss_vm_actors(count: int, *, fresh: bool = False) -> dict[str, float]:
-    """RSS per recovered VmActor: VMs up for an hour, or `fresh` (just started).
+def measure_rss_host(count: int, *, ovirt: bool = True, fresh: bool = False) -> dict[str, float]:
+    """RSS of a host up on `count` test-driver domains, once every branch has recovered.
 
-    A VM in its first minute ("Powering up") holds a timer thread to announce "Up".
+    With `ovirt` the domains carry oVirt metadata and each becomes a VmActor; without,
+    libvirt holds the same domains and the host adopts none: the difference is what the
+    VM actors cost. The VMs have run for an hour, or are `fresh` (just started: in
+    their first minute, "Powering up").
     """
     start_time = None if fresh else time.time() - 3600
     with _scratch("hvb") as directory:
         uri = write_test_node(
             directory / "node.xml",
-            [td_domain_xml(name=f"s{n}", start_time=start_time) for n in range(count)],
+            [td_domain_xml(name=f"s{n}", ovirt=ovirt, start_time=start_time) for n in range(count)],
         )
         config = load_config(state_dir=directory / "state", libvirt_uri=uri, management_port=0)
-        host = EmbeddedHost(config)
-        try:
-            host.runner.start(config.start_timeout)  # libvirt holds its domains from here on
-            before = _rss()
-            assert recover_vms(host.tree) == count
-            per_actor = (_rss() - before) / count
-            host.gate.open()
-        finally:
-            host.stop()
-    return {"rss_kib": per_actor / 1024}
+        with EmbeddedHost(config) as host:
+            adopted = len(host.tree.vms.refs())
+            if adopted != (count if ovirt else 0):
+                raise RuntimeError(f"{adopted} VMs adopted of {count} domains")
+            return {"rss": float(_rss())}
 
 
 def measure_raw_recovery(count: int, uri: str = "") -> dict[str, float]:
@@ -370,8 +376,9 @@ MEASURES: dict[str, Callable[..., dict[str, float]]] = {
     "create_parallel": measure_create_parallel,
     "all_stats": measure_all_stats,
     "rss_raw": measure_rss_raw,
-    "rss_vm_actors": measure_rss_vm_actors,
-    "rss_vm_actors_fresh": lambda count: measure_rss_vm_actors(count, fresh=True),
+    "rss_host_vms": measure_rss_host,
+    "rss_host_vms_fresh": lambda count: measure_rss_host(count, fresh=True),
+    "rss_host_plain": lambda count: measure_rss_host(count, ovirt=False),
     "raw_recovery": measure_raw_recovery,
 }
 
@@ -406,9 +413,12 @@ class Agent:
         )
         self.process: subprocess.Popen[bytes] | None = None
         self.log = directory / "serve.log"
+        self.log_start = 0
+        """Where the current run's lines begin in the log."""
 
     def start(self) -> float:
         argv = [*SERVE, "--config", str(self.config), "--state-dir", str(self.state_dir)]
+        self.log_start = self.log.stat().st_size if self.log.exists() else 0
         started = time.perf_counter()
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -455,9 +465,23 @@ class Agent:
                 self.process.kill()
                 self.process.wait(timeout=30)
 
-    def logged(self, pattern: str) -> float:
-        found = re.findall(pattern, self.log.read_text())
-        return float(found[-1]) if found else float("nan")
+    def logged(self, pattern: str, timeout: float = 10) -> float:
+        """The figure of the current run's line matching `pattern` (waits for it).
+
+        Only what this run wrote counts (an earlier run may have been killed before
+        it logged); NaN if the line does not come within `timeout` seconds.
+        """
+
+        def found() -> list[str]:
+            with self.log.open("rb") as log:
+                log.seek(self.log_start)
+                return re.findall(pattern, log.read().decode(errors="replace"))
+
+        try:
+            lines: list[str] = _wait(found, timeout, pattern)
+        except TimeoutError:
+            return float("nan")
+        return float(lines[-1])
 
 
 def _qemu_pids(embed_root: Path, names: dict[str, str]) -> dict[str, int]:
@@ -516,8 +540,8 @@ def bench_recovery_real(count: int) -> dict[str, Any]:
             result = {
                 "raw": raw,
                 "gate": gate,
-                "up_in": agent.logged(r"hostvisor is up: \d+ actors in ([\d.]+) s"),
-                "recovered_in": agent.logged(r"recovered \d+ VMs in ([\d.]+) s"),
+                "up_in": agent.logged(UP),
+                "recovered_in": agent.logged(RECOVERED),
                 "started_all": started_all,
                 "survivors": len(survivors),
                 "same_pids": same,
@@ -537,8 +561,14 @@ def bench_recovery_real(count: int) -> dict[str, Any]:
                 kill_qemu(pid, vm_id)
 
 
-def bench_recovery_td(count: int) -> dict[str, Any]:
+def bench_recovery_td(count: int, rounds: int) -> dict[str, float]:
+    """Spawn -> gate after kill -9 with `count` test-driver VMs; medians of `rounds`.
+
+    Each round kills the agent, measures the fresh raw process while no agent runs,
+    then starts the agent again on the same libvirt and waits until it lists them all.
+    """
     started = time.time() - 3600  # VMs that have run for an hour, as after a real crash
+    runs: dict[str, list[float]] = {"raw": [], "internal": [], "gate": [], "up_in": [], "in": []}
     with _scratch("hvr") as directory:
         uri = write_test_node(
             directory / "node.xml",
@@ -547,19 +577,53 @@ def bench_recovery_td(count: int) -> dict[str, Any]:
         agent = Agent(directory, uri)
         try:
             agent.start()
-            agent.wait_listing(count, 120)
-            agent.kill9()
-            raw = _in_child("raw_recovery", count, uri)
-            begun = agent.start()
-            gate = agent.wait_listing(count, 120) - begun
-            return {
-                "raw": raw,
-                "gate": gate,
-                "up_in": agent.logged(r"hostvisor is up: \d+ actors in ([\d.]+) s"),
-                "recovered_in": agent.logged(r"recovered \d+ VMs in ([\d.]+) s"),
-            }
+            agent.wait_listing(count, 300)
+            for _ in range(rounds):
+                agent.kill9()
+                raw = _in_child("raw_recovery", count, uri)
+                begun = agent.start()
+                runs["gate"].append(agent.wait_listing(count, 300) - begun)
+                runs["raw"].append(raw["wall"])
+                runs["internal"].append(raw["internal"])
+                runs["up_in"].append(agent.logged(UP))
+                runs["in"].append(agent.logged(RECOVERED))
         finally:
             agent.stop()
+    return {name: _median(values) for name, values in runs.items()}
+
+
+def _median(values: list[float]) -> float:
+    """The median of the figures that were found (a log line may be missing)."""
+    found = [value for value in values if not math.isnan(value)]
+    return statistics.median(found) if found else float("nan")
+
+
+def recovery_rows(scales: list[int], rounds: int) -> tuple[list[str], list[str]]:
+    """The table's rows and notes for recovery at each of `scales` test-driver VMs."""
+    rows, notes = [], []
+    for count in scales:
+        td = bench_recovery_td(count, rounds)
+        rows.append(
+            _row(
+                f"recovery after kill -9, {count:,} test VMs: spawn->gate",
+                td["raw"],
+                td["gate"],
+                "<= 1.5x",
+            )
+        )
+        rows.append(
+            _row(
+                "   inside the process: open->read all | start->gate",
+                td["internal"],
+                td["up_in"],
+                "",
+            )
+        )
+        notes.append(
+            f"{count:,} test VMs recovered in {td['in']:.2f} s (agent's log); "
+            f"medians of {rounds} kill -9 rounds"
+        )
+    return rows, notes
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -570,124 +634,124 @@ def _row(name: str, raw: float, ours: float, target: str, unit: str = "s") -> st
     return f"{name:<52} {raw:>10.3f}{unit:<3} {ours:>10.3f}{unit:<3} {ratio}  {target}"
 
 
-def main() -> None:
+def _scales(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--guests", type=int, default=100, help="real guests for recovery")
     parser.add_argument("--parallel", type=int, default=20, help="real guests started at once")
     parser.add_argument("--vms", type=int, default=1000, help="test-driver VMs")
+    parser.add_argument(
+        "--scales", type=_scales, default=[1000, 5000], help="test-driver VMs for recovery"
+    )
+    parser.add_argument(
+        "--recovery-rounds", type=int, default=3, help="kill -9 rounds per recovery scale"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="rounds of create -> Up")
     parser.add_argument("--no-kvm", action="store_true", help="skip the real-guest measures")
+    parser.add_argument(
+        "--recovery-only", action="store_true", help="only the test-driver recovery rows"
+    )
     parser.add_argument("--measure", choices=sorted(MEASURES), help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--uri", default="", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def kvm_rows(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """Rows and notes of the real-guest measures: create -> Up, parallel, recovery."""
+    one = _in_child("create_one", args.rounds)
+    par = _in_child("create_parallel", args.parallel)
+    real = bench_recovery_real(args.guests)
+    rows = [
+        _row(
+            f"create -> Up, one guest (median of {args.rounds})", one["raw"], one["api"], "<= 1.2x"
+        ),
+        _row(
+            f"{args.parallel} guests Up in parallel (wall, median of {PARALLEL_ROUNDS})",
+            par["raw"],
+            par["api"],
+            "<= 1.2x",
+        ),
+        _row(
+            f"recovery after kill -9, {args.guests} guests: spawn->gate",
+            real["raw"]["wall"],
+            real["gate"],
+            "<= 2 s",
+        ),
+        _row(
+            "   inside the process: open->read all | start->gate",
+            real["raw"]["internal"],
+            real["up_in"],
+            "",
+        ),
+    ]
+    note = (
+        f"{args.guests} guests: all Up in {real['started_all']:.1f} s through the API; "
+        f"{real['survivors']}/{args.guests} QEMUs survived kill -9; same pids after "
+        f"recovery: {real['same_pids']}; VMs recovered in {real['recovered_in']:.2f} s; "
+        f"QEMU RSS {real['qemu_rss_mib']:.0f} MiB in all; memory available "
+        f"{real['available_mib']} MiB before, {real['left_mib']} MiB with the guests up"
+    )
+    return rows, [note]
+
+
+def stats_rows(vms: int) -> tuple[list[str], list[str]]:
+    """Rows and notes of getAllVmStats at `vms` test-driver VMs."""
+    stats = _in_child("all_stats", vms)
+    row = _row(
+        f"getAllVmStats p50 at {vms} test VMs (ms)",
+        stats["raw"] * 1000,
+        stats["api"] * 1000,
+        "<= 50 ms",
+        "ms",
+    )
+    note = (
+        f"getAllVmStats at {vms} answers from the VM board; asking every VM actor "
+        f"instead takes {stats['fan_out'] * 1000:.0f} ms (p50) before any encoding"
+    )
+    return [row], [note]
+
+
+def rss_rows(vms: int) -> list[str]:
+    """RSS per VM actor at `vms` VMs (up for an hour, and fresh) against bare pykka."""
+    raw = _in_child("rss_raw", vms)["rss_kib"]
+    plain = _in_child("rss_host_plain", vms)["rss"]
+    per_vm = (_in_child("rss_host_vms", vms)["rss"] - plain) / vms / 1024
+    fresh = (_in_child("rss_host_vms_fresh", vms)["rss"] - plain) / vms / 1024
+    return [
+        _row(f"RSS per VM actor at {vms} (KiB; raw: bare pykka)", raw, per_vm, "<= 64 KiB", "KiB"),
+        _row("   the same in the VMs' first minute (Powering up)", raw, fresh, "", "KiB"),
+    ]
+
+
+def main() -> None:
+    args = _arguments()
     if args.measure:
         extra = {"uri": args.uri} if args.measure == "raw_recovery" else {}
         print(json.dumps(MEASURES[args.measure](args.count, **extra)))
         return
 
-    rows = []
-    notes = []
-    if not args.no_kvm:
-        one = _in_child("create_one", args.rounds)
-        rows.append(
-            _row(
-                f"create -> Up, one guest (median of {args.rounds})",
-                one["raw"],
-                one["api"],
-                "<= 1.2x",
-            )
-        )
-        par = _in_child("create_parallel", args.parallel)
-        rows.append(
-            _row(
-                f"{args.parallel} guests Up in parallel (wall, median of {PARALLEL_ROUNDS})",
-                par["raw"],
-                par["api"],
-                "<= 1.2x",
-            )
-        )
-    stats = _in_child("all_stats", args.vms)
-    rows.append(
-        _row(
-            f"getAllVmStats p50 at {args.vms} test VMs (ms)",
-            stats["raw"] * 1000,
-            stats["api"] * 1000,
-            "<= 50 ms",
-            "ms",
-        )
-    )
-    if not args.no_kvm:
-        real = bench_recovery_real(args.guests)
-        rows.append(
-            _row(
-                f"recovery after kill -9, {args.guests} guests: spawn->gate",
-                real["raw"]["wall"],
-                real["gate"],
-                "<= 2 s",
-            )
-        )
-        rows.append(
-            _row(
-                "   inside the process: open->read all | start->gate",
-                real["raw"]["internal"],
-                real["up_in"],
-                "",
-            )
-        )
-        notes.append(
-            f"{args.guests} guests: all Up in {real['started_all']:.1f} s through the API; "
-            f"{real['survivors']}/{args.guests} QEMUs survived kill -9; same pids after "
-            f"recovery: {real['same_pids']}; VMs recovered in {real['recovered_in']:.2f} s; "
-            f"QEMU RSS {real['qemu_rss_mib']:.0f} MiB in all; memory available "
-            f"{real['available_mib']} MiB before, {real['left_mib']} MiB with the guests up"
-        )
-    td = bench_recovery_td(args.vms)
-    rows.append(
-        _row(
-            f"recovery after kill -9, {args.vms} test VMs: spawn->gate",
-            td["raw"]["wall"],
-            td["gate"],
-            "<= 3 s",
-        )
-    )
-    rows.append(
-        _row(
-            "   inside the process: open->read all | start->gate",
-            td["raw"]["internal"],
-            td["up_in"],
-            "",
-        )
-    )
-    notes.append(f"{args.vms} test VMs recovered in {td['recovered_in']:.2f} s (agent's log)")
-    notes.append(
-        f"getAllVmStats at {args.vms} answers from the VM board; asking every VM actor "
-        f"instead takes {stats['fan_out'] * 1000:.0f} ms (p50) before any encoding"
-    )
-    raw_rss = _in_child("rss_raw", args.vms)
-    vm_rss = _in_child("rss_vm_actors", args.vms)
-    fresh_rss = _in_child("rss_vm_actors_fresh", args.vms)
-    rows.append(
-        _row(
-            f"RSS per VM actor at {args.vms} (KiB; raw: bare pykka)",
-            raw_rss["rss_kib"],
-            vm_rss["rss_kib"],
-            "<= 64 KiB",
-            "KiB",
-        )
-    )
-    rows.append(
-        _row(
-            "   the same in the VMs' first minute (Powering up)",
-            raw_rss["rss_kib"],
-            fresh_rss["rss_kib"],
-            "",
-            "KiB",
-        )
-    )
+    rows: list[str] = []
+    notes: list[str] = []
+    if not args.recovery_only:
+        if not args.no_kvm:
+            kvm, kvm_notes = kvm_rows(args)
+            rows += kvm
+            notes += kvm_notes
+        stats, stats_notes = stats_rows(args.vms)
+        rows += stats
+        notes += stats_notes
+    recovery, recovery_notes = recovery_rows(args.scales, args.recovery_rounds)
+    rows += recovery
+    notes += recovery_notes
+    if not args.recovery_only:
+        rows += rss_rows(args.vms)
 
-    accelerator = detect_accelerator().name
-    print(f"guests run with {accelerator}")
+    if not args.no_kvm and not args.recovery_only:
+        print(f"guests run with {detect_accelerator().name}")
     print(f"{'measure':<52} {'raw libvirt':>13} {'hostvisor':>13} {'ratio':>8}  target")
     for row in rows:
         print(row)
