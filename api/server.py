@@ -75,7 +75,7 @@ def serve(config: Config) -> int:
         log.error("the tree failed to start: %s", error)  # noqa: TRY400 - logged where raised
         host.stop()
         return EXIT_FAILED
-    actors = len(host.status())
+    actors = len(host.registry.paths())
     log.info(
         "hostvisor is up: %d actors in %.2f s; state in %s",
         actors,

@@ -28,6 +28,17 @@ class Post:
 
 
 @dataclass(frozen=True, slots=True)
+class PostMany:
+    """Tell (from the `vms` recoverer): the first entries of the VMs it just adopted.
+
+    One message instead of one wake-up of the board per adopted VM. An entry the board
+    already holds is newer (that VM's actor posted since) and is kept.
+    """
+
+    entries: tuple[VmEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Forget:
     """Tell (from a VmActor that stopped): drop my entry."""
 
@@ -56,6 +67,10 @@ class VmBoard(Actor):
         match message:
             case Post(entry):
                 self._entries[entry.vm_id] = entry
+            case PostMany(entries):
+                held = self._entries
+                for entry in entries:
+                    held.setdefault(entry.vm_id, entry)
             case Forget(vm_id):
                 self._entries.pop(vm_id, None)
             case _:

@@ -29,6 +29,7 @@ import libvirt
 from hostvisor.actors.actor import CallbackFuture
 from hostvisor.actors.errors import HostvisorError
 from hostvisor.actors.guest.actor import ActorGone, GuestActor, PoweringUpOver, ShutdownTimedOut
+from hostvisor.actors.guest.entry import VmEntry
 from hostvisor.actors.guest.model import Publish, TellBoard, no_board
 from hostvisor.actors.guest.status import Exit, ExitReason, PauseCode, VmStatus
 from hostvisor.actors.hypervisor.events import DomainLifecycle
@@ -82,17 +83,23 @@ class VmActor(GuestActor):
         spec: the VM's domain XML, parsed.
         services: the host's libvirt connection, event bus and board.
         recover: adopt a running domain instead of launching one.
+        state: the domain's state as recovery read it with its XML; adopting then
+            makes no libvirt call (None: read it in `on_start`).
+        first_post: where `on_start` hands the VM's first entry instead of telling
+            the board (recovery collects them and posts them all at once).
         powering_up: seconds a started VM reports "Powering up" (VDSM: 60).
         operation_timeout: seconds after which an operation still running makes the
             VM report monitorResponse -1.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the collaborators and settings of one VM
         self,
         *,
         spec: domxml.DomainSpec,
         services: VmServices,
         recover: bool = False,
+        state: int | None = None,
+        first_post: Callable[[VmEntry], None] | None = None,
         powering_up: float = 60.0,
         operation_timeout: float = 30.0,
     ) -> None:
@@ -109,6 +116,8 @@ class VmActor(GuestActor):
         self.spec = spec
         self._connection = services.connection
         self._recover = recover
+        self._known_state = state
+        self._first_post = first_post
         self._pause_code = PauseCode.NOERR
         self._shutdown_requested = False
         self._shutdown_attempt = 0
@@ -123,22 +132,28 @@ class VmActor(GuestActor):
             self._adopt()
         else:
             self._launch()
-        self.guest.post()
+        if self._first_post is not None:
+            self._first_post(self.guest.entry())
+        else:
+            self.guest.post()
 
     def _adopt(self) -> None:
-        try:
-            domain = self._connection().lookupByUUIDString(self.spec.vm_id)
-            state, _reason = domain.state()
-        except libvirt.libvirtError:
-            self.guest.go_down(Exit.of(ExitReason.LIBVIRT_DOMAIN_MISSING), publish=False)
-            return
+        state, self._known_state = self._known_state, None
+        domain = None
+        if state is None:  # not read by recovery: a crash restart
+            try:
+                domain = self._connection().lookupByUUIDString(self.spec.vm_id)
+                state, _reason = domain.state()
+            except libvirt.libvirtError:
+                self.guest.go_down(Exit.of(ExitReason.LIBVIRT_DOMAIN_MISSING), publish=False)
+                return
         self.guest.set_status(status_of_state(state), publish=False)
         # A spec with a startTime was read from the running domain (recovery). One
         # without is the XML VM.create got (this actor crashed and was restarted):
         # read the live domain's XML, which has the start time and libvirt's details.
         started = self.spec.start_time
         if started is None:
-            live = _live_spec(domain)
+            live = _live_spec(domain or self._lookup())
             if live is not None:
                 self.guest.xml = live.xml
                 started = live.start_time
@@ -146,6 +161,13 @@ class VmActor(GuestActor):
         self.mark_started(clock.monotonic() - (clock.time() - started if started else 0.0))
         if self.guest.down:
             self.guest.go_down(Exit.of(ExitReason.LOST_QEMU_CONNECTION), publish=False)
+
+    def _lookup(self) -> Any:
+        """The running domain, or None if libvirt no longer has it (blocks briefly)."""
+        try:
+            return self._connection().lookupByUUIDString(self.spec.vm_id)
+        except libvirt.libvirtError:
+            return None
 
     def _launch(self) -> None:
         xml = domxml.with_start_time(self.spec.xml, self.clock.time())
@@ -319,7 +341,9 @@ class VmActor(GuestActor):
 
 
 def _live_spec(domain: Any) -> domxml.DomainSpec | None:
-    """The running domain's XML, parsed; None if unreadable."""
+    """The running domain's XML, parsed; None if unreadable (or no domain)."""
+    if domain is None:
+        return None
     try:
         return domxml.parse(domain.XMLDesc(0))
     except (libvirt.libvirtError, HostvisorError):

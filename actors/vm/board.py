@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from hostvisor.actors.guest.board import Forget, Post, Rendered, VmBoard
+from hostvisor.actors.guest.board import Forget, Post, PostMany, Rendered, VmBoard
 
-__all__ = ["Forget", "Post", "Rendered", "VmBoard"]
+__all__ = ["Forget", "Post", "PostMany", "Rendered", "VmBoard"]

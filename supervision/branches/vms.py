@@ -11,11 +11,13 @@ running domain again: no guest is lost or touched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pykka
 
-from hostvisor.actors.guest.board import Forget, Post
+from hostvisor.actors.guest.board import Forget, Post, PostMany
+from hostvisor.actors.guest.entry import VmEntry
 from hostvisor.actors.hypervisor.events import DomainLifecycle
 from hostvisor.actors.vm.actor import VmActor, VmServices
 from hostvisor.actors.vm.addresses import GUESTS_ID, VM_BOARD, VM_GUESTS, VMS, vm_path
@@ -41,7 +43,7 @@ class VmsBranch:
             board=self.tell_board,
         )
 
-    def tell_board(self, message: Post | Forget) -> None:
+    def tell_board(self, message: Post | PostMany | Forget) -> None:
         """Tell the VM board a VM's entry (or to forget it); dropped if the board is down."""
         self.ctx.tell(VM_BOARD, message)
 
@@ -53,11 +55,20 @@ class VmsBranch:
         """Return the live VmActors by VM id."""
         return self.ctx.children(VM_GUESTS)
 
-    def child(self, spec: DomainSpec, *, recover: bool = False) -> ChildSpec:
+    def child(
+        self,
+        spec: DomainSpec,
+        *,
+        recover: bool = False,
+        state: int | None = None,
+        first_post: Callable[[VmEntry], None] | None = None,
+    ) -> ChildSpec:
         """Return the child spec of one VM's actor.
 
         Transient: a VmActor that exits normally (destroyed) is not restarted; one
-        that crashes is, and re-reads libvirt with `recover=True`.
+        that crashes is, and re-reads libvirt with `recover=True`. `state` is the
+        domain's state as recovery read it: the first incarnation adopts with it,
+        and hands its first entry to `first_post` instead of the board.
         """
         config = self.ctx.config
         services = self.services
@@ -68,6 +79,8 @@ class VmsBranch:
                 spec=spec,
                 services=services,
                 recover=recover or link.incarnation > 1,
+                state=state if link.incarnation == 1 else None,
+                first_post=first_post if link.incarnation == 1 else None,
                 powering_up=config.vm_powering_up_seconds,
                 operation_timeout=config.vm_operation_timeout,
             )
@@ -75,14 +88,25 @@ class VmsBranch:
         return ChildSpec(id=spec.vm_id, start=start, restart=Restart.TRANSIENT)
 
     def recover(self) -> int:
-        """Start a VmActor for every managed running domain without one (blocks)."""
+        """Start a VmActor for every managed running domain without one (blocks).
+
+        The adopted VMs' first entries reach the board in one `PostMany`, told before
+        the branch reports (so before the gate opens), not in one wake-up each.
+        """
         guests = self.ctx.supervisor(VM_GUESTS)
-        return recover_vms(
+        entries: list[VmEntry] = []  # appended by each VmActor's on_start (its thread)
+        adopted = recover_vms(
             connection=self.ctx.connection(),
-            start=lambda specs: guests.start_children(
-                [self.child(spec, recover=True) for spec in specs]
+            start=lambda found: guests.start_children(
+                [
+                    self.child(spec, recover=True, state=state, first_post=entries.append)
+                    for spec, state in found
+                ]
             ),
         )
+        if entries:
+            self.tell_board(PostMany(tuple(entries)))
+        return adopted
 
     def build(self) -> ChildSpec:
         """The branch: the VmActor supervisor, then its recoverer."""
