@@ -251,7 +251,7 @@ class Client:
         except (OSError, ValueError, FrameError) as error:  # ValueError: closed under us
             if not self._closed.is_set():
                 self._lost = str(error)
-                log.warning("connection lost: %s", error)
+                log.info("connection lost: %s", error)  # the caller hears it: `_lost`
         finally:
             self._closed.set()
             self._fail_pending()

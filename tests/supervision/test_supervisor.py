@@ -370,7 +370,9 @@ def test_gc_paused_leaves_a_disabled_collector_and_frozen_objects_alone():
         frozen = gc.get_freeze_count()
         with gc_paused():
             pass
-        assert gc.get_freeze_count() == frozen
+        # Still frozen (an unfreeze would empty the permanent generation); a frozen
+        # object that died meanwhile (another thread's) may leave it a little smaller.
+        assert frozen * 0.99 <= gc.get_freeze_count() <= frozen
         assert gc.isenabled()
     finally:
         gc.unfreeze()
