@@ -413,18 +413,6 @@ def ask(ref: pykka.ActorRef[Any], message: Any, *, timeout: float) -> Any:
     """
     try:
         future = ref.ask(message, block=False)
-    except pykka.ActorDeadError:
-        raise Unavailable(actor=_ref_path(ref), reason="actor is not running") from None
-    return settle(ref, future, timeout=timeout)
-
-
-def settle(ref: pykka.ActorRef[Any], future: pykka.Future[Any], *, timeout: float) -> Any:
-    """Wait at most `timeout` seconds for the answer `future` of an ask sent to `ref`.
-
-    As `ask` (same errors, same abandonment on timeout), for an ask sent earlier with
-    `ref.ask(message, block=False)`.
-    """
-    try:
         return future.get(timeout=timeout)
     except pykka.Timeout:
         if isinstance(future, CallbackFuture):

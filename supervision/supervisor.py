@@ -17,14 +17,14 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pykka
 
-from hostvisor.actors.actor import Actor, Exit, ExitReason, Link, ask, settle
+from hostvisor.actors.actor import Actor, Exit, ExitReason, Link, ask
 from hostvisor.actors.errors import (
     AlreadyExists,
     Conflict,
@@ -547,23 +547,6 @@ class SupervisorHandle:
             self.ref, StartChildren(tuple(specs)), timeout=timeout
         )
         return answers
-
-    def start_children_later(
-        self, specs: Sequence[ChildSpec]
-    ) -> Callable[[], list[str | HostvisorError]]:
-        """As `start_children`, without waiting: return a function that waits for the answers.
-
-        The caller may go on (read the next batch) while the supervisor starts these;
-        the returned function blocks at most the same deadline, counted from its call.
-        """
-        timeout = self.timeout + max((spec.start_timeout for spec in specs), default=0.0)
-        future = self.ref.ask(StartChildren(tuple(specs)), block=False)
-
-        def wait() -> list[str | HostvisorError]:
-            answers: list[str | HostvisorError] = settle(self.ref, future, timeout=timeout)
-            return answers
-
-        return wait
 
     def terminate_child(self, child_id: str) -> None:
         """Stop a child for good (until restart_child). Raises NotFound."""

@@ -13,7 +13,7 @@ left out; it never keeps the host from opening.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import libvirt
@@ -27,24 +27,19 @@ log = logging.getLogger(__name__)
 Found = tuple[DomainSpec, int]
 """A running domain: its spec and its state (`virDomain.state()[0]`), read together."""
 
-Answers = Sequence[str | HostvisorError]
-StartChildren = Callable[[Sequence[Found]], Callable[[], Answers]]
-"""Starts a recovering VmActor per domain without waiting (their on_starts run in
-parallel); returns a function that waits for the answers, one per domain."""
-
-BATCH = 500
-"""Domains read from libvirt before their actors are started: the supervisor spawns one
-batch while the next is read, so reading libvirt and starting threads overlap."""
+StartChildren = Callable[[Sequence[Found]], Sequence[str | HostvisorError]]
+"""Starts a recovering VmActor per domain (all at once); an answer per domain."""
 
 
-def managed_domains(connection: Any) -> Iterator[Found]:
+def managed_domains(connection: Any) -> list[Found]:
     """Every running domain with oVirt metadata that libvirt runs, and its state (blocks).
 
     The state is read here, with the XML, so that a recovering VmActor needs no libvirt
     call (nor an ask for the connection) of its own: 5,000 actors doing that at once
     cost more than everything else recovery does. Container VMs are left out: their
-    truth is docker (`actors/container/recovery`). Yields as it reads.
+    truth is docker (`actors/container/recovery`).
     """
+    specs = []
     for domain in connection.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
         try:
             spec = domxml.parse(domain.XMLDesc(0))
@@ -57,30 +52,23 @@ def managed_domains(connection: Any) -> Iterator[Found]:
             continue
         if spec.container_type:
             continue
-        yield spec, state
+        specs.append((spec, state))
+    return specs
 
 
-def recover_vms(*, connection: Any, start: StartChildren, batch: int = BATCH) -> int:
+def recover_vms(*, connection: Any, start: StartChildren) -> int:
     """Start a VmActor for every managed running domain; return how many were adopted.
 
     Blocks. A VM that already has an actor answers AlreadyExists and is not counted.
     """
-    pending: list[tuple[list[Found], Callable[[], Answers]]] = []
-    chunk: list[Found] = []
-    for found in managed_domains(connection):
-        chunk.append(found)
-        if len(chunk) == batch:
-            pending.append((chunk, start(chunk)))
-            chunk = []
-    if chunk:
-        pending.append((chunk, start(chunk)))
+    found = managed_domains(connection)
+    answers = start(found)  # all at once: their on_starts run in parallel
     adopted = 0
-    for chunk, wait in pending:
-        for (spec, _state), answer in zip(chunk, wait(), strict=True):
-            if isinstance(answer, AlreadyExists):
-                continue
-            if isinstance(answer, HostvisorError):
-                log.error("VM %s not recovered: %s", spec.vm_id, answer)
-                continue
-            adopted += 1
+    for (spec, _state), answer in zip(found, answers, strict=True):
+        if isinstance(answer, AlreadyExists):
+            continue
+        if isinstance(answer, HostvisorError):
+            log.error("VM %s not recovered: %s", spec.vm_id, answer)
+            continue
+        adopted += 1
     return adopted

@@ -97,7 +97,7 @@ class VmsBranch:
         entries: list[VmEntry] = []  # appended by each VmActor's on_start (its thread)
         adopted = recover_vms(
             connection=self.ctx.connection(),
-            start=lambda found: guests.start_children_later(
+            start=lambda found: guests.start_children(
                 [
                     self.child(spec, recover=True, state=state, first_post=entries.append)
                     for spec, state in found
