@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hostvisor.actors.actor import Actor, CallbackFuture
+from hostvisor.actors.actor import CallbackFuture
 from hostvisor.actors.storage.connections import (
     ConnectionStore,
     ServerConnection,
@@ -41,7 +41,7 @@ from hostvisor.actors.storage.errors import StorageDomainFSNotMounted, StorageDo
 from hostvisor.actors.storage.filedomain import FileDomain
 from hostvisor.actors.storage.model import FILE_DOMAIN_TYPES, DomainType, mount_point
 from hostvisor.actors.storage.pool_model import CreateDomain
-from hostvisor.actors.storage.serial import Serial, done, settle
+from hostvisor.actors.storage.serial import SerialActor, done, settle
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class DomainChildren:
     stop: Callable[[str], None]
 
 
-class ConnectionsActor(Actor):
+class ConnectionsActor(SerialActor):
     """Owns the storage server connections, their mounts and their store.
 
     Args:
@@ -83,30 +83,13 @@ class ConnectionsActor(Actor):
         self._mount_root = mount_root
         self._domains = domains
         self._conns: list[ServerConnection] = []
-        self._queue: Serial | None = None
 
     def on_start(self) -> None:
         """Read the store (a local file in the state directory) and make the queue."""
         self._conns = self._store.all()
-        self._queue = Serial(self.run_off, self.path)
+        self._start_serial()
 
-    def on_stop(self) -> None:
-        """Answer what is queued: the agent is stopping."""
-        if self._queue is not None:
-            self._queue.fail_all("the storage connections actor stopped")
-
-    def on_failure(self, *_exc_info: Any) -> None:
-        """As `on_stop`."""
-        self.on_stop()
-
-    def on_receive(self, message: Any) -> Any:
-        """Only asks (method calls) come here: any other message is a bug, and crashes."""
-        raise TypeError(f"{type(self).__name__} got an unexpected message: {message!r}")
-
-    @property
-    def _serial(self) -> Serial:
-        assert self._queue is not None  # noqa: S101 - set in on_start
-        return self._queue
+    stopped = "the storage connections actor stopped"
 
     # -- connections ----------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hostvisor.actors.actor import Actor, CallbackFuture
+from hostvisor.actors.actor import CallbackFuture
 from hostvisor.actors.errors import InvalidArgument
 from hostvisor.actors.storage import pool_work
 from hostvisor.actors.storage.domain_ops import DomainRead, DomainTask, DomainWrite
@@ -53,7 +53,7 @@ from hostvisor.actors.storage.pool_model import (
     take_spm_lock,
 )
 from hostvisor.actors.storage.proxy import PoolProxy, StorageClient
-from hostvisor.actors.storage.serial import Serial, done, settle
+from hostvisor.actors.storage.serial import SerialActor, done, settle
 
 __all__ = ["PoolRecord", "StoragePoolActor", "take_spm_lock"]
 
@@ -63,7 +63,7 @@ WAIT = 60.0
 """How long a pool change's worker waits for one domain's answer."""
 
 
-class StoragePoolActor(Actor):
+class StoragePoolActor(SerialActor):
     """Owns this host's pool connection and, while SPM, the pool's lock.
 
     Args:
@@ -80,33 +80,20 @@ class StoragePoolActor(Actor):
         self._wait = wait
         self._record: PoolRecord | None = None
         self._lock_fd: int | None = None
-        self._queue: Serial | None = None
 
     def on_start(self) -> None:
         """Read the persisted connection: a restarted agent is connected to the same pool."""
         self._record = PoolRecord.load(self._store)
-        self._queue = Serial(self.run_off, self.path)
+        self._start_serial()
         if self._record is not None:
             log.info("connected to pool %s (persisted)", self._record.sp_uuid)
+
+    stopped = "the pool's actor stopped"
 
     def on_stop(self) -> None:
         """Release the SPM lock, if held; answer what is queued."""
         self._release()
-        if self._queue is not None:
-            self._queue.fail_all("the pool's actor stopped")
-
-    def on_failure(self, *_exc_info: Any) -> None:
-        """As `on_stop`."""
-        self.on_stop()
-
-    def on_receive(self, message: Any) -> Any:
-        """Only asks (method calls) come here: any other message is a bug, and crashes."""
-        raise TypeError(f"{type(self).__name__} got an unexpected message: {message!r}")
-
-    @property
-    def _serial(self) -> Serial:
-        assert self._queue is not None  # noqa: S101 - set in on_start
-        return self._queue
+        super().on_stop()
 
     # -- the pool -------------------------------------------------------------------------
 

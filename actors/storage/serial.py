@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from hostvisor.actors.actor import Actor
 from hostvisor.actors.errors import HostvisorError, Unavailable
 from hostvisor.actors.future import CallbackFuture
 from hostvisor.actors.storage.errors import StorageError
@@ -156,3 +157,39 @@ class Serial:
         finally:
             settle(item.reply, outcome, item.op)
             self._next()
+
+
+class SerialActor(Actor):
+    """An actor whose changes run one at a time, in order, off its thread (`Serial`).
+
+    Subclasses start the queue with `_start_serial()` in `on_start` and reach it as
+    `_serial`; on a stop or a crash every queued change is answered with Unavailable
+    (`stopped` names who stopped). Only asks (method calls) come to such an actor:
+    any other message is a bug, and crashes it.
+    """
+
+    stopped = "the actor stopped"
+
+    _queue: Serial | None = None
+
+    def _start_serial(self) -> None:
+        """Make the queue (call from `on_start`, on the actor's thread)."""
+        self._queue = Serial(self.run_off, self.path)
+
+    @property
+    def _serial(self) -> Serial:
+        assert self._queue is not None  # noqa: S101 - made in on_start
+        return self._queue
+
+    def on_stop(self) -> None:
+        """Answer what is queued: this actor is stopping."""
+        if self._queue is not None:
+            self._queue.fail_all(self.stopped)
+
+    def on_failure(self, *_exc_info: Any) -> None:
+        """As `on_stop`."""
+        self.on_stop()
+
+    def on_receive(self, message: Any) -> Any:
+        """Only asks come here: any other message is a bug, and crashes the actor."""
+        raise TypeError(f"{type(self).__name__} got an unexpected message: {message!r}")

@@ -73,13 +73,11 @@ def _existing(domain: FileDomain, img: str, vol: str) -> None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DeleteVolume(DomainTask):
-    """Volume.delete."""
+class _OnExistingVolume(DomainTask):
+    """A task on one existing volume: it claims the volume and checks it exists."""
 
     img: str
     vol: str
-    op = "delete volume"
-    verb = "deleteVolume"
 
     @property
     def claim(self) -> str:
@@ -89,6 +87,14 @@ class DeleteVolume(DomainTask):
     def check(self, domain: FileDomain) -> None:
         """Raise VolumeDoesNotExist unless the image has the volume."""
         _existing(domain, self.img, self.vol)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteVolume(_OnExistingVolume):
+    """Volume.delete."""
+
+    op = "delete volume"
+    verb = "deleteVolume"
 
     def apply(self, domain: FileDomain, ctx: TaskContext) -> None:  # noqa: ARG002
         """Delete the volume."""
@@ -96,23 +102,12 @@ class DeleteVolume(DomainTask):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ExtendVolume(DomainTask):
+class ExtendVolume(_OnExistingVolume):
     """Volume.extendSize."""
 
-    img: str
-    vol: str
     size: int
     op = "extend volume"
     verb = "extendVolumeSize"
-
-    @property
-    def claim(self) -> str:
-        """The volume's id."""
-        return self.vol
-
-    def check(self, domain: FileDomain) -> None:
-        """Raise VolumeDoesNotExist unless the image has the volume."""
-        _existing(domain, self.img, self.vol)
 
     def apply(self, domain: FileDomain, ctx: TaskContext) -> None:  # noqa: ARG002
         """Grow the volume."""
