@@ -76,11 +76,56 @@ def parse(xml: str) -> DomainSpec:
         launch_paused=meta is not None and _text(meta.find(_LAUNCH_PAUSED)).lower() == "true",
         start_time=None if meta is None else _float_or_none(_text(meta.find(_START_TIME))),
         memory_kib=_memory_kib(root.find("memory")),
-        vcpus=int(_text(root.find("vcpu")) or 1),
+        vcpus=_count(root.find("vcpu"), "vcpu", default=1),
         domain_type=root.get("type", "kvm"),
         custom={} if meta is None else _custom(meta.find(_CUSTOM)),
         managed=meta is not None,
     )
+
+
+MAX_XML_CHARS = 4 * 1024 * 1024
+"""The largest domain XML a client may send (the Engine's run to tens of KiB)."""
+MAX_DEPTH = 64
+"""The deepest element nesting a client's domain XML may have (libvirt's is under 10)."""
+
+
+def parse_untrusted(xml: str) -> DomainSpec:
+    """Read a domain XML a client sent: `parse`, after `check_untrusted`.
+
+    Raises:
+        InvalidArgument: too large, too deep, a DTD or entity declaration, or as `parse`.
+    """
+    check_untrusted(xml)
+    return parse(xml)
+
+
+def check_untrusted(xml: str) -> None:
+    """Refuse XML no domain needs and that could make its handling blow up.
+
+    A domain XML needs no DTD and no entities (they are how entity-expansion bombs
+    work), is far below MAX_XML_CHARS, and nests a few levels: serialising it again
+    (`with_start_time`) recurses once per level. Pure; does not block.
+
+    Raises:
+        InvalidArgument: it breaks one of these limits, or is not well-formed.
+    """
+    if len(xml) > MAX_XML_CHARS:
+        raise InvalidArgument(
+            param="xml", reason=f"larger than {MAX_XML_CHARS} characters ({len(xml)})"
+        )
+    if "<!DOCTYPE" in xml.upper() or "<!ENTITY" in xml.upper():
+        raise InvalidArgument(param="xml", reason="DTDs and entity declarations are refused")
+    parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
+    depth = 0
+    try:
+        parser.feed(xml)
+        for event in parser.read_events():
+            depth += 1 if event[0] == "start" else -1
+            if depth > MAX_DEPTH:
+                raise InvalidArgument(param="xml", reason=f"nested deeper than {MAX_DEPTH}")
+        parser.close()
+    except ET.ParseError as error:
+        raise InvalidArgument(param="xml", reason=f"not well-formed XML: {error}") from None
 
 
 def with_start_time(xml: str, started: float) -> str:
@@ -140,7 +185,21 @@ def _memory_kib(element: ET.Element | None) -> int:
     if element is None or not text:
         return 0
     factor = _MEMORY_UNITS.get(element.get("unit", "KiB").lower(), 1)
-    return int(int(text) * factor)
+    return int(_count(element, "memory", default=0) * factor)
+
+
+_MAX_DIGITS = 18
+"""A count longer than this does not fit libvirt's 64-bit fields."""
+
+
+def _count(element: ET.Element | None, what: str, *, default: int) -> int:
+    """The element's text as a whole number >= 0. Raises InvalidArgument otherwise."""
+    text = _text(element)
+    if not text:
+        return default
+    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_DIGITS:
+        raise InvalidArgument(param="xml", reason=f"<{what}> is not a count: {text[:40]!r}")
+    return int(text)
 
 
 def _float_or_none(text: str) -> float | None:

@@ -188,7 +188,7 @@ class VmHandlers:
         xml = vm_params.get("xml")
         if not isinstance(xml, str) or not xml.strip():
             raise VmCreateError(reason=XML_REQUIRED)
-        spec = domxml.parse(xml)
+        spec = domxml.parse_untrusted(xml)
         if self.api.guest(spec.vm_id) is not None:
             raise VmExists(vmId=spec.vm_id)
         launched = await self.api.prepared_xml(xml)

@@ -7,6 +7,7 @@ types (§5). Guests are 64 MiB and halt at once after boot.
 from __future__ import annotations
 
 import re
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,8 +87,20 @@ def test_create_needs_the_domain_xml(cli: Client):
         ("<domain type='kvm'><name>no-uuid</name></domain>", "the domain has no valid <uuid>"),
         ("<domain type='kvm'><uuid>nope</uuid></domain>", "the domain has no valid <uuid>"),
         ("<network><name>n</name></network>", "expected <domain>, got <network>"),
+        (
+            f"<domain type='kvm'><uuid>{uuid.uuid4()}</uuid>{'<a>' * 3000}{'</a>' * 3000}</domain>",
+            "nested deeper than",
+        ),
+        (
+            f"<domain type='kvm'><uuid>{uuid.uuid4()}</uuid><vcpu>lots</vcpu></domain>",
+            "<vcpu> is not a count",
+        ),
+        (
+            "<!DOCTYPE d [<!ENTITY a 'x'>]><domain><uuid>u</uuid></domain>",
+            "entity declarations are refused",
+        ),
     ],
-    ids=["malformed", "no uuid", "bad uuid", "not a domain"],
+    ids=["malformed", "no uuid", "bad uuid", "not a domain", "too deep", "bad vcpu", "dtd"],
 )
 def test_create_refuses_xml_it_cannot_read_with_a_clear_error(cli: Client, xml: str, reason: str):
     error = _error(cli.VM.create, vmParams={"xml": xml})
