@@ -55,7 +55,7 @@ class HostTree:
         """Describe every branch of `ctx`'s host."""
         self.ctx = ctx
         self.vms = VmsBranch(ctx)
-        self.containers = ContainersBranch(ctx)
+        self.containers = ContainersBranch(ctx, board=self.vms.tell_board)
         self.storage = StorageBranch(ctx)
         self.networks = NetworksBranch(ctx)
 

@@ -36,9 +36,8 @@ from hostvisor.actors.container.recovery import adopt_containers
 from hostvisor.actors.container.spec import RUNTIME, container_spec
 from hostvisor.actors.container.watcher import GetEngine
 from hostvisor.actors.errors import HostvisorError
-from hostvisor.actors.guest.board import Forget, Post
+from hostvisor.actors.guest.model import TellBoard
 from hostvisor.actors.vm import domxml
-from hostvisor.actors.vm.addresses import VM_BOARD
 from hostvisor.actors.vm.domxml import DomainSpec
 from hostvisor.supervision.branches.context import ASK_TIMEOUT, TreeContext
 from hostvisor.supervision.branches.vms import BRANCH_FLAGS, GUEST_FLAGS
@@ -50,18 +49,10 @@ log = logging.getLogger(__name__)
 class ContainersBranch:
     """Builds the `containers` branch, each container VM's child spec, and docker's hooks."""
 
-    def __init__(self, ctx: TreeContext) -> None:
-        """Describe the branch of `ctx`; nothing starts here."""
+    def __init__(self, ctx: TreeContext, *, board: TellBoard) -> None:
+        """Describe the branch of `ctx`; container VMs post to the VM board through `board`."""
         self.ctx = ctx
-        self.services = ContainerServices(
-            engine=self.engine,
-            publish=ctx.publish,
-            board=self.tell_board,
-        )
-
-    def tell_board(self, message: Post | Forget) -> None:
-        """Tell the VM board a VM's entry (or to forget it); dropped if the board is down."""
-        self.ctx.tell(VM_BOARD, message)
+        self.services = ContainerServices(engine=self.engine, publish=ctx.publish, board=board)
 
     def engine(self) -> DockerEngine:
         """Return the docker engine (an ask to the docker actor). Raises DockerUnavailable."""
