@@ -134,10 +134,3 @@ class Timers:
                 due.seq = next(self._seq)
                 with self._wakeup:
                     heapq.heappush(self._heap, due)
-
-
-def shared_timers() -> Timers:
-    """The default runtime's timers, for code not yet given its tree's (prefer `Actor.runtime`)."""
-    from hostvisor.actors.runtime import Runtime  # noqa: PLC0415 - runtime imports this module
-
-    return Runtime.default().timers

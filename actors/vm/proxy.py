@@ -20,8 +20,8 @@ from typing import Any, Literal, final
 import pykka
 
 from hostvisor.actors.actor import call
-from hostvisor.actors.vm.board import Rendered
-from hostvisor.actors.vm.entry import VmEntry
+from hostvisor.actors.guest.board import Rendered
+from hostvisor.actors.guest.entry import VmEntry
 
 Rendering = Literal["brief", "info", "stats", "definition"]
 """The answers every VM actor and the board render from an entry."""

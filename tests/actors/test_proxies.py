@@ -18,6 +18,7 @@ from hostvisor.actors.container.actor import ContainerActor
 from hostvisor.actors.container.proxy import ContainerProxy
 from hostvisor.actors.events import Event, Publish
 from hostvisor.actors.events_proxy import EventBusProxy
+from hostvisor.actors.guest.board import VmBoard
 from hostvisor.actors.host.actor import HostActor
 from hostvisor.actors.host.proxy import HostProxy
 from hostvisor.actors.hypervisor.actor import HypervisorActor
@@ -26,7 +27,6 @@ from hostvisor.actors.network.actor import NetworkActor
 from hostvisor.actors.network.configurator import ConfirmConnectivity, NetworkConfigurator
 from hostvisor.actors.network.proxy import NetworkConfiguratorProxy, NetworkProxy
 from hostvisor.actors.vm.actor import VmActor
-from hostvisor.actors.vm.board import VmBoard
 from hostvisor.actors.vm.proxy import Rendering, UnsupportedVerb, VmBoardProxy, VmProxy
 from hostvisor.api.front import FrontProxy, RpcFront
 
