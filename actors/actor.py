@@ -1,9 +1,16 @@
-"""The actor every Hostvisor actor is: a pykka thread actor that can be supervised.
+"""The actor every Hostvisor actor is: a pykka actor that can be supervised.
 
 pykka has no links, so death watch is built here: every actor is started with a
-`Link` from its supervisor, and when the actor's thread ends, for whatever reason,
-the link's `notify` receives one `Exit`. The actor also keeps `ActorStats`, the
+`Link` from its supervisor, and when the actor ends, for whatever reason, the
+link's `notify` receives one `Exit`. The actor also keeps `ActorStats`, the
 counters the introspection console and the metrics read.
+
+Threads: an actor owns no thread. Its `Mailbox` asks the tree's scheduler for a
+turn when a message reaches an idle actor; the turn runs on a worker thread
+(named `actor:<path>` meanwhile), handles messages one at a time until the mailbox
+is empty, and gives the worker back. One turn at a time per actor, messages in
+order, `on_start` first: pykka's guarantees, without a parked thread per idle
+actor (a host with thousands of guests would otherwise hold thousands of threads).
 
 Crash policy ("crash, don't limp"):
 - an ask whose handler raises a `CallerError`-or-other `HostvisorError` returns the
@@ -12,8 +19,9 @@ Crash policy ("crash, don't limp"):
   logged with its traceback, the caller of an ask gets `ActorCrashed`, pending asks
   get `pykka.ActorDeadError`, and the supervisor is told.
 
-This module overrides pykka 4's loop hooks (`_start_actor_loop`, `_actor_loop`,
-`_actor_loop_setup`, `_actor_loop_running`, `_stop` and `_handle_failure`).
+This module overrides pykka 4's loop hooks (`_create_actor_inbox`,
+`_start_actor_loop`, `_actor_loop_setup`, `_stop` and `_handle_failure`) and
+replaces its loop with `_turn`.
 They are private, so pykka is pinned to 4.x and tests/supervision covers each path.
 """
 
@@ -21,7 +29,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import queue
 import sys
 import threading
 import time
@@ -43,6 +50,7 @@ from hostvisor.actors.errors import (
 )
 from hostvisor.actors.future import CallbackFuture as CallbackFuture  # noqa: PLC0414 - re-export (mypy)
 from hostvisor.actors.future import FollowingFuture
+from hostvisor.actors.mailbox import Mailbox
 from hostvisor.actors.runtime import Runtime
 from hostvisor.actors.timers import Timer
 
@@ -159,17 +167,14 @@ class Actor(pykka.ThreadingActor):
     message; `on_stop` after a clean stop; `on_failure` after a crash.
     """
 
-    use_daemon_thread = True
-    """An actor abandoned after its shutdown timeout must not keep the process alive."""
-
     link: Link
     actor_stats: ActorStats
     """Counters read by introspection (named like pykka's `actor_*` attributes)."""
 
     @staticmethod
     def _create_actor_inbox() -> Any:
-        """A C-implemented queue: no Python-level locks on each tell, ask and get."""
-        return queue.SimpleQueue()
+        """A mailbox that asks the scheduler for a turn instead of waking a thread."""
+        return Mailbox()
 
     @staticmethod
     def _create_future() -> pykka.Future[Any]:
@@ -189,6 +194,8 @@ class Actor(pykka.ThreadingActor):
         actor._exit_error = None
         actor._crash_info = None
         actor._ticking = []
+        actor._started = False
+        actor._thread_name = f"actor:{link.path}"
         pykka.ActorRegistry.register(actor.actor_ref)
         actor._start_actor_loop()
         return actor.actor_ref
@@ -197,6 +204,8 @@ class Actor(pykka.ThreadingActor):
     _exit_error: str | None
     _crash_info: ExcInfo | None
     _ticking: list[Timer]
+    _started: bool
+    _thread_name: str
 
     @classmethod
     def start(cls, *args: Any, **kwargs: Any) -> pykka.ActorRef[Self]:
@@ -285,17 +294,31 @@ class Actor(pykka.ThreadingActor):
     # -- pykka loop hooks -------------------------------------------------------------
 
     def _start_actor_loop(self) -> None:
-        # owns a thread: an actor's mailbox thread (pykka's ThreadingActor)
-        thread = threading.Thread(
-            target=self._actor_loop, name=f"actor:{self.link.path}", daemon=True
-        )
-        thread.start()
+        mailbox: Mailbox = self.actor_inbox  # type: ignore[assignment]
+        mailbox.bind(self._turn, self.link.runtime.scheduler.submit)
 
-    def _actor_loop(self) -> None:
-        try:
-            super()._actor_loop()
-        finally:
-            self._report_exit()
+    def _turn(self) -> None:
+        """Handle messages until the mailbox is empty or the actor ends (a worker thread).
+
+        The first turn runs `on_start`. A turn that sees the actor ended closes the
+        mailbox and reports the exit: that is the last turn.
+        """
+        thread = threading.current_thread()
+        thread.name = self._thread_name
+        mailbox: Mailbox = self.actor_inbox  # type: ignore[assignment]
+        if not self._started:
+            self._started = True
+            self._actor_loop_setup()
+        stopped = self.actor_stopped
+        while not stopped.is_set():
+            envelope = mailbox.next()
+            if envelope is None:
+                if mailbox.release():
+                    continue
+                return
+            self._handle_envelope(envelope)
+        mailbox.close(self._refuse_dead)
+        self._report_exit()
 
     def _actor_loop_setup(self) -> None:
         try:
@@ -308,38 +331,42 @@ class Actor(pykka.ThreadingActor):
             self.actor_stats.state = ActorState.RUNNING
             self.link.started.set(None)
 
-    def _actor_loop_running(self) -> None:
+    def _handle_envelope(self, envelope: Any) -> None:
         stats = self.actor_stats
-        inbox = self.actor_inbox
-        clock = time.perf_counter
-        while not self.actor_stopped.is_set():
-            envelope = inbox.get()
-            reply = envelope.reply_to
-            if reply is not None and getattr(reply, "abandoned", False):
-                # Its asker gave up before we got to it: do not do the work late.
-                stats.skipped += 1
-                reply.set_exception(
-                    exc_info=(Timeout, Timeout(actor=self.path, reason="abandoned"), None)
-                )
-                continue
-            stats.busy_since = started = clock()
-            try:
-                response = self._handle_receive(envelope.message)
-            except HostvisorError:
-                self._refuse(envelope, sys.exc_info())  # type: ignore[arg-type]
-            except BaseException:  # noqa: BLE001 - a crash, reported to the supervisor
-                self._crash(sys.exc_info())  # type: ignore[arg-type]
-                if envelope.reply_to is not None:
-                    envelope.reply_to.set_exception(
-                        exc_info=(ActorCrashed, ActorCrashed(path=self.path), None)
-                    )
-            else:
-                if envelope.reply_to is not None:
-                    envelope.reply_to.set(response)
-            finally:
-                stats.busy_since = None
-                stats.handled += 1
-                stats.last_handling_seconds = clock() - started
+        reply = envelope.reply_to
+        if reply is not None and getattr(reply, "abandoned", False):
+            # Its asker gave up before we got to it: do not do the work late.
+            stats.skipped += 1
+            gave_up = Timeout(actor=self.path, reason="abandoned")
+            reply.set_exception(exc_info=(Timeout, gave_up, None))
+            return
+        stats.busy_since = started = time.perf_counter()
+        try:
+            response = self._handle_receive(envelope.message)
+        except HostvisorError:
+            self._refuse(envelope, sys.exc_info())  # type: ignore[arg-type]
+        except BaseException:  # noqa: BLE001 - a crash, reported to the supervisor
+            self._crash(sys.exc_info())  # type: ignore[arg-type]
+            if reply is not None:
+                reply.set_exception(exc_info=(ActorCrashed, ActorCrashed(path=self.path), None))
+        else:
+            if reply is not None:
+                reply.set(response)
+        finally:
+            stats.busy_since = None
+            stats.handled += 1
+            stats.last_handling_seconds = time.perf_counter() - started
+
+    def _refuse_dead(self, envelope: Any) -> None:
+        """Answer a message that reached the actor after it ended (pykka's teardown)."""
+        reply = envelope.reply_to
+        if reply is None:
+            return
+        if isinstance(envelope.message, pykka_messages._ActorStop):  # noqa: SLF001
+            reply.set(None)
+        else:
+            dead = pykka.ActorDeadError(f"{self.path} stopped before handling the message")
+            reply.set_exception(exc_info=(pykka.ActorDeadError, dead, None))
 
     def _refuse(self, envelope: Any, exc_info: ExcInfo) -> None:
         """Return an expected error to the asker; in a tell, nobody hears it: a crash."""

@@ -1,4 +1,4 @@
-"""What every actor of one tree shares: the clock, the timer service, the work facility.
+"""What every actor of one tree shares: the clock, timers, work facility and scheduler.
 
 A `Runtime` is made once per tree (by `hostvisor serve`, the embedded host, or a
 test with a `ManualClock`) and handed down: the runner gives it to the root
@@ -12,23 +12,31 @@ import threading
 from dataclasses import dataclass
 
 from hostvisor.actors.clock import Clock, MonotonicClock
+from hostvisor.actors.scheduler import Scheduler
 from hostvisor.actors.timers import Timers
 from hostvisor.actors.work import WorkPool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Runtime:
-    """The clock, timers and workers of one tree."""
+    """The clock, timers, workers and scheduler of one tree."""
 
     clock: Clock
     timers: Timers
     work: WorkPool
+    scheduler: Scheduler
+    """Runs actors' turns: a thread for each busy actor, none for idle ones."""
 
     @classmethod
     def make(cls, clock: Clock | None = None, *, max_workers: int = 64) -> Runtime:
         """Return a new runtime on `clock` (default: the real one), with its own threads."""
         clock = clock or MonotonicClock()
-        return cls(clock=clock, timers=Timers(clock), work=WorkPool(max_workers=max_workers))
+        return cls(
+            clock=clock,
+            timers=Timers(clock),
+            work=WorkPool(max_workers=max_workers),
+            scheduler=Scheduler(),
+        )
 
     @classmethod
     def default(cls) -> Runtime:

@@ -2,7 +2,8 @@
 
 Start the tree, tell systemd, wait for a signal or a failure, stop in reverse
 order within a bounded time. SIGTERM and SIGINT stop cleanly (guests keep
-running); SIGUSR1 writes every thread's name and stack to stderr. Exit status: 0 after a
+running); SIGUSR1 writes every thread's name and stack, then every actor's state, to
+stderr. Exit status: 0 after a
 requested stop, 1 when the tree failed (a start failure or an escalation at the
 root), 2 for a bad configuration — found by `check_config` before anything starts
 (no actor, no libvirt root, no state directory).
@@ -24,6 +25,7 @@ from hostvisor.api import sdnotify
 from hostvisor.api.embedded import EmbeddedHost
 from hostvisor.api.tls import check_server_files
 from hostvisor.supervision.config import Config, validate
+from hostvisor.supervision.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +67,8 @@ def serve(config: Config) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGUSR1, lambda _signum, _frame: dump_threads())
-
     host = EmbeddedHost(config)
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: dump_threads(registry=host.registry))
     started = time.monotonic()
     try:
         host.start()
@@ -95,8 +96,13 @@ def serve(config: Config) -> int:
     return EXIT_FAILED if failure else EXIT_OK
 
 
-def dump_threads(stream: TextIO | None = None) -> None:
-    """Write every thread's name and stack (actor threads are named `actor:<path>`)."""
+def dump_threads(stream: TextIO | None = None, *, registry: Registry | None = None) -> None:
+    """Write every thread's name and stack, then every actor's state (SIGUSR1).
+
+    Actors own no thread: a worker running one is named `actor:<path>` meanwhile, so
+    a stuck handler shows with its stack; the actor list below says which actors are
+    busy (and for how long) and how deep each mailbox is.
+    """
     out = stream or sys.stderr
     frames = sys._current_frames()  # noqa: SLF001 - the documented way to read all stacks
     lines = [f"--- thread dump: {len(frames)} threads ---\n"]
@@ -105,6 +111,16 @@ def dump_threads(stream: TextIO | None = None) -> None:
         lines.append(f"Thread {thread.name!r} (ident={thread.ident}, daemon={thread.daemon}):\n")
         if frame is not None:
             lines.extend(traceback.format_stack(frame))
+    if registry is not None:
+        statuses = registry.snapshot()
+        lines.append(f"--- actors: {len(statuses)} ---\n")
+        for status in statuses:
+            busy = "idle" if status.busy_seconds is None else f"busy {status.busy_seconds:.3f} s"
+            lines.append(
+                f"actor {status.path} ({status.actor_class}): {status.state}, {busy}, "
+                f"mailbox {status.mailbox_depth}, handled {status.messages_handled}, "
+                f"restarts {status.restarts}\n"
+            )
     lines.append("--- end of thread dump ---\n")
     out.write("".join(lines))
     out.flush()

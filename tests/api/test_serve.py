@@ -70,13 +70,15 @@ def test_serve_starts_the_tree_and_stops_cleanly_on_a_signal(
 
 @pytest.mark.slow
 @pytest.mark.libvirt
-def test_sigusr1_dumps_every_thread_stack(tmp_path, short_dir, notify_socket):
+def test_sigusr1_dumps_every_thread_stack_and_every_actor(tmp_path, short_dir, notify_socket):
     daemon = start_serve(tmp_path, notify=notify_socket, state=short_dir)
     try:
         wait_message(notify_socket, "READY=1")
         os.kill(daemon.pid, signal.SIGUSR1)
-        daemon.wait_ready(lambda: "libvirt-events" in daemon.log_text(), timeout=10)
-        assert "actor:infra/hypervisor" in daemon.log_text()
+        daemon.wait_ready(lambda: "end of thread dump" in daemon.log_text(), timeout=10)
+        dump = daemon.log_text()
+        assert "Thread 'libvirt-events'" in dump
+        assert "actor infra/hypervisor (HypervisorActor): running, idle, mailbox 0" in dump
         assert daemon.alive()
     finally:
         assert daemon.stop() == 0
