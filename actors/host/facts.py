@@ -36,24 +36,29 @@ def read_facts(state_dir: Path) -> HostFacts:
 
 
 def host_uuid(state_dir: Path) -> str:
-    """Return the host's id: DMI's product UUID, else one made once and kept.
+    """Return the host's id: the one kept in the state directory, else DMI's, else a new one.
 
-    VDSM keeps its own in /etc/vdsm/vdsm.id when DMI has none; ours lives in the
-    state directory.
+    As VDSM, whose /etc/vdsm/vdsm.id wins over DMI's product UUID: the kept id lets two
+    agents on one machine (test hosts in namespaces, nested setups) be two hosts to the
+    Engine. Without one, DMI's UUID is used as is (not kept, so a board swap shows); a
+    machine with neither gets a new id, made once and kept.
     """
+    kept = state_dir / "host.id"
+    try:
+        chosen = kept.read_text().strip()
+    except FileNotFoundError:
+        chosen = ""
+    if chosen:
+        return chosen
     try:
         dmi = Path("/sys/class/dmi/id/product_uuid").read_text().strip()
     except OSError:
         dmi = ""
     if dmi:
         return dmi.lower()
-    kept = state_dir / "host.id"
-    try:
-        return kept.read_text().strip()
-    except FileNotFoundError:
-        made = str(uuid.uuid4())
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        temporary = kept.with_suffix(".tmp")
-        temporary.write_text(made + "\n")
-        temporary.replace(kept)
-        return made
+    made = str(uuid.uuid4())
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    temporary = kept.with_suffix(".tmp")
+    temporary.write_text(made + "\n")
+    temporary.replace(kept)
+    return made

@@ -102,3 +102,19 @@ def make_pki(directory: Path) -> Pki:
         rogue_cert=rogue[0],
         rogue_key=rogue[1],
     )
+
+
+def host_cert(pki: Pki, name: str, address: str) -> tuple[Path, Path]:
+    """Sign a certificate for one more host of `pki`, valid as server and client at `address`.
+
+    A host's agent serves the Engine and, during migration, calls the other host's
+    agent with the same identity, as VDSM's host certificate does.
+    """
+    directory = pki.ca_cert.parent
+    extensions = (
+        "basicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth,clientAuth\n"
+        f"subjectAltName=IP:{address}\n"
+    )
+    return _leaf(directory, name, (pki.ca_cert, directory / "ca.key"), extensions)

@@ -1,0 +1,91 @@
+"""Two test hosts on one machine (issue 14's harness): two agents, and live migration between them.
+
+Each host has its own network and mount namespaces, its own libvirtd on
+`qemu:///system` and its own agent, reached with TLS as the Engine reaches them.
+A guest made through one agent migrates live (libvirt peer-to-peer, as VDSM
+drives it) to the other host on a disk both hosts see.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.guests import Guests
+from harness.twohosts import TestHost, two_hosts
+from harness.waiting import wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.libvirt]
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestHost, TestHost]]:
+    with two_hosts(tmp_path_factory.mktemp("hosts")) as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def guests(tmp_path_factory: pytest.TempPathFactory, accelerator: Any) -> Guests:
+    return Guests(tmp_path_factory.mktemp("shared-disks"), accelerator.domain_type)
+
+
+def vm_statuses(host: TestHost) -> dict[str, str]:
+    with host.connect() as cli:
+        return {vm["vmId"]: vm["status"] for vm in cli.Host.getAllVmStats()}
+
+
+def test_each_agent_is_its_own_host(hosts: tuple[TestHost, TestHost]) -> None:
+    ids = []
+    for host in hosts:
+        with host.connect() as cli:
+            caps = cli.Host.getCapabilities()
+        ids.append(caps["uuid"])
+        assert caps["uuid"] == host.host_uuid
+    assert ids[0] != ids[1]
+
+
+def test_a_guest_made_through_one_agent_migrates_live_to_the_other_host(
+    hosts: tuple[TestHost, TestHost], guests: Guests
+) -> None:
+    import libvirt  # noqa: PLC0415 - the libvirt marker makes sure it is installed
+
+    source, destination = hosts
+    vm_id, xml = guests.xml("roamer")
+    with source.connect() as cli:
+        cli.VM.create(vmID=vm_id, vmParams={"xml": xml, "vmId": vm_id})
+    wait_for(lambda: vm_statuses(source).get(vm_id) == "Up", 60, "the guest Up on the source")
+
+    src = libvirt.open(source.libvirt_uri)
+    dst = libvirt.open(destination.libvirt_uri)
+    try:
+        domain = src.lookupByUUIDString(vm_id)
+        started = time.monotonic()
+        domain.migrateToURI3(
+            destination.peer_uri,
+            {libvirt.VIR_MIGRATE_PARAM_URI: destination.migration_uri},
+            libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_UNSAFE,
+        )
+        took = time.monotonic() - started
+        arrived = dst.lookupByUUIDString(vm_id)
+        assert arrived.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        assert vm_id not in {d.UUIDString() for d in src.listAllDomains()}
+        assert took < 30
+    finally:
+        src.close()
+        dst.close()
+    # The source agent sees its guest leave; it is no longer running there.
+    wait_for(
+        lambda: vm_statuses(source).get(vm_id) in (None, "Down"), 30, "the source to see it go"
+    )
+
+
+def test_the_hosts_are_on_documentation_addresses_only(hosts: tuple[TestHost, TestHost]) -> None:
+    for host in hosts:
+        assert host.address.startswith("198.51.100.")
+        shown = host.namespace.addresses()
+        assert shown["eth0"] == [f"{host.address}/24"]
+        assert Path(host.socket).is_socket()
