@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import ujson
 
@@ -45,9 +45,12 @@ MAX_BATCH = 1000
 RequestId = str | int | None
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One decoded call. `params` is a dict (by name) or a list (by position)."""
+class Request(NamedTuple):
+    """One decoded call. `params` is a dict (by name) or a list (by position).
+
+    A named tuple rather than a frozen dataclass: one is made per request, and a
+    tuple is made several times faster.
+    """
 
     method: str
     params: Mapping[str, Any] | list[Any]
@@ -64,7 +67,7 @@ class Invalid:
     message: str
 
 
-def decode(body: bytes, *, max_batch: int = MAX_BATCH) -> tuple[list[Request | Invalid], bool]:
+def decode(body: bytes, max_batch: int = MAX_BATCH) -> tuple[list[Request | Invalid], bool]:
     """Decode a request body into requests and invalid elements. Never raises.
 
     A batch of more than `max_batch` requests becomes one `Invalid` (-32600)
@@ -90,19 +93,23 @@ def decode(body: bytes, *, max_batch: int = MAX_BATCH) -> tuple[list[Request | I
     return [_element(document)], False
 
 
+_ID_TYPES = (str, int, type(None))
+_PARAMS_TYPES = (dict, list)
+
+
 def _element(item: Any) -> Request | Invalid:
-    if not isinstance(item, dict):
+    if type(item) is not dict:  # ujson makes plain dicts
         return Invalid(None, INVALID_REQUEST, _MESSAGES[INVALID_REQUEST])
     request_id = item.get("id")
-    if not isinstance(request_id, str | int | type(None)) or isinstance(request_id, bool):
+    if not isinstance(request_id, _ID_TYPES) or request_id is True or request_id is False:
         request_id = None
     method = item.get("method")
-    if item.get("jsonrpc") != "2.0" or not isinstance(method, str) or not method:
+    if item.get("jsonrpc") != "2.0" or type(method) is not str or not method:
         return Invalid(request_id, INVALID_REQUEST, _MESSAGES[INVALID_REQUEST])
-    params = item.get("params", {})
+    params = item.get("params")
     if params is None:
         params = {}
-    if not isinstance(params, dict | list):
+    elif not isinstance(params, _PARAMS_TYPES):
         return Invalid(request_id, INVALID_PARAMS, "params must be an object or an array")
     return Request(method, params, request_id, notification="id" not in item)
 

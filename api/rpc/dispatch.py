@@ -16,6 +16,11 @@ to an actor, so no stale work is queued behind other clients. A batch (at most
 order: one connection never has more than that many of a batch's asks queued at
 the actors, and a batch of cheap verbs yields the loop to every other connection
 between rounds.
+
+Cost. `answer_now` answers a lone request whose handler returns its value (ping,
+echo, a bad request) within the connection's read callback, with no task; any
+other body becomes one task. An actor's answer is awaited through one loop future
+with its own timer (`bridge.settled`), not `asyncio.wait_for` around it.
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pykka
 
@@ -36,6 +41,7 @@ from hostvisor.actors.errors import (
     InvalidArgument,
     Recovering,
     Timeout,
+    Unavailable,
 )
 from hostvisor.api.rpc import codec
 from hostvisor.api.rpc.bridge import settled
@@ -54,9 +60,8 @@ EXPIRED = 0.001
 """A request with less time than this left (seconds) is expired: not started."""
 
 
-@dataclass(frozen=True, slots=True)
-class Body:
-    """A decoded request body, waiting for its answer.
+class Body(NamedTuple):
+    """A decoded request body, waiting for its answer (a named tuple: one per body).
 
     Attributes:
         elements: its requests and invalid elements, in order.
@@ -87,18 +92,35 @@ class Dispatcher:
     ) -> None:
         """Serve `table`; gate every gated verb on `is_ready()`."""
         self.table = table
+        self._verbs = table.verbs
         self._is_ready = is_ready
         self.max_batch = max_batch
         self.batch_concurrency = batch_concurrency
 
     def decode(self, body: bytes) -> Body:
         """Decode a request body (any thread; never blocks, never raises)."""
-        elements, batch = codec.decode(body, max_batch=self.max_batch)
+        elements, batch = codec.decode(body, self.max_batch)
         return Body(elements, batch, time.monotonic())
 
     async def handle_body(self, body: bytes, origin: Origin) -> bytes | None:
         """Answer one message body: a request or a batch. None when nothing is owed."""
         return await self.answer(self.decode(body), origin)
+
+    def refuse(self, body: Body, reason: str) -> bytes | None:
+        """Answer every request of `body` with code 40 and `reason`, running none.
+
+        For a body the connection cannot take now (its budget is spent): each caller
+        hears at once that its request was not run, and may send it again. None when
+        nothing is owed (notifications only). Any thread; never raises.
+        """
+        message = f"{Unavailable.message}: {reason}"
+        return codec.encode_responses(
+            [
+                codec.error(element.id, Unavailable.code, message)
+                for element in body.elements
+                if not (type(element) is codec.Request and element.notification)
+            ]
+        )
 
     async def answer(self, body: Body, origin: Origin) -> bytes | None:
         """Answer a decoded body (loop thread). None when nothing is owed. Never raises.
@@ -164,38 +186,51 @@ class Dispatcher:
         actor late.
         """
         origin = origin or Origin()
-        prepared = self._prepare(request, origin)
-        if isinstance(prepared, dict):
-            return prepared
-        verb, call = prepared
-        left = verb.timeout
-        if received is not None:
-            left -= time.monotonic() - received
-        if left < EXPIRED:
-            log.debug("%s from %s expired before it ran", request.method, origin.peer)
-            expired = Timeout(method=request.method, timeout=verb.timeout)
-            return codec.error(request.id, expired.code, expired.render())
-        try:
-            value = verb.handler(call)
-            if _pending(value):
-                value = await asyncio.wait_for(_awaitable(value), timeout=left)
-        except TimeoutError:
-            return self._failed(
-                request, origin, Timeout(method=request.method, timeout=verb.timeout)
-            )
-        except HostvisorError as error:
-            return self._failed(request, origin, error)
-        except Exception:
-            log.exception("%s from %s: unexpected error", request.method, origin.peer)
-            message = codec.standard_message(codec.INTERNAL_ERROR)
-            return codec.error(request.id, codec.INTERNAL_ERROR, message)
-        return codec.result(request.id, True if value is None else value)
+        started = self._start(request, origin, received)
+        if isinstance(started, dict):
+            return started
+        return await self._settle(request, origin, *started)
 
-    def _prepare(
-        self, request: codec.Request, origin: Origin
-    ) -> tuple[Verb, Call] | dict[str, Any]:
-        """Find the verb and bind its params; or return the error response."""
-        verb = self.table.get(request.method)
+    def answer_now(self, body: Body, origin: Origin) -> bytes | Coroutine[Any, Any, Any] | None:
+        """Answer `body` at once if that needs no waiting (loop thread; never raises).
+
+        A lone request whose handler returns its value (Host.ping, Host.echo, a bad
+        request) is answered here, with no task: returns the encoded answer, or None
+        when nothing is owed. Otherwise returns the coroutine that finishes the
+        answer (awaiting it gives the same as `answer`); the lone request's handler
+        has then already been called.
+        """
+        elements = body.elements
+        if len(elements) != 1:
+            return self.answer(body, origin)
+        element = elements[0]
+        if isinstance(element, codec.Invalid):
+            return codec.encode_responses([codec.error(element.id, element.code, element.message)])
+        try:
+            started = self._start(element, origin, body.received)
+        except Exception:  # a bug below; the request is answered all the same
+            log.exception("%r from %s: unexpected error", element.method, origin.peer)
+            message = codec.standard_message(codec.INTERNAL_ERROR)
+            started = codec.error(element.id, codec.INTERNAL_ERROR, message)
+        if isinstance(started, dict):
+            return None if element.notification else codec.encode_responses([started])
+        return self._finish(element, origin, started)
+
+    async def _finish(
+        self, request: codec.Request, origin: Origin, started: tuple[Verb, Any, float]
+    ) -> bytes | None:
+        response = await self._settle(request, origin, *started)
+        return None if request.notification else codec.encode_responses([response])
+
+    def _start(  # noqa: PLR0911 - one flat path per request (hot); each failure returns
+        self, request: codec.Request, origin: Origin, received: float | None
+    ) -> dict[str, Any] | tuple[Verb, Any, float]:
+        """Run the handler: its response, or (verb, pending value, seconds left).
+
+        Finds the verb, answers 99 while the host recovers, binds the params; any of
+        those failing is the response.
+        """
+        verb = self._verbs.get(request.method)
         if verb is None:
             message = (
                 f"The method does not exist or is not available: {{'method': '{request.method}'}}"
@@ -210,13 +245,58 @@ class Dispatcher:
             return codec.error(request.id, codec.INVALID_PARAMS, error.render())
         except HostvisorError as error:
             return codec.error(request.id, error.code, error.render())
-        return verb, Call(args=args, peer=origin.peer, local=origin.local, flow_id=origin.flow_id)
+        call = Call(args=args, peer=origin.peer, local=origin.local, flow_id=origin.flow_id)
+        left = verb.timeout
+        if received is not None:
+            left -= time.monotonic() - received
+        if left < EXPIRED:
+            log.debug("%s from %s expired before it ran", request.method, origin.peer)
+            expired = Timeout(method=request.method, timeout=verb.timeout)
+            return codec.error(request.id, expired.code, expired.render())
+        try:
+            value = verb.handler(call)
+        except HostvisorError as error:
+            return self._failed(request, origin, error)
+        except Exception:
+            log.exception("%s from %s: unexpected error", request.method, origin.peer)
+            message = codec.standard_message(codec.INTERNAL_ERROR)
+            return codec.error(request.id, codec.INTERNAL_ERROR, message)
+        if type(value) not in _PLAIN and (
+            isinstance(value, pykka.Future) or inspect.isawaitable(value)
+        ):
+            return verb, value, left
+        return codec.result(request.id, True if value is None else value)
+
+    async def _settle(
+        self, request: codec.Request, origin: Origin, verb: Verb, value: Any, left: float
+    ) -> dict[str, Any]:
+        """Wait at most `left` seconds for a handler's pending value; its response."""
+        try:
+            if isinstance(value, pykka.Future):
+                value = await settled(value, timeout=left)
+            else:
+                value = await asyncio.wait_for(value, timeout=left)
+        except TimeoutError:
+            return self._failed(
+                request, origin, Timeout(method=request.method, timeout=verb.timeout)
+            )
+        except HostvisorError as error:
+            return self._failed(request, origin, error)
+        except Exception:
+            log.exception("%s from %s: unexpected error", request.method, origin.peer)
+            message = codec.standard_message(codec.INTERNAL_ERROR)
+            return codec.error(request.id, codec.INTERNAL_ERROR, message)
+        return codec.result(request.id, True if value is None else value)
 
     @staticmethod
     def _failed(request: codec.Request, origin: Origin, error: HostvisorError) -> dict[str, Any]:
         level = logging.INFO if isinstance(error, CallerError) else logging.WARNING
         log.log(level, "%s from %s failed: %s", request.method, origin.peer, error)
         return codec.error(request.id, error.code, error.render())
+
+
+_PLAIN = frozenset({bool, dict, list, str, int, float, type(None)})
+"""Types a handler's value may have that are never pending (checked first: cheaper)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,18 +306,3 @@ class Origin:
     peer: str = ""
     local: str = ""
     flow_id: str | None = None
-
-
-def _pending(value: Any) -> bool:
-    return inspect.isawaitable(value) or isinstance(value, pykka.Future)
-
-
-def _awaitable(value: Any) -> Any:
-    """Turn a handler's pending value into something to await.
-
-    A pykka future is awaitable too, but awaiting it blocks the thread in `get()`:
-    it must be bridged, and is checked first.
-    """
-    if isinstance(value, pykka.Future):
-        return settled(value)
-    return value

@@ -15,7 +15,20 @@ Budgets, per connection (see `ServerSettings`):
 - unsent bytes: past `PAUSE_BACKLOG` (1 MiB) the connection reads nothing more
   until the peer has caught up, and is closed if it has not within
   `frame_timeout`; a peer whose backlog passes `max_backlog` (8 MiB) when another
-  frame is due is closed at once.
+  frame is due is closed at once;
+- memory: the bytes a connection holds — its partial frame (at most
+  `limits.max_body`), the bodies of its requests being answered (counted as their
+  JSON text) and its unsent bytes — are counted, per connection and for the
+  server. When the last two pass `connection_budget` (32 MiB) the connection reads
+  nothing more until they are under half of it (answers and the peer's reads bring
+  them down). While the server's total is past `memory_budget` (96 MiB), a
+  connection that receives anything reads nothing more until the total is back
+  under three quarters of it — except one at a time (the server's runner), which
+  may finish the frame it started while the bytes being answered and unsent are
+  under a quarter of the budget, so that partial frames alone never stall the
+  edge. TCP holds the rest at the peer: nothing is refused and nothing
+  changes on the wire. A paused peer is not held to its heart-beats; its frame
+  deadline still runs.
 """
 
 from __future__ import annotations
@@ -25,8 +38,9 @@ import contextlib
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
+from hostvisor.api.http.detect import looks_like_http
 from hostvisor.api.rpc.dispatch import Origin
 from hostvisor.api.stomp.frames import (
     CLIENT_COMMANDS,
@@ -59,6 +73,8 @@ class StompConnection:
         self.server = server
         self.reader = reader
         self.writer = writer
+        self._transport = cast("asyncio.Transport", writer.transport)
+        """The transport as it is once TLS (if any) is started: the connection's own."""
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.peer = f"{peer[0]}:{peer[1]}"
         local = writer.get_extra_info("sockname") or ("?", 0)
@@ -72,7 +88,28 @@ class StompConnection:
         self._frame_since: float | None = None
         """When the buffered partial frame started (or the last frame completed)."""
         self._closed = False
+        self._refused = False  # an ERROR frame was sent: STOMP 1.2 says close right after
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._receiver: _Receiver | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        """Fires when the started frame's time is up (armed while one is partial)."""
+        self._catching_up: asyncio.Task[None] | None = None
+        """While reading is paused for the backlog to drain."""
+        self._inflight = 0
+        """Bytes of the bodies of this connection's requests answered in tasks."""
+        self.held = 0
+        """Bytes this connection holds (see the budgets above), as last counted."""
+        self.working = 0
+        """Of which bodies of requests being answered and unsent bytes."""
+        self._over_budget = False
+        """Reading is paused for a memory budget: its own or the server's."""
+        self._paused_own = False
+        """Its requests being answered and unsent bytes passed `connection_budget`."""
+        self._paused_total = False
+        """The server's total passed `memory_budget`; waiting for it to fall."""
+        self._reading_paused = False
+        self._answer_now = getattr(server.handler, "answer_now", None)
+        self._origin = Origin(self.peer, self.local)
         sock = writer.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -91,7 +128,13 @@ class StompConnection:
         finally:
             if self._heartbeat_task is not None:
                 self._heartbeat_task.cancel()
+            if self._deadline is not None:
+                self._deadline.cancel()
+            if self._catching_up is not None:
+                self._catching_up.cancel()
             self.close()
+            self.server.forget_held(self)
+            self.held = self.working = 0
 
     def _restart_heartbeat(self) -> None:
         if self._heartbeat_task is not None:
@@ -112,6 +155,12 @@ class StompConnection:
         except TimeoutError:
             log.info("connection %s sent no STOMP in %s s; closed", self.peer, deadline)
             return False
+        http = self.server.http
+        if http is not None and looks_like_http(data):  # VDSM's image transfers: api/http/
+            if self._heartbeat_task is not None:
+                self._heartbeat_task.cancel()
+            await http.serve(self.reader, self.writer, data, self.peer)
+            return False
         if not looks_like_stomp(data):
             log.info("connection %s is not STOMP (%r); closed", self.peer, data[:16])
             return False
@@ -119,42 +168,169 @@ class StompConnection:
         return await self._process()
 
     async def _read_loop(self) -> None:
-        while not self._closed:
-            if self._backlog() > PAUSE_BACKLOG and not await self._catch_up():
-                return
-            if self._frame_since is None:
-                chunk = await self.reader.read(READ_SIZE)
-            else:
-                chunk = await self._read_more_of_frame(self._frame_since)
-            if not chunk:
-                return
-            self.parser.feed(chunk)
-            if not await self._process():
-                return
+        """Serve frames as their bytes arrive until the connection ends (loop thread).
 
-    async def _read_more_of_frame(self, since: float) -> bytes:
-        """Read the rest of a started frame; b"" (after an ERROR) once its time is up."""
-        timeout = self.server.settings.frame_timeout
+        From here on the transport hands each read straight to `_received` through a
+        `_Receiver`, which replaces the stream's protocol: no task step, no future and
+        no copy into the stream's buffer per read, and a request whose answer needs no
+        waiting is answered within the same callback.
+        """
+        transport = self.writer.transport
+        if self._closed or transport is None or transport.is_closing():
+            return
+        receiver = _Receiver(self, transport.get_protocol())
+        left = _take_buffered(self.reader)
+        transport.set_protocol(receiver)
+        self._receiver = receiver
+        if left:
+            self._received(left)
+        elif self._frame_since is not None:
+            self._arm_deadline(self._frame_since)
+        if self.reader.at_eof():
+            receiver.end()
+        await receiver.ended
+
+    def _received(self, data: bytes) -> None:
+        """Handle bytes from the peer (loop thread, from the transport). Never raises."""
+        if self._closed:
+            return
         try:
-            async with asyncio.timeout(max(since + timeout - time.monotonic(), 0.0)):
-                return await self.reader.read(READ_SIZE)
-        except TimeoutError:
-            log.info("connection %s sent no complete frame in %s s; closed", self.peer, timeout)
-            self.send_error(f"no complete frame in {timeout:g} s")
-            return b""
+            self.parser.feed(data)
+            if not self._consume():
+                self._end()
+                return
+        except Exception:  # a bug: the connection ends, the server carries on
+            log.exception("connection %s: unexpected error; closed", self.peer)
+            self._end()
+            return
+        if self._frame_since is not None and self._deadline is None:
+            self._arm_deadline(self._frame_since)
+        backlog = self._transport.get_write_buffer_size()
+        if backlog > PAUSE_BACKLOG and self._catching_up is None:
+            self._pause_reading()
+        server = self.server
+        if (
+            self.held
+            or backlog
+            or self._inflight
+            or self.parser.buffered
+            or self._over_budget
+            or server.held > server.settings.memory_budget
+        ):  # else it held nothing before or now, and reads on: nothing to count
+            self.check_budgets()
 
-    async def _catch_up(self) -> bool:
-        """Wait (reading nothing) until the peer has read its backlog; False: closed."""
+    def check_budgets(self) -> None:
+        """Count what the connection holds; pause or resume reading to match (loop thread).
+
+        Called whenever that may have changed: after a read, after an answer, when
+        the peer has read its backlog, and by the server when its total fell or its
+        runner slot (see `StompServer.runner`) came free. A closed connection counts
+        nothing more: `serve` takes what it held off the server's total as it ends.
+        """
+        if self._closed:
+            return
+        partial = self.parser.buffered
+        working = self._inflight + self._transport.get_write_buffer_size()
+        held = partial + working
+        server = self.server
+        if working != self.working:
+            server.working += working - self.working
+            self.working = working
+        if held != self.held:
+            change, self.held = held - self.held, held
+            server.hold(change)
+        settings = server.settings
+        budget = settings.connection_budget
+        self._paused_own = working > (budget // 2 if self._paused_own else budget)
+        budget = settings.memory_budget
+        over = server.held > (budget * 3 // 4 if self._paused_total else budget)
+        if partial and over:
+            if server.runner is self or (server.runner is None and server.may_run()):
+                server.runner = self  # finishes its frame, so that the edge moves on
+                over = False
+        elif server.runner is self:
+            server.runner = None
+            server.wake()
+        if over:
+            server.waiting.add(self)
+        paused = self._paused_own or over
+        if paused and not self._over_budget:
+            log.debug(
+                "connection %s paused: holds %d bytes, the edge %d", self.peer, held, server.held
+            )
+        self._paused_total = over
+        self._over_budget = paused
+        self._set_reading()
+
+    def _set_reading(self) -> None:
+        """Pause or resume reading as the budgets and the backlog say (loop thread)."""
+        pause = self._over_budget or self._catching_up is not None
+        transport = self._transport
+        if pause == self._reading_paused or self._closed or transport.is_closing():
+            return
+        self._reading_paused = pause
+        if pause:
+            transport.pause_reading()
+        else:
+            self.last_received = time.monotonic()  # not held to heart-beats while paused
+            transport.resume_reading()
+
+    def _end(self) -> None:
+        """Stop serving (loop thread): `serve` returns and closes the connection."""
+        if self._receiver is not None:
+            self._receiver.end()
+
+    def _arm_deadline(self, since: float) -> None:
+        timeout = self.server.settings.frame_timeout
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_at(
+            loop.time() + max(since + timeout - time.monotonic(), 0.0), self._frame_due
+        )
+
+    def _frame_due(self) -> None:
+        """The deadline of a started frame came (loop thread): re-arm, or end it."""
+        self._deadline = None
+        since = self._frame_since
+        if since is None or self._closed:
+            return
+        timeout = self.server.settings.frame_timeout
+        if time.monotonic() < since + timeout:  # a newer frame started since
+            self._arm_deadline(since)
+            return
+        log.info("connection %s sent no complete frame in %s s; closed", self.peer, timeout)
+        self.send_error(f"no complete frame in {timeout:g} s")
+        self._end()
+
+    def _pause_reading(self) -> None:
+        """Read nothing more until the peer has read its backlog (loop thread)."""
+        if self._transport.is_closing():
+            return
+        self._catching_up = asyncio.create_task(self._catch_up())
+        self._set_reading()
+
+    async def _catch_up(self) -> None:
+        """Wait until the peer has read its backlog, then read again; else close it."""
         try:
             async with asyncio.timeout(self.server.settings.frame_timeout):
                 await self.writer.drain()
         except TimeoutError:
             log.warning("connection %s does not read its replies; closed", self.peer)
             self._abort()
-            return False
-        return True
+            self._end()
+            return
+        except (ConnectionError, OSError):
+            self._end()
+            return
+        finally:
+            self._catching_up = None
+        self._set_reading()
+        self.check_budgets()
 
     async def _process(self) -> bool:
+        """Handle every complete frame received; False once the connection must end."""
+        return self._consume()
+
+    def _consume(self) -> bool:
         """Handle every complete frame received; False once the connection must end."""
         now = self.last_received = time.monotonic()
         completed = False
@@ -182,6 +358,11 @@ class StompConnection:
     # -- frames in ------------------------------------------------------------------------------
 
     def _handle(self, frame: Frame) -> bool:
+        if frame.command == "SEND":  # nearly every frame
+            self._on_send(frame)
+            if "receipt" in frame.headers and not self._refused:
+                self._receipt(frame)
+            return not self._refused
         if frame.command not in CLIENT_COMMANDS:
             self.send_error(f"unsupported command {frame.command}")
             return False
@@ -195,13 +376,15 @@ class StompConnection:
             "SEND": self._on_send,
         }[frame.command]
         handler(frame)
+        if self._refused:
+            return False
         if frame.command != "CONNECT":
             self._receipt(frame)
         return True
 
     def _on_connect(self, frame: Frame) -> None:
         if frame.headers.get("accept-version") != "1.2":
-            self.send_error("Version unsupported")
+            self.send_error("Version unsupported", close=True)
             return
         client_send, client_want = _heartbeat_pair(frame.headers.get("heart-beat", "0,0"))
         floor = self.server.settings.min_heartbeat_ms
@@ -234,42 +417,68 @@ class StompConnection:
 
     def _on_send(self, frame: Frame) -> None:
         destination = frame.headers.get("destination", "")
-        copied = self.server.deliver(destination, frame.body, prefixes=True)
-        if self.server.is_request_queue(destination):
+        server = self.server
+        request, targets = server.route(destination)
+        copied = server.deliver_to(targets, destination, frame.body) if server.subscriptions else 0
+        if request:
             self._request(frame)
         elif not copied:
             self.send_error(f"Subscription not available: {destination}")
 
     def _request(self, frame: Frame) -> None:
-        """Charge the body's requests to the budget, then answer it in a task."""
-        reply_to = frame.headers.get("reply-to")
+        """Charge the body's requests to the budget, then answer it.
+
+        A body the handler can answer at once (`answer_now`: a lone request whose
+        verb needs no actor) is answered here; any other runs in a task.
+        """
+        headers = frame.headers
+        reply_to = headers.get("reply-to")
         handler = self.server.handler
         body = handler.decode(frame.body)
         cost, limit = body.cost, self.server.settings.max_pending
         if self.pending and self.pending + cost > limit:
-            dropped = f"batch of {cost} requests" if cost > 1 else "request"
-            self.send_error(
-                f"too many pending requests ({self.pending} in flight, limit {limit}); "
-                f"{dropped} dropped"
-            )
+            # Refused, not dropped: each request is answered code 40 at once (the
+            # caller may retry), and the connection and its requests in flight go on.
+            reason = f"too many pending requests ({self.pending} in flight, limit {limit})"
+            log.info("connection %s: %s; %d refused", self.peer, reason, cost)
+            refused = handler.refuse(body, reason)
+            if refused is not None and reply_to:
+                self.server.deliver(reply_to, refused, prefixes=False)
             return
+        flow_id = headers.get("ovirtCorrelationId")
+        origin = self._origin if flow_id is None else Origin(self.peer, self.local, flow_id)
+        answer_now = self._answer_now
+        if answer_now is None:
+            answering = handler.answer(body, origin)
+        else:
+            answering = answer_now(body, origin)
+            if answering is None or isinstance(answering, bytes):
+                if answering is not None and reply_to:
+                    self.server.deliver(reply_to, answering, prefixes=False)
+                return
+        size = len(frame.body)
         self.pending += cost
-        origin = Origin(self.peer, self.local, frame.headers.get("ovirtCorrelationId"))
-        task = asyncio.create_task(handler.answer(body, origin))
-        task.add_done_callback(lambda done: self._answered(done, reply_to, cost))
+        self._inflight += size
+        task = asyncio.create_task(answering)
+        task.add_done_callback(lambda done: self._answered(done, reply_to, cost, size))
 
-    def _answered(self, task: asyncio.Task[bytes | None], reply_to: str | None, cost: int) -> None:
+    def _answered(
+        self, task: asyncio.Task[bytes | None], reply_to: str | None, cost: int, size: int
+    ) -> None:
         self.pending -= cost
+        self._inflight -= size
         if task.cancelled():
             return
         error = task.exception()
         if error is not None:  # a bug: the handler never raises; still, the peer hears
             log.error("request from %s failed unexpectedly", self.peer, exc_info=error)
             self.send_error("internal error: a request could not be answered")
-            return
-        body = task.result()
-        if body is not None and reply_to:
-            self.server.deliver(reply_to, body, prefixes=False)
+        else:
+            body = task.result()
+            if body is not None and reply_to:
+                self.server.deliver(reply_to, body, prefixes=False)
+        if not self._closed:
+            self.check_budgets()
 
     def _receipt(self, frame: Frame) -> None:
         receipt = frame.headers.get("receipt")
@@ -286,25 +495,37 @@ class StompConnection:
         """
         if self._closed:
             return
-        if self._backlog() > self.server.settings.max_backlog:
+        transport = self._transport
+        backlog = transport.get_write_buffer_size()
+        if backlog > self.server.settings.max_backlog:
             log.warning("connection %s does not read its replies; closed", self.peer)
             self._abort()
             return
-        self.writer.write(data)
+        transport.write(data)
+        if backlog or self.held or transport.get_write_buffer_size():
+            self.check_budgets()
 
     def _backlog(self) -> int:
-        transport = self.writer.transport
-        return 0 if transport is None else transport.get_write_buffer_size()
+        return self._transport.get_write_buffer_size()
 
     def _abort(self) -> None:
         self._closed = True
         self.writer.transport.abort()
 
-    def send_error(self, message: str) -> None:
-        """Send an ERROR frame with `message` as its header and body."""
+    def send_error(self, message: str, *, close: bool = False) -> None:
+        """Send an ERROR frame with `message` as its header and body; with `close`, end.
+
+        Errors about one frame (a bad SUBSCRIBE, a SEND nobody listens to) keep the
+        connection, as VDSM's server does and the Engine expects; an error that leaves
+        nothing to talk about (an unsupported version) closes it, as STOMP 1.2 says.
+        Replies already queued are sent first either way.
+        """
         self.send_raw(
             encode("ERROR", {"message": message, "content-type": "text/plain"}, message.encode())
         )
+        if close:
+            self._refused = True
+            self._end()
 
     async def _heartbeat(self) -> None:
         """Send EOLs when idle; drop a peer that promised heart-beats and went silent."""
@@ -317,7 +538,8 @@ class StompConnection:
             if now - last_sent >= self.send_interval - 0.001:
                 self.send_raw(EOL)
                 last_sent = now
-            if expect is not None and now - self.last_received > expect * 1.5:
+            silent = now - self.last_received > expect * 1.5 if expect is not None else False
+            if silent and not self._reading_paused:
                 log.info("connection %s silent past its heart-beat; closed", self.peer)
                 self.close()
 
@@ -328,3 +550,62 @@ def _heartbeat_pair(text: str) -> tuple[int, int]:
     except ValueError:
         return 0, 0
     return max(first, 0), max(second, 0)
+
+
+class _Receiver(asyncio.Protocol):
+    """The transport's protocol once STOMP is detected: bytes go straight to the connection.
+
+    It replaces the stream's own protocol and hands flow control and the end of the
+    connection on to it, so `writer.drain()`, `writer.close()` and
+    `writer.wait_closed()` work as before. Runs on the loop's thread.
+    """
+
+    def __init__(self, connection: StompConnection, stream: asyncio.BaseProtocol) -> None:
+        """Feed `connection`; keep `stream` (the replaced protocol) informed."""
+        self.connection = connection
+        self.stream = stream
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def end(self) -> None:
+        """Let the connection's `serve` return (idempotent)."""
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        """Hand received bytes to the connection."""
+        self.connection._received(data)  # noqa: SLF001 - the connection's own receiver
+
+    def eof_received(self) -> bool:
+        """The peer sent everything it will: end (what it sent is already answered).
+
+        Returns False: the transport closes once its last writes are sent (asking
+        to keep a TLS transport open only draws a warning from asyncio).
+        """
+        self.end()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Tell the stream (it wakes `drain` and `wait_closed`), then end."""
+        self.stream.connection_lost(exc)
+        self.end()
+
+    def pause_writing(self) -> None:
+        """The transport's write buffer is full: `writer.drain()` waits."""
+        self.stream.pause_writing()
+
+    def resume_writing(self) -> None:
+        """The transport's write buffer drained: `writer.drain()` returns."""
+        self.stream.resume_writing()
+        self.connection.check_budgets()
+
+
+def _take_buffered(reader: asyncio.StreamReader) -> bytes:
+    """Take the bytes the stream received but nobody read yet (loop thread).
+
+    StreamReader has no public non-blocking read; its buffer is read directly, once,
+    when the connection stops using the stream for reading.
+    """
+    buffer: bytearray = reader._buffer  # type: ignore[attr-defined]  # noqa: SLF001 - see above
+    data = bytes(buffer)
+    buffer.clear()
+    return data

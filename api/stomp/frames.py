@@ -14,7 +14,9 @@ Plain code, no I/O: the server feeds bytes in and writes bytes out.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import NamedTuple
 
 NUL = b"\x00"
 EOL = b"\n"
@@ -38,6 +40,8 @@ DETECT_BYTES = max(len(prefix) for prefix in DETECT_PREFIXES)
 _UNESCAPE = {b"\\\\": b"\\", b"\\n": b"\n", b"\\r": b"\r", b"\\c": b":"}
 _RAW_COMMANDS = frozenset({"CONNECT", "CONNECTED"})
 _MAX_LENGTH_DIGITS = 12
+_SMALL_BODY = 4096
+"""Bodies shorter than this are copied out of the buffer without a memoryview."""
 
 
 class FrameError(Exception):
@@ -63,12 +67,15 @@ class Limits:
     max_command: int = 32
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One STOMP frame. Header names and values are decoded text."""
+class Frame(NamedTuple):
+    """One STOMP frame. Header names and values are decoded text.
+
+    A named tuple rather than a frozen dataclass: one is made per frame received,
+    and a tuple is made several times faster.
+    """
 
     command: str
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = MappingProxyType({})
     body: bytes = b""
 
 
@@ -104,16 +111,25 @@ def _escape(text: str) -> str:
 
 def encode(command: str, headers: Mapping[str, str] | None = None, body: bytes = b"") -> bytes:
     """Return the bytes of one frame, with `content-length` always set."""
+    return b"%scontent-length:%d\n\n%s\x00" % (encode_head(command, headers), len(body), body)
+
+
+def encode_head(command: str, headers: Mapping[str, str] | None = None) -> bytes:
+    """Return the start of a frame: its command and headers, up to `content-length`.
+
+    `encode` is this, then `content-length:N`, a blank line, the body and a NUL; a
+    sender of many frames with the same headers keeps the head.
+    """
     lines = [command]
     escape = command not in _RAW_COMMANDS
     for name, value in (headers or {}).items():
         if name == "content-length":
             continue
         lines.append(f"{_escape(name)}:{_escape(value)}" if escape else f"{name}:{value}")
-    lines.append(f"content-length:{len(body)}")
+    lines.append("")
     # A lone surrogate in a header (never a peer's: their headers are strict UTF-8)
     # becomes "?" rather than make the frame unsendable.
-    return ("\n".join(lines) + "\n\n").encode(errors="replace") + body + NUL
+    return "\n".join(lines).encode(errors="replace")
 
 
 class FrameParser:
@@ -129,11 +145,25 @@ class FrameParser:
         self._buffer = bytearray()
         self.heartbeats = 0
         """Heart-beat EOLs seen between frames: any byte counts as life."""
+        self._head: tuple[str, dict[str, str], int, int] | None = None
+        """The parsed head of the frame whose body is still arriving, where its body
+        starts and where its NUL must be (-1: no content-length): a body that comes in
+        many reads has its head parsed once."""
+        self._scanned = 0
+        """How far the body of the frame still arriving was searched for its NUL."""
+        limits = self.limits
+        self._max_head = limits.max_header_line * (limits.max_headers + 1)
+        self._max_line = limits.max_header_line
 
     @property
     def partial(self) -> bool:
         """Whether part of a frame is buffered (after `frames()`; heart-beats excluded)."""
         return bool(self._buffer)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet taken as frames."""
+        return len(self._buffer)
 
     def feed(self, data: bytes) -> None:
         """Append received bytes."""
@@ -162,10 +192,50 @@ class FrameParser:
             del buf[:start]
 
     def _next(self) -> Frame | None:
-        self._skip_heartbeats()
         buf = self._buffer
-        head_end = buf.find(b"\n\n")
-        crlf_end = buf.find(b"\r\n\r\n")
+        head = self._head
+        if head is None:
+            if not buf:
+                return None
+            if buf[0] in b"\r\n":
+                self._skip_heartbeats()
+            head = self._head = self._find_head()
+            if head is None:
+                return None
+        command, headers, body_start, body_end = head
+        if body_end == -1:
+            found = self._nul(body_start)
+            if found is None:
+                return None
+            body_end = found
+        elif len(buf) <= body_end:
+            return None
+        elif buf[body_end] != 0:
+            raise FrameError("frame does not end with NUL after content-length bytes")
+        if body_end - body_start < _SMALL_BODY:
+            body = bytes(buf[body_start:body_end])
+        else:
+            with memoryview(buf) as view:
+                body = view[body_start:body_end].tobytes()
+        del buf[: body_end + 1]
+        self._head = None
+        self._scanned = 0
+        return Frame(command, headers, body)
+
+    def _find_head(self) -> tuple[str, dict[str, str], int, int] | None:
+        """Parse the head at the start of the buffer.
+
+        Returns:
+            (command, headers, where the body starts, where its NUL must be or -1
+            when there is no content-length); None while the head is incomplete.
+
+        Only the first `_max_head` bytes are searched, so a body arriving in many
+        reads is not searched again with each.
+        """
+        buf = self._buffer
+        bound = self._max_head
+        head_end = buf.find(b"\n\n", 0, bound + 2)
+        crlf_end = buf.find(b"\r\n\r\n", 0, (bound if head_end == -1 else head_end) + 4)
         if crlf_end != -1 and (head_end == -1 or crlf_end < head_end):
             head_end, separator = crlf_end, 4
         else:
@@ -173,20 +243,15 @@ class FrameParser:
         if head_end == -1:
             self._check_partial_head()
             return None
-        if head_end > self._max_head():
+        if head_end > bound:
             raise FrameError("frame header too large")
-        command, headers = self._parse_head(bytes(buf[:head_end]))
+        head = bytes(buf[:head_end])
+        parsed = None
+        if head_end <= self._max_line and b"\\" not in head and b"\r" not in head:
+            parsed = _parse_plain_head(head, self.limits)
+        command, headers = parsed or self._parse_head(head)
         body_start = head_end + separator
-        body_end = self._body_end(headers, body_start)
-        if body_end is None:
-            return None
-        body = bytes(buf[body_start:body_end])
-        del buf[: body_end + 1]
-        return Frame(command, headers, body)
-
-    def _max_head(self) -> int:
-        limits = self.limits
-        return limits.max_header_line * (limits.max_headers + 1)
+        return command, headers, body_start, self._length_end(headers, body_start)
 
     def _check_partial_head(self) -> None:
         """Refuse a head that can no longer be accepted, however it ends.
@@ -194,7 +259,7 @@ class FrameParser:
         The same checks apply to a complete head, so where the stream is cut into
         reads never changes whether it is accepted.
         """
-        if len(self._buffer) > self._max_head():
+        if len(self._buffer) > self._max_head:
             raise FrameError("frame header too large")
         first_line_end = self._buffer.find(b"\n", 0, self.limits.max_header_line + 1)
         if first_line_end == -1 and len(self._buffer) > self.limits.max_header_line:
@@ -225,27 +290,54 @@ class FrameParser:
             headers.setdefault(key, text)
         return command, headers
 
-    def _body_end(self, headers: Mapping[str, str], body_start: int) -> int | None:
+    def _length_end(self, headers: Mapping[str, str], body_start: int) -> int:
+        """Where the NUL of a frame with `content-length` must be; -1 without one."""
+        length_text = headers.get("content-length")
+        if length_text is None:
+            return -1
+        limit = self.limits.max_body
+        # ASCII digits only (int() takes other scripts' digits), and few of them.
+        digits = length_text.isascii() and length_text.isdigit()
+        if not digits or len(length_text) > _MAX_LENGTH_DIGITS:
+            raise FrameError(f"bad content-length {length_text[:32]!r}")
+        length = int(length_text)
+        if length > limit:
+            raise FrameError(f"body of {length} bytes exceeds the limit of {limit}")
+        return body_start + length
+
+    def _nul(self, body_start: int) -> int | None:
+        """Where the NUL ending a body without `content-length` is; None: not yet."""
         buf = self._buffer
         limit = self.limits.max_body
-        length_text = headers.get("content-length")
-        if length_text is not None:
-            # ASCII digits only (int() takes other scripts' digits), and few of them.
-            digits = length_text.isascii() and length_text.isdigit()
-            if not digits or len(length_text) > _MAX_LENGTH_DIGITS:
-                raise FrameError(f"bad content-length {length_text[:32]!r}")
-            length = int(length_text)
-            if length > limit:
-                raise FrameError(f"body of {length} bytes exceeds the limit of {limit}")
-            end = body_start + length
-            if len(buf) <= end:
-                return None
-            if buf[end] != 0:
-                raise FrameError("frame does not end with NUL after content-length bytes")
-            return end
-        end = buf.find(NUL, body_start, body_start + limit + 1)
+        end = buf.find(NUL, max(body_start, self._scanned), body_start + limit + 1)
         if end == -1:
             if len(buf) - body_start > limit:
                 raise FrameError(f"body exceeds the limit of {limit} bytes")
+            self._scanned = len(buf)
             return None
         return end
+
+
+def _parse_plain_head(head: bytes, limits: Limits) -> tuple[str, dict[str, str]] | None:
+    """Parse a short head with no escapes and no CR (the usual kind) in one decode.
+
+    Returns None for anything else it finds wrong, so that the general parser
+    answers it (with its exact error).
+    """
+    try:
+        lines = head.decode().split("\n")
+    except UnicodeDecodeError:
+        return None
+    command = lines[0]
+    if len(command) > limits.max_command or not command.isalpha() or not command.isupper():
+        return None
+    if len(lines) - 1 > limits.max_headers:
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not name:
+            return None
+        if name not in headers:
+            headers[name] = value
+    return command, headers

@@ -24,9 +24,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hostvisor.api.http.detect import HttpHandler
 from hostvisor.api.rpc.dispatch import Body, Origin
 from hostvisor.api.stomp.connection import StompConnection
-from hostvisor.api.stomp.frames import Limits, encode
+from hostvisor.api.stomp.frames import Limits, encode_head
 from hostvisor.api.tls import RefusalLog, alert_of, refusal_reason
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ class RequestHandler(Protocol):
     async def answer(self, body: Body, origin: Origin) -> bytes | None:
         """Answer a decoded body (loop thread); None when nothing is owed. Never raises."""
 
+    def refuse(self, body: Body, reason: str) -> bytes | None:
+        """Answer every request of a body with an error, running none. Never raises."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerSettings:
@@ -56,7 +60,8 @@ class ServerSettings:
     limits: Limits = field(default_factory=Limits)
     max_pending: int = 64
     """Requests one connection may have in flight, each element of a batch counting
-    one. A body that would pass it is refused with an ERROR frame and dropped, unless
+    one. A body that would pass it is refused — each of its requests answered code 40
+    at once, none run — unless
     nothing of the connection is in flight (so one batch up to the batch cap always
     runs): a connection has at most max(max_pending, batch cap) requests in flight."""
     frame_timeout: float = 60.0
@@ -66,6 +71,14 @@ class ServerSettings:
     """Bytes of unsent replies and events one connection may hold: a peer whose
     backlog already passes it when another frame is due is closed. With one frame
     (at most one reply) on top, that bounds a connection's write memory."""
+    connection_budget: int = 32 * 1024 * 1024
+    """Bytes one connection may hold — its partial frame, the bodies of its requests
+    being answered (as JSON text) and its unsent bytes — before it reads nothing more
+    (until it holds less than half). At least one frame (`limits.max_body`) fits."""
+    memory_budget: int = 96 * 1024 * 1024
+    """Bytes all connections together may hold (as above): while the total is past
+    it, a connection that receives anything reads nothing more until the total is
+    back under three quarters of it."""
     detect_timeout: float = 10.0
     """Seconds a new connection has to send its first frame (and finish TLS)."""
     idle_heartbeat: float = 15.0
@@ -81,6 +94,31 @@ class Subscription:
     connection: StompConnection
     id: str
     destination: str
+    heads: dict[str, bytes] = field(default_factory=dict)
+    """The encoded head of a MESSAGE to it, by destination (at most `_HEADS` kept)."""
+
+    def message(self, destination: str, body: bytes) -> bytes:
+        """Return the MESSAGE frame carrying `body` from `destination` to this subscriber."""
+        head = self.heads.get(destination)
+        if head is None:
+            head = encode_head(
+                "MESSAGE",
+                {
+                    "destination": destination,
+                    "subscription": self.id,
+                    "content-type": "application/json",
+                },
+            )
+            if len(self.heads) < _HEADS:
+                self.heads[destination] = head
+        return b"%scontent-length:%d\n\n%s\x00" % (head, len(body), body)
+
+
+_HEADS = 8
+"""Encoded MESSAGE heads kept per subscription: a reply subscription needs one, a
+prefix subscription one per destination seen (bounded, as a peer picks those)."""
+_ROUTES = 256
+"""Destinations whose routing (request queue? which prefixes?) is remembered."""
 
 
 class StompServer:
@@ -93,18 +131,40 @@ class StompServer:
         settings: ServerSettings | None = None,
         ssl_context: ssl.SSLContext | None = None,
         refusals: RefusalLog | None = None,
+        http: HttpHandler | None = None,
     ) -> None:
         """Serve request bodies with `handler`; TLS when `ssl_context` is given.
 
         `refusals` logs refused TLS handshakes (default: 10 lines per 10 s).
+        `http` serves connections that open with an HTTP request (VDSM's image
+        transfers); without it they are closed like any other non-STOMP peer.
         """
         self.handler = handler
         self.settings = settings or ServerSettings()
         self.ssl_context = ssl_context
         self.refusals = refusals or RefusalLog()
+        self.http = http
         self.connections: set[StompConnection] = set()
+        self.held = 0
+        """Bytes all connections hold (see `ServerSettings.memory_budget`)."""
+        self.peak_held = 0
+        """The most `held` has been since the server started (a statistic)."""
+        self.working = 0
+        """Of `held`, the bodies of requests being answered and the unsent bytes: what
+        the edge frees by itself, without reading more."""
+        self.waiting: set[StompConnection] = set()
+        """Connections paused until `held` falls under three quarters of the budget."""
+        self.runner: StompConnection | None = None
+        """The one connection that may finish its partial frame while `held` is past
+        the budget (partial frames are freed only by finishing them)."""
+        self._waking = False
+        self._wake_again = False
+        self._over = False
+        """`held` passed the budget and has not yet fallen under three quarters of it."""
         self.subscriptions: dict[str, list[Subscription]] = defaultdict(list)
         self._servers: list[asyncio.base_events.Server] = []
+        self._routes: dict[str, tuple[bool, tuple[str, ...]]] = {}
+        """By destination: whether it is a request queue, and it and its dotted prefixes."""
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def listen(self, host: str, port: int) -> tuple[str, int]:
@@ -206,12 +266,89 @@ class StompServer:
             if not subs:
                 del self.subscriptions[destination]
 
+    def hold(self, change: int) -> None:
+        """Count `change` more bytes held by the connections (loop thread).
+
+        When the total falls back under three quarters of the budget, or the runner
+        slot is free and may be taken, every connection waiting on the total checks
+        its budgets again (and reads again, or becomes the runner).
+        """
+        held = self.held = self.held + change
+        self.peak_held = max(self.peak_held, held)
+        budget = self.settings.memory_budget
+        if not self._over and held > budget:
+            self._over = True
+            log.warning("the edge holds %d bytes, past its budget: readers pause", held)
+        elif self._over and held <= budget * 3 // 4:
+            self._over = False
+            log.info("the edge holds %d bytes, back under its budget: readers go on", held)
+        if change >= 0 or not self.waiting:
+            return
+        if held <= self.settings.memory_budget * 3 // 4 or (self.runner is None and self.may_run()):
+            self.wake()
+
+    def may_run(self) -> bool:
+        """Whether a connection may finish its partial frame past the budget (loop thread).
+
+        Only while what the edge frees by itself is small: otherwise its answers and
+        its peers' reads will bring the total down first.
+        """
+        return self.working <= self.settings.memory_budget // 4
+
+    def wake(self) -> None:
+        """Let every connection waiting on the total check its budgets again (loop thread).
+
+        A wake asked for while one runs (a check freed the runner slot) makes it go
+        round once more instead of nesting.
+        """
+        if self._waking:
+            self._wake_again = True
+            return
+        self._waking = True
+        try:
+            again = True
+            while again:
+                self._wake_again = False
+                waiting, self.waiting = self.waiting, set()
+                for connection in waiting:
+                    connection.check_budgets()
+                again = self._wake_again and bool(self.waiting)
+        finally:
+            self._waking = False
+
+    def forget_held(self, connection: StompConnection) -> None:
+        """A connection ended: it holds nothing any more (loop thread)."""
+        self.waiting.discard(connection)
+        self.working -= connection.working
+        if self.runner is connection:
+            self.runner = None
+            self.wake()
+        self.hold(-connection.held)
+
     def is_request_queue(self, destination: str) -> bool:
         """Whether SENDs to `destination` are JSON-RPC requests."""
-        return any(
-            destination == queue or destination.startswith(queue + ".")
-            for queue in self.settings.request_queues
-        )
+        return self.route(destination)[0]
+
+    def route(self, destination: str) -> tuple[bool, tuple[str, ...]]:
+        """Return where a SEND to `destination` goes (loop thread; remembered).
+
+        Returns:
+            Whether it is a request queue, and the destinations whose subscribers get
+            a copy: it, then its dotted prefixes.
+        """
+        route = self._routes.get(destination)
+        if route is None:
+            request = any(
+                destination == queue or destination.startswith(queue + ".")
+                for queue in self.settings.request_queues
+            )
+            parts = destination.split(".")
+            prefixes = [".".join(parts[:n]) for n in range(len(parts) - 1, 0, -1)]
+            route = (request, (destination, *prefixes))
+            if len(self._routes) >= _ROUTES:
+                self._routes.clear()  # peers pick destinations: keep the memory bounded
+            self._routes[destination] = route
+        return route
 
     def deliver(self, destination: str, body: bytes, *, prefixes: bool) -> int:
         """Send `body` as MESSAGE to the subscribers of `destination`; return how many.
@@ -219,19 +356,18 @@ class StompServer:
         With `prefixes`, subscribers of every dotted prefix get it too (a
         subscriber to `jms.queue` gets `jms.queue.events`).
         """
-        targets = [destination]
-        if prefixes:
-            parts = destination.split(".")
-            targets += [".".join(parts[:n]) for n in range(len(parts) - 1, 0, -1)]
+        if not self.subscriptions:
+            return 0
+        targets = self.route(destination)[1] if prefixes else (destination,)
+        return self.deliver_to(targets, destination, body)
+
+    def deliver_to(self, targets: tuple[str, ...], destination: str, body: bytes) -> int:
+        """Send `body` from `destination` to the subscribers of `targets`; return how many."""
+        subscriptions = self.subscriptions
         sent = 0
         for target in targets:
-            for sub in self.subscriptions.get(target, ()):
-                headers = {
-                    "destination": destination,
-                    "subscription": sub.id,
-                    "content-type": "application/json",
-                }
-                sub.connection.send_raw(encode("MESSAGE", headers, body))
+            for sub in subscriptions.get(target, ()):
+                sub.connection.send_raw(sub.message(destination, body))
                 sent += 1
         return sent
 

@@ -1,15 +1,24 @@
 """Host.ping over STOMP through our client: Hostvisor's edge against a bare echo server.
 
-    .venv/bin/python tests/benchmarks/bench_rpc.py [--calls N] [--seconds S]
+    .venv/bin/python tests/benchmarks/bench_rpc.py [--calls N] [--seconds S] [--rounds R]
 
-Both servers run in a process of their own (so the client's threads do not share
-their interpreter lock) on loopback, and the same client library drives both:
-- baseline: a bare asyncio STOMP server that reads a SEND, takes the id out of
-  the JSON body and answers a MESSAGE with `result: true` — the least a STOMP
-  JSON-RPC server can do — with the same frame parser, ujson and TCP_NODELAY;
-- hostvisor: the RpcFront actor with the real Host verb table.
-Prints sequential latency (p50, p99) and throughput with 1, 8 and 32 clients,
-with the ratio to the baseline. Targets: p50 <= 1.5x; 8 clients >= 0.7x.
+Every server runs in a process of its own (so the client's threads do not share
+their interpreter lock) on loopback, and the same client library drives them all:
+- baseline: a bare asyncio STOMP server on asyncio's stock loop that reads a SEND,
+  takes the id out of the JSON body and answers a MESSAGE with `result: true` — the
+  least a STOMP JSON-RPC server can do — with the same frame parser, ujson and
+  TCP_NODELAY;
+- the same bare server on uvloop, when the agent runs on uvloop: a second baseline,
+  so that what the faster loop gives and what the edge's own code gives can be told
+  apart;
+- hostvisor: the RpcFront actor with the real Host verb table, on the loop the
+  agent picks (`hostvisor.api.front.new_event_loop`).
+Prints sequential latency (p50, p99), throughput with 1, 8 and 32 clients, and the
+server's CPU time (user + system, all its threads, from /proc) per 1,000 calls while
+8 clients call, with the ratio to each baseline. CPU is measured in `--rounds`
+rounds that alternate between the servers (the machine may be shared); the median
+is shown. Targets: p50 <= 1.5x; 8 clients >= 0.7x; server CPU per call <= 0.67x
+the stock-loop baseline (issue 12).
 Not a test: it never gates CI.
 """
 
@@ -17,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import statistics
 import subprocess
@@ -59,14 +69,30 @@ async def _echo_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
     writer.close()
 
 
-def serve_echo(port: int) -> None:
+def serve_echo(port: int, *, uvloop: bool = False) -> None:
     async def main() -> None:
         server = await asyncio.start_server(_echo_connection, "127.0.0.1", port)
         print("ready", flush=True)
         async with server:
             await server.serve_forever()
 
-    asyncio.run(main())
+    if uvloop:
+        import uvloop as fast  # noqa: PLC0415 - only in this server's process
+
+        fast.run(main())
+    else:
+        asyncio.run(main())
+
+
+def agent_loop() -> str:
+    """The loop the agent would run: `uvloop` or `asyncio`."""
+    from hostvisor.api.front import new_event_loop  # noqa: PLC0415
+
+    loop = new_event_loop()
+    try:
+        return "asyncio" if type(loop).__module__.startswith("asyncio") else "uvloop"
+    finally:
+        loop.close()
 
 
 def serve_front(port: int) -> None:
@@ -109,6 +135,12 @@ class Server:
         self.process.wait(timeout=10)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid`, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def latency(port: int, calls: int) -> tuple[float, float]:
     with connect("127.0.0.1", port) as cli:
         for _ in range(200):
@@ -123,6 +155,11 @@ def latency(port: int, calls: int) -> tuple[float, float]:
 
 
 def throughput(port: int, clients: int, seconds: float) -> float:
+    return load(port, clients, seconds)[0] / seconds
+
+
+def load(port: int, clients: int, seconds: float, pid: int | None = None) -> tuple[int, float]:
+    """Call for `seconds` from `clients` threads: (calls made, CPU seconds of `pid`)."""
     connections: list[Client] = [connect("127.0.0.1", port) for _ in range(clients)]
     counts = [0] * clients
     start = threading.Barrier(clients + 1)
@@ -138,55 +175,80 @@ def throughput(port: int, clients: int, seconds: float) -> float:
     threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
     for thread in threads:
         thread.start()
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
     deadline = time.perf_counter() + seconds
     start.wait()
-    began = time.perf_counter()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - began
+    cpu = cpu_seconds(pid) - cpu_before if pid is not None else 0.0
     for cli in connections:
         cli.close()
-    return sum(counts) / elapsed
+    return sum(counts), cpu
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--serve", choices=["echo", "front"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--serve", choices=["echo", "echo-uvloop", "front"])
     parser.add_argument("--port", type=int)
     args = parser.parse_args()
-    if args.serve == "echo":
-        serve_echo(args.port)
+    if args.serve in ("echo", "echo-uvloop"):
+        serve_echo(args.port, uvloop=args.serve == "echo-uvloop")
         return
     if args.serve == "front":
         serve_front(args.port)
         return
 
-    results: dict[str, dict[str, float]] = {}
-    for role in ("echo", "front"):
-        server = Server(role)
-        try:
+    loop = agent_loop()
+    roles = ["echo", "echo-uvloop", "front"] if loop == "uvloop" else ["echo", "front"]
+    servers = {role: Server(role) for role in roles}
+    try:
+        results: dict[str, dict[str, float]] = {}
+        for role, server in servers.items():
             p50, p99 = latency(server.port, args.calls)
             figures = {"p50": p50, "p99": p99}
             for clients in (1, 8, 32):
                 figures[f"x{clients}"] = throughput(server.port, clients, args.seconds)
             results[role] = figures
-        finally:
+        cpu: dict[str, list[float]] = {role: [] for role in roles}
+        for _ in range(args.rounds):
+            for role, server in servers.items():
+                calls, seconds = load(server.port, 8, args.seconds, server.process.pid)
+                cpu[role].append(seconds / calls * 1e6)  # ms per 1,000 calls
+        for role in roles:
+            results[role]["cpu"] = statistics.median(cpu[role])
+    finally:
+        for server in servers.values():
             server.stop()
+    report(loop, results, cpu)
 
-    base, ours = results["echo"], results["front"]
+
+def report(loop: str, results: dict[str, dict[str, float]], cpu: dict[str, list[float]]) -> None:
     rows = [
         ("Host.ping p50, sequential (us)", "p50", "<= 1.5x"),
         ("Host.ping p99, sequential (us)", "p99", ""),
         ("calls/s, 1 client", "x1", ""),
         ("calls/s, 8 clients", "x8", ">= 0.7x"),
         ("calls/s, 32 clients", "x32", ""),
+        ("server CPU ms / 1,000 calls, 8 clients", "cpu", "<= 0.67x"),
     ]
-    print(f"{'measure':<34} {'bare echo':>11} {'hostvisor':>11} {'ratio':>7}  target")
-    for name, key, target in rows:
-        ratio = ours[key] / base[key]
-        print(f"{name:<34} {base[key]:>11.1f} {ours[key]:>11.1f} {ratio:>6.2f}x  {target}")
+    ours = results["front"]
+    baselines = [("echo", "bare echo", "bare asyncio STOMP server, stock loop")]
+    if "echo-uvloop" in results:
+        baselines.append(("echo-uvloop", "echo uvloop", "the same bare server on uvloop"))
+    print(f"hostvisor's API loop: {loop}")
+    for role, title, what in baselines:
+        base = results[role]
+        print(f"baseline: {what}")
+        print(f"{'measure':<40} {title:>11} {'hostvisor':>11} {'ratio':>7}  target")
+        for name, key, target in rows:
+            ratio = ours[key] / base[key]
+            aim = target if role == "echo" else ""
+            print(f"{name:<40} {base[key]:>11.1f} {ours[key]:>11.1f} {ratio:>6.2f}x  {aim}")
+    rounds = "; ".join(f"{role} " + " ".join(f"{v:.1f}" for v in cpu[role]) for role in cpu)
+    print(f"server CPU per round (ms / 1,000 calls): {rounds}")
 
 
 if __name__ == "__main__":
