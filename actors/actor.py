@@ -27,11 +27,13 @@ They are private, so pykka is pinned to 4.x and tests/supervision covers each pa
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import sys
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -49,7 +51,7 @@ from hostvisor.actors.errors import (
     Unavailable,
 )
 from hostvisor.actors.future import CallbackFuture as CallbackFuture  # noqa: PLC0414 - re-export (mypy)
-from hostvisor.actors.future import FollowingFuture
+from hostvisor.actors.future import FollowingFuture, Later
 from hostvisor.actors.mailbox import Mailbox
 from hostvisor.actors.runtime import Runtime
 from hostvisor.actors.timers import Timer
@@ -106,6 +108,19 @@ class ActorStats:
     last_handling_seconds: float = 0.0
     busy_since: float | None = None
     children: tuple[str, ...] = ()
+    busy_total_seconds: float = 0.0
+    """Time spent handling messages since this incarnation started."""
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
+    """Messages handled per latency bucket: index i counts handlings that took at most
+    `LATENCY_BOUNDS[i]` seconds (and more than the bound before); the last, longer ones.
+    One list item bumped per message by the owner; readers copy it (no lock)."""
+
+
+LATENCY_BOUNDS: tuple[float, ...] = (
+    *(m * 10.0**e for e in range(-5, 1) for m in (1.0, 2.5, 5.0)),
+    10.0,
+)
+"""Upper bounds (seconds) of the handling-latency buckets: 10 us to 10 s, 1-2.5-5 steps."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +210,7 @@ class Actor(pykka.ThreadingActor):
         actor._crash_info = None
         actor._ticking = []
         actor._started = False
+        actor._promised = {}
         actor._thread_name = f"actor:{link.path}"
         pykka.ActorRegistry.register(actor.actor_ref)
         actor._start_actor_loop()
@@ -205,6 +221,7 @@ class Actor(pykka.ThreadingActor):
     _crash_info: ExcInfo | None
     _ticking: list[Timer]
     _started: bool
+    _promised: dict[int, Later]
     _thread_name: str
 
     @classmethod
@@ -318,6 +335,7 @@ class Actor(pykka.ThreadingActor):
                 return
             self._handle_envelope(envelope)
         mailbox.close(self._refuse_dead)
+        self._break_promises()
         self._report_exit()
 
     def _actor_loop_setup(self) -> None:
@@ -351,11 +369,39 @@ class Actor(pykka.ThreadingActor):
                 reply.set_exception(exc_info=(ActorCrashed, ActorCrashed(path=self.path), None))
         else:
             if reply is not None:
+                if type(response) is Later:
+                    self._promise(response)
                 reply.set(response)
         finally:
             stats.busy_since = None
             stats.handled += 1
-            stats.last_handling_seconds = time.perf_counter() - started
+            stats.last_handling_seconds = took = time.perf_counter() - started
+            stats.busy_total_seconds += took
+            stats.latency_counts[bisect_left(LATENCY_BOUNDS, took)] += 1
+
+    def _promise(self, later: Later) -> None:
+        """Remember an answer still to come, to fail it if this actor ends first."""
+        promised = self._promised
+        key = id(later)
+        promised[key] = later
+
+        def kept(_settled: CallbackFuture) -> None:
+            promised.pop(key, None)
+
+        later.add_done_callback(kept)
+
+    def _break_promises(self) -> None:
+        """Fail every answer still to come: its asker must not wait for its timeout.
+
+        Code 40, not a crash of the request: the handler that promised it returned
+        fine, and the actor died later (killed, or crashed on another message). The
+        caller may ask again; the restarted actor answers.
+        """
+        promised, self._promised = self._promised, {}
+        for later in list(promised.values()):
+            error = Unavailable(actor=self.path, reason="stopped before answering; ask again")
+            with contextlib.suppress(Exception):  # settled meanwhile by another thread
+                later.set_exception(exc_info=(type(error), error, None))
 
     def _refuse_dead(self, envelope: Any) -> None:
         """Answer a message that reached the actor after it ended (pykka's teardown)."""
@@ -449,10 +495,20 @@ def ask(ref: pykka.ActorRef[Any], message: Any, *, timeout: float) -> Any:
         raise Unavailable(actor=_ref_path(ref), reason="actor is not running") from None
 
 
-def _ref_path(ref: pykka.ActorRef[Any]) -> str:
-    actor = getattr(ref, "_actor", None)
+def link_of(ref: pykka.ActorRef[Any]) -> Link | None:
+    """The `Link` of the actor behind `ref`; None for a plain pykka actor or a dead one.
+
+    pykka's ref holds its actor weakly (`_actor_weakref`, pinned with pykka 4).
+    """
+    held = getattr(ref, "_actor_weakref", None)
+    actor = held() if held is not None else None
     link = getattr(actor, "link", None)
-    return link.path if isinstance(link, Link) else ref.actor_class.__name__
+    return link if isinstance(link, Link) else None
+
+
+def _ref_path(ref: pykka.ActorRef[Any]) -> str:
+    link = link_of(ref)
+    return link.path if link is not None else ref.actor_class.__name__
 
 
 def call(ref: pykka.ActorRef[Any], method: str, /, *args: Any, **kwargs: Any) -> pykka.Future[Any]:

@@ -27,6 +27,18 @@ from hostvisor.actors.actor import Actor
 
 log = logging.getLogger(__name__)
 
+RECOVERER_ID = "recoverer"
+"""The recoverer's child id in its branch (`<branch>/recoverer`)."""
+
+
+def recovering(stats_handled: int) -> bool:
+    """Whether a recoverer that has handled `stats_handled` messages is still recovering.
+
+    Its first message is its `Recover`, counted once handled: 0 means the branch
+    started and has not yet re-adopted its resources. Pure; any thread.
+    """
+    return stats_handled == 0
+
 
 @dataclass(frozen=True, slots=True)
 class Recover:

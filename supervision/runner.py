@@ -17,12 +17,10 @@ from hostvisor.actors.errors import StartFailed
 from hostvisor.actors.runtime import Runtime
 from hostvisor.supervision.clock import Clock
 from hostvisor.supervision.registry import ROOT, ActorStatus, Registry, RestartInfo
-from hostvisor.supervision.spec import ChildSpec, SupervisorFlags
+from hostvisor.supervision.spec import ROOT_FLAGS, ChildSpec, SupervisorFlags
 from hostvisor.supervision.supervisor import Supervisor, SupervisorHandle
 
 log = logging.getLogger(__name__)
-
-ROOT_FLAGS = SupervisorFlags(intensity=3, period=30.0)
 
 
 class TreeRunner:

@@ -1,4 +1,4 @@
-"""The generic supervisor: OTP's semantics on pykka actors.
+"""The generic supervisor: OTP's semantics on pykka actors, and the tree's restart policy.
 
 A supervisor is an actor that starts its children in order, watches them die,
 restarts them according to their restart type and its strategy, gives up and
@@ -6,9 +6,49 @@ escalates when its restart budget is spent, and stops them in reverse order, eac
 within its shutdown timeout. Children are any `hostvisor.actors.actor.Actor`,
 supervisors included.
 
-Threads: everything here runs in the supervisor's own thread. Children report
+Restart policy (the DESIGN's "crash, don't limp", sized as OTP's guidance says):
+
+- **Each budget is sized for the burst its supervisor can see.** A supervisor may
+  restart children `intensity` times in `period` seconds; one more escalates: it
+  stops its children and exits, and its parent restarts it (a restart of the whole
+  subtree). The budget is for bursts with one cause that a fresh subtree may clear;
+  the period bounds the sustained rate, so a crash loop cannot fill the log forever.
+  Budgets are not equal at every level: the restarts a crashing leaf can cause
+  multiply up the tree.
+- **A dynamic child's crash loop is that child's business.** The supervisors of
+  resources (`vms/guests`, `containers/guests`, `storage/domains`, `networks/nets`)
+  give each child its own budget (`SupervisorFlags.per_child`, a `ChildBudget`). A
+  child restarted more than that is *given up*: not restarted at once, and not
+  spending its siblings' budget any further. It is reported at error with its last
+  reason, stays in the supervisor (`which_children`, the published children, and
+  the registry, where its last incarnation shows state "crashed" and a
+  `restarts.last_reason` beginning "given up") and is started again after a backoff
+  (Kubernetes' crash-loop backoff: doubled after each give-up in a row, capped; reset
+  once it has run a period without a crash). The supervisor's own budget stays for
+  a burst across many children — a common cause such as a broken connection — which
+  escalates, and the branch restarts and re-adopts every resource from its source of
+  truth (`hostvisor.actors.recovery`). Nothing about the guest changes meanwhile: a
+  VM whose actor is given up keeps running in libvirt, stays listed with its last
+  known status (the VM board keeps its entry), and is adopted again by the retry.
+- **Branch restarts do not bring the agent down unless the tree truly cannot run.**
+  The root gives each branch its own budget too: a branch that keeps escalating is
+  given up and retried with a backoff while the others run. The root escalates —
+  the process exits non-zero and systemd starts a fresh one — only when a branch has
+  failed *to start* `escalate_after` times in a row (its on_start keeps failing: the
+  tree cannot run), or when restarts exceed the root's own budget, which is larger
+  than what the per-branch budgets together allow (a bug's last resort).
+- A retry after a backoff spends no supervisor budget: the backoff paces it.
+
+The numbers live in `hostvisor.supervision.spec`: `RESOURCE_CHILD_BUDGET` (every
+dynamic supervisor's `per_child`) and `ROOT_FLAGS`; each branch's own flags sit with
+its builder (`supervision/branches/`). While a child is given up, `Registry.get` of
+its path answers its dead incarnation: callers that need a live actor check
+`ref.is_alive()`.
+
+Threads: everything here runs on the supervisor's turn (one at a time). Children report
 their exits with a tell (`Exit`); callers manage dynamic children with asks,
-through `SupervisorHandle`, which always passes a deadline.
+through `SupervisorHandle`, which always passes a deadline. A backoff's retry is a
+message the timer service tells the supervisor.
 """
 
 from __future__ import annotations
@@ -24,7 +64,7 @@ from typing import Any
 
 import pykka
 
-from hostvisor.actors.actor import Actor, Exit, ExitReason, Link, ask
+from hostvisor.actors.actor import Actor, ActorStats, Exit, ExitReason, Link, ask
 from hostvisor.actors.errors import (
     AlreadyExists,
     Conflict,
@@ -36,6 +76,7 @@ from hostvisor.supervision.budget import RestartBudget
 from hostvisor.supervision.clock import Clock
 from hostvisor.supervision.registry import NO_RESTARTS, Registry, RestartInfo, child_path
 from hostvisor.supervision.spec import (
+    ChildBudget,
     ChildKind,
     ChildSpec,
     Restart,
@@ -103,6 +144,18 @@ class _RetryRestart:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class _BackoffOver:
+    """Tell (from the timer service): a given-up child's backoff has passed; start it.
+
+    `token` names the give-up it ends: a child terminated, restarted or given up
+    again since then ignores it.
+    """
+
+    child_id: str
+    token: int
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChildInfo:
     """One child as `which_children` reports it."""
@@ -112,6 +165,8 @@ class ChildInfo:
     alive: bool
     kind: ChildKind
     restart: Restart
+    given_up: bool = False
+    """Its crash loop spent its own budget: it waits out a backoff (`ChildBudget`)."""
 
 
 @dataclass(slots=True)
@@ -121,6 +176,24 @@ class _Slot:
     ref: pykka.ActorRef[Any] | None = None
     incarnation: int = 0
     restarts: RestartInfo = NO_RESTARTS
+    stats: ActorStats | None = None
+    """The counters of the last incarnation started."""
+    down: bool = False
+    """Meant to run but not running: being restarted, or given up."""
+    budget: RestartBudget | None = None
+    """This child's own restarts (with `SupervisorFlags.per_child`)."""
+    started_at: float = 0.0
+    """When the last incarnation started (the restart window's clock)."""
+    start_failures: int = 0
+    """Failed starts in a row."""
+    backoffs: int = 0
+    """Give-ups in a row (the next backoff doubles with each)."""
+    given_up: bool = False
+    """Waiting out a backoff after its own budget was spent."""
+    dead: pykka.ActorRef[Any] | None = None
+    """While given up: its last incarnation, registered so introspection shows it."""
+    token: int = 0
+    """Names the pending backoff; bumped whenever the slot changes hands."""
 
 
 # -- the actor --------------------------------------------------------------------------
@@ -183,10 +256,8 @@ class Supervisor(Actor):
         match message:
             case Exit():
                 self._on_exit(message)
-            case _RetryRestart(child_id, reason):
-                slot = self._slots.get(child_id)
-                if slot is not None and slot.ref is None:
-                    self._restart(slot, reason)
+            case _RetryRestart() | _BackoffOver():
+                self._on_retry(message)
             case StartChild(spec):
                 return self._start_child(spec)
             case StartChildren(specs):
@@ -203,6 +274,16 @@ class Supervisor(Actor):
             case _:
                 return super().on_receive(message)
         return None
+
+    def _on_retry(self, message: _RetryRestart | _BackoffOver) -> None:
+        slot = self._slots.get(message.child_id)
+        if slot is None or slot.ref is not None:
+            return
+        if isinstance(message, _RetryRestart):
+            if not slot.given_up:
+                self._restart(slot, message.reason)
+        elif slot.given_up and slot.token == message.token:
+            self._retry_given_up(slot)
 
     def _start_child(self, spec: ChildSpec) -> str:
         validate_children([spec])
@@ -270,12 +351,16 @@ class Supervisor(Actor):
         slot = self._slot(child_id)
         if slot.ref is not None:
             raise Conflict(child=slot.path, reason="running; terminate it first")
+        self._settle(slot)
         del self._slots[child_id]
+        self._publish_children()
 
     def _restart_child(self, child_id: str) -> str:
         slot = self._slot(child_id)
         if slot.ref is not None:
             raise Conflict(child=slot.path, reason="already running")
+        self._settle(slot)
+        slot.budget, slot.backoffs = None, 0  # started on purpose: a fresh budget
         self._start_slot(slot)
         self._publish_children()
         return slot.path
@@ -288,6 +373,7 @@ class Supervisor(Actor):
                 alive=slot.ref is not None,
                 kind=slot.spec.kind,
                 restart=slot.spec.restart,
+                given_up=slot.given_up,
             )
             for slot in self._slots.values()
         )
@@ -305,7 +391,7 @@ class Supervisor(Actor):
         if slot is None or slot.ref is None or slot.incarnation != notice.incarnation:
             return  # an incarnation we stopped or replaced already
         self._registry.unregister(slot.path, slot.ref)
-        slot.ref = None
+        dead, slot.ref = slot.ref, None
         restart = _wants_restart(slot.spec.restart, notice.reason)
         self._report(
             "child exited",
@@ -315,13 +401,20 @@ class Supervisor(Actor):
             action="restart" if restart else "none",
         )
         if restart:
-            self._restart(slot, f"{notice.reason.value}: {notice.error or 'no error'}")
+            slot.down = True
+            self._restart(slot, f"{notice.reason.value}: {notice.error or 'no error'}", dead)
         elif slot.spec.restart is Restart.TEMPORARY:
             del self._slots[slot.spec.id]
         self._publish_children()
 
-    def _restart(self, slot: _Slot, reason: str) -> None:
-        budget = self._budget.spend((self._clock or self.clock).monotonic())
+    def _restart(self, slot: _Slot, reason: str, dead: pykka.ActorRef[Any] | None = None) -> None:
+        """Restart `slot` (and its group), give it up, or escalate (see the module doc)."""
+        now = self._now()
+        per_child = self._flags.per_child
+        if per_child is not None and not self._child_may_restart(slot, per_child, now):
+            self._give_up(slot, per_child, reason, dead)
+            return
+        budget = self._budget.spend(now)
         if budget is None:
             self._escalate(slot, reason)
             return
@@ -341,6 +434,90 @@ class Supervisor(Actor):
                 self.actor_ref.tell(_RetryRestart(member.spec.id, str(error)))
                 break
         self._publish_children()
+
+    def _now(self) -> float:
+        return (self._clock or self.clock).monotonic()
+
+    def _child_may_restart(self, slot: _Slot, per_child: ChildBudget, now: float) -> bool:
+        """Spend `slot`'s own budget; False if it is spent."""
+        if slot.backoffs and now - slot.started_at >= per_child.period:
+            slot.backoffs = 0  # it ran a whole period after its retry: a fresh start
+            slot.budget = None
+        if slot.backoffs:
+            return False  # crashed again soon after its retry: back off longer
+        budget = (slot.budget or RestartBudget(per_child.intensity, per_child.period)).spend(now)
+        if budget is None:
+            return False
+        slot.budget = budget
+        return True
+
+    def _give_up(
+        self,
+        slot: _Slot,
+        per_child: ChildBudget,
+        reason: str,
+        dead: pykka.ActorRef[Any] | None,
+    ) -> None:
+        """Stop restarting `slot` for a backoff; report it; escalate if it cannot start."""
+        limit = per_child.escalate_after
+        if limit is not None and slot.start_failures >= limit:
+            self._escalate(slot, f"{slot.start_failures} failed starts in a row; {reason}")
+            return
+        delay = per_child.delay(slot.backoffs)
+        slot.backoffs += 1
+        slot.token += 1
+        slot.down = True
+        slot.restarts = replace(
+            slot.restarts,
+            last_reason=f"given up: {reason}; next start in {delay:g} s",
+            last_at=time.time(),
+        )
+        slot.given_up = True
+        slot.dead = dead = dead or slot.dead
+        if dead is not None and slot.stats is not None:
+            self._registry.register(
+                slot.path, dead, stats=slot.stats, parent=self.path, restarts=slot.restarts
+            )
+        log.error(
+            "supervisor report: supervisor=%s event='child given up' child=%s reason=%s "
+            "per_child_intensity=%d per_child_period=%s give_ups_in_a_row=%d next_start_in=%g",
+            self.path,
+            slot.path,
+            reason,
+            per_child.intensity,
+            per_child.period,
+            slot.backoffs,
+            delay,
+        )
+        self.tell_later(delay, _BackoffOver(slot.spec.id, slot.token))
+        self._publish_children()
+
+    def _retry_given_up(self, slot: _Slot) -> None:
+        """A given-up child's backoff is over: start it again (spends no budget)."""
+        dead = slot.dead
+        self._settle(slot)
+        slot.down = True
+        slot.restarts = RestartInfo(
+            count=slot.restarts.count + 1,
+            last_reason=f"backoff over after: {slot.restarts.last_reason}",
+            last_at=time.time(),
+        )
+        try:
+            self._start_slot(slot)
+        except StartFailed as error:
+            if self._flags.per_child is not None:
+                reason = f"start failed: {error.context.get('reason')}"
+                self._give_up(slot, self._flags.per_child, reason, dead)
+            return
+        self._publish_children()
+
+    def _settle(self, slot: _Slot) -> None:
+        """End `slot`'s give-up, if any: forget its dead incarnation and its pending retry."""
+        slot.token += 1
+        slot.given_up = False
+        dead, slot.dead = slot.dead, None
+        if dead is not None:
+            self._registry.unregister(slot.path, dead)
 
     def _restart_group(self, slot: _Slot) -> list[_Slot]:
         slots = list(self._slots.values())
@@ -370,7 +547,11 @@ class Supervisor(Actor):
             StartFailed: it crashed in `on_start`, did not finish in time, or its
                 start function raised.
         """
-        self._await_slot(slot, *self._spawn_slot(slot))
+        try:
+            self._await_slot(slot, *self._spawn_slot(slot))
+        except StartFailed:
+            slot.start_failures += 1
+            raise
 
     def _spawn_slot(self, slot: _Slot) -> tuple[Link, pykka.ActorRef[Any]]:
         """Start one incarnation of `slot` without waiting for its `on_start`."""
@@ -381,6 +562,7 @@ class Supervisor(Actor):
             notify=self.actor_ref.tell,
             runtime=self.link.runtime,
         )
+        slot.stats = link.stats
         try:
             ref = slot.spec.start(link)
         except Exception as error:
@@ -403,12 +585,17 @@ class Supervisor(Actor):
             self._report("start failed", child=slot.path, error=error.context.get("reason"))
             raise
         slot.ref = ref
+        slot.down = False
+        slot.start_failures = 0
+        slot.started_at = self._now()
         self._registry.register(
             slot.path, ref, stats=link.stats, parent=self.path, restarts=slot.restarts
         )
 
     def _stop_slot(self, slot: _Slot) -> None:
         """Stop `slot`'s actor, waiting at most its shutdown timeout; no restart follows."""
+        self._settle(slot)
+        slot.down = False
         ref, slot.ref = slot.ref, None
         if ref is None:
             return
@@ -430,7 +617,10 @@ class Supervisor(Actor):
         self._publish_children()
 
     def _publish_children(self) -> None:
-        self.actor_stats.children = tuple(s.path for s in self._slots.values() if s.ref is not None)
+        """Publish the children meant to run: running, being restarted, or given up."""
+        self.actor_stats.children = tuple(
+            s.path for s in self._slots.values() if s.ref is not None or s.down
+        )
 
     def _report(self, event: str, **fields: object) -> None:
         """Log a supervisor report: one line, key=value, greppable."""

@@ -7,11 +7,14 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pykka
 import pytest
 
 from harness.components import need
+from hostvisor.actors.actor import link_of
+from hostvisor.actors.runtime import Runtime
 
 
 @pytest.fixture(autouse=True)
@@ -21,11 +24,26 @@ def _stop_actors_left_behind() -> Iterator[None]:
     Actors of wider-scoped fixtures (a module's host) were alive before the test
     and are left alone.
     """
-    before = {ref.actor_urn for ref in pykka.ActorRegistry.get_all()}
+    alive = pykka.ActorRegistry.get_all()
+    before = {ref.actor_urn for ref in alive}
+    # A wider fixture's tree keeps starting actors (restarts, new domains, new VMs):
+    # those belong to its tree, whose runtime was there before the test.
+    trees = {id(runtime) for ref in alive if (runtime := _tree_runtime(ref)) is not None}
     yield
     for ref in reversed(pykka.ActorRegistry.get_all()):
-        if ref.actor_urn not in before:
-            ref.stop(block=False)
+        if ref.actor_urn in before:
+            continue
+        runtime = _tree_runtime(ref)
+        if runtime is not None and id(runtime) in trees:
+            continue
+        ref.stop(block=False)
+
+
+def _tree_runtime(ref: pykka.ActorRef[Any]) -> object | None:
+    """The runtime of the tree `ref` belongs to; None for the process default's actors."""
+    link = link_of(ref)
+    runtime = None if link is None else link.runtime
+    return None if runtime is None or runtime is Runtime.default() else runtime
 
 
 @pytest.fixture(autouse=True)

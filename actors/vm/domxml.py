@@ -9,10 +9,12 @@ properties (`containerType` and friends).
 
 from __future__ import annotations
 
+import math
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
+from xml.parsers import expat
 
 from hostvisor.actors.errors import InvalidArgument
 
@@ -87,6 +89,8 @@ MAX_XML_CHARS = 4 * 1024 * 1024
 """The largest domain XML a client may send (the Engine's run to tens of KiB)."""
 MAX_DEPTH = 64
 """The deepest element nesting a client's domain XML may have (libvirt's is under 10)."""
+MAX_ELEMENTS = 50_000
+"""The most elements a client's domain XML may have (the Engine's hold a few hundred)."""
 
 
 def parse_untrusted(xml: str) -> DomainSpec:
@@ -103,11 +107,16 @@ def check_untrusted(xml: str) -> None:
     """Refuse XML no domain needs and that could make its handling blow up.
 
     A domain XML needs no DTD and no entities (they are how entity-expansion bombs
-    work), is far below MAX_XML_CHARS, and nests a few levels: serialising it again
-    (`with_start_time`) recurses once per level. Pure; does not block.
+    work), is far below MAX_XML_CHARS and MAX_ELEMENTS, and nests a few levels:
+    serialising it again (`with_start_time`) recurses once per level. Read with
+    expat's callbacks, no tree built: a document past a limit is refused where it
+    passes it, before the rest is read (a 100,000-deep one costs about a millisecond
+    and no memory; a tree of it took 0.4 s and 38 MiB). Pure; runs on the caller's
+    thread (the API loop), does not block.
 
     Raises:
-        InvalidArgument: it breaks one of these limits, or is not well-formed.
+        InvalidArgument: it breaks one of these limits, or is not well-formed (a lone
+            surrogate, which JSON can carry, is no XML character).
     """
     if len(xml) > MAX_XML_CHARS:
         raise InvalidArgument(
@@ -115,17 +124,36 @@ def check_untrusted(xml: str) -> None:
         )
     if "<!DOCTYPE" in xml.upper() or "<!ENTITY" in xml.upper():
         raise InvalidArgument(param="xml", reason="DTDs and entity declarations are refused")
-    parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
-    depth = 0
+    depth, elements = 0, 0
+
+    def start(_name: str, _attributes: Any) -> None:
+        nonlocal depth, elements
+        depth += 1
+        elements += 1
+        if depth > MAX_DEPTH:
+            raise InvalidArgument(param="xml", reason=f"nested deeper than {MAX_DEPTH}")
+        if elements > MAX_ELEMENTS:
+            raise InvalidArgument(param="xml", reason=f"more than {MAX_ELEMENTS} elements")
+
+    def end(_name: str) -> None:
+        nonlocal depth
+        depth -= 1
+
+    def refuse_declaration(*_args: Any) -> None:
+        raise InvalidArgument(param="xml", reason="DTDs and entity declarations are refused")
+
+    parser = expat.ParserCreate()
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.StartDoctypeDeclHandler = refuse_declaration
+    parser.EntityDeclHandler = refuse_declaration
     try:
-        parser.feed(xml)
-        for event in parser.read_events():
-            depth += 1 if event[0] == "start" else -1
-            if depth > MAX_DEPTH:
-                raise InvalidArgument(param="xml", reason=f"nested deeper than {MAX_DEPTH}")
-        parser.close()
-    except ET.ParseError as error:
+        parser.Parse(xml, True)  # noqa: FBT003 - expat takes no keywords; True: the last part
+    except expat.ExpatError as error:
         raise InvalidArgument(param="xml", reason=f"not well-formed XML: {error}") from None
+    except UnicodeEncodeError as error:  # a lone surrogate: no XML character, no UTF-8
+        reason = f"not well-formed XML: no character at {error.start}"
+        raise InvalidArgument(param="xml", reason=reason) from None
 
 
 def with_start_time(xml: str, started: float) -> str:
@@ -203,10 +231,12 @@ def _count(element: ET.Element | None, what: str, *, default: int) -> int:
 
 
 def _float_or_none(text: str) -> float | None:
+    """The text as a finite number, else None ("nan" and "inf" are no start time)."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return None
+    return value if math.isfinite(value) else None
 
 
 def describe(spec: DomainSpec) -> dict[str, Any]:

@@ -29,10 +29,19 @@ from hostvisor.actors.network.monitor import LinkMonitor, LinkState
 from hostvisor.actors.network.persistence import NetStore
 from hostvisor.actors.network.proxy import NetworkConfiguratorProxy
 from hostvisor.supervision.branches.context import ASK_TIMEOUT, TreeContext
-from hostvisor.supervision.spec import ChildSpec, Restart, Strategy, SupervisorFlags
+from hostvisor.supervision.spec import (
+    RESOURCE_CHILD_BUDGET,
+    ChildSpec,
+    Restart,
+    Strategy,
+    SupervisorFlags,
+)
 from hostvisor.supervision.supervisor import SupervisorHandle
 
-NETS_FLAGS = SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=10, period=10.0)
+NETS_FLAGS = SupervisorFlags(
+    strategy=Strategy.ONE_FOR_ONE, intensity=20, period=10.0, per_child=RESOURCE_CHILD_BUDGET
+)
+"""A network actor's crash loop gives up that network alone (retried after a backoff)."""
 NETWORK_FLAGS = SupervisorFlags(strategy=Strategy.REST_FOR_ONE, intensity=10, period=10.0)
 """nets, monitor, netconf: the configurator remakes the network actors if `nets` restarts."""
 
