@@ -23,11 +23,12 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hostvisor.actors.actor import CallbackFuture
+from hostvisor.actors.errors import HostvisorError
 from hostvisor.actors.storage.connections import (
     ConnectionStore,
     ServerConnection,
@@ -83,6 +84,9 @@ class ConnectionsActor(SerialActor):
         self._mount_root = mount_root
         self._domains = domains
         self._conns: list[ServerConnection] = []
+        self._scans: list[_Scan] = []
+        self._stuck: set[Path] = set()
+        """Connections whose last scan has not ended (skipped by new scans)."""
 
     def on_start(self) -> None:
         """Read the store (a local file in the state directory) and make the queue."""
@@ -154,14 +158,82 @@ class ConnectionsActor(SerialActor):
         return self._serial.add(work, op=f"create domain {request.sd_uuid}")
 
     def scan(self) -> CallbackFuture:
-        """Host.getStorageDomains: [(sdUUID, poolUUID)] of every domain on the mounts."""
+        """Host.getStorageDomains: [(sdUUID, poolUUID, metadata)] of every domain on the mounts.
+
+        The metadata is {} where it cannot be read (the domain is still listed). Each
+        connection is scanned on its own worker; one that has not answered within
+        `SCAN_WAIT` s (a hung mount) is left out of this answer, and out of the next
+        ones without waiting again until its scan ends, so a hung server costs one
+        worker and never the verb. Never blocks.
+        """
         reply = CallbackFuture()
         self.run_off(
-            functools.partial(_scan, self._mount_root),
-            functools.partial(settle, reply, op="scan the storage domains"),
-            name="scan",
+            functools.partial(connected_roots, self._mount_root),
+            functools.partial(self._scan_roots, reply),
+            name="list connections",
         )
         return reply
+
+    def _scan_roots(self, reply: CallbackFuture, roots: list[Path] | BaseException) -> None:
+        if isinstance(roots, BaseException):
+            settle(reply, roots, "scan the storage domains")
+            return
+        scan = _Scan(reply=reply, pending={r for r in roots if r not in self._stuck})
+        self._scans.append(scan)
+        for root in scan.pending:
+            self._stuck.add(root)
+            self.run_off(
+                functools.partial(_scan, root),
+                functools.partial(self._root_scanned, root),
+                name=f"scan {root.name}",
+            )
+        self.tell_later(SCAN_WAIT, _ScanDeadline(scan_id=id(scan)))
+        self._settle_scans()
+
+    def _root_scanned(self, root: Path, outcome: Any) -> None:
+        self._stuck.discard(root)
+        found = [] if isinstance(outcome, BaseException) else outcome
+        for scan in self._scans:
+            if root in scan.pending:
+                scan.pending.discard(root)
+                scan.found.extend(found)
+        self._settle_scans()
+
+    def _settle_scans(self, *, expired: int | None = None) -> None:
+        for scan in list(self._scans):
+            if not scan.pending or id(scan) == expired:
+                self._scans.remove(scan)
+                if scan.pending:
+                    log.warning("storage scan: no answer from %s", sorted(map(str, scan.pending)))
+                found = sorted(scan.found, key=lambda entry: entry[0])
+                settle(scan.reply, found, "scan the storage domains")
+
+    def on_receive(self, message: Any) -> Any:
+        """The scan deadline (a timer); anything else is a bug (see SerialActor)."""
+        if isinstance(message, _ScanDeadline):
+            self._settle_scans(expired=message.scan_id)
+            return None
+        return super().on_receive(message)
+
+
+SCAN_WAIT = 5.0
+"""Seconds a connection's scan may take before Host.getStorageDomains answers without it."""
+
+
+@dataclass(slots=True)
+class _Scan:
+    """One Host.getStorageDomains scan waiting for its connections (the actor's thread)."""
+
+    reply: CallbackFuture
+    pending: set[Path]
+    found: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _ScanDeadline:
+    """Tell (timer): answer scan `scan_id` with what it has."""
+
+    scan_id: int
 
 
 # -- the works (a worker thread; each blocks) -----------------------------------------------
@@ -228,12 +300,12 @@ def _create_domain(request: CreateDomain, mount_root: Path, domains: DomainChild
     domains.start([domain])
 
 
-def _scan(mount_root: Path) -> list[tuple[str, str]]:
+def _scan(root: Path) -> list[tuple[str, str, dict[str, str]]]:
     found = []
-    for domain in FileDomain.scan(connected_roots(mount_root)):
+    for domain in FileDomain.scan([root]):
         try:
-            pool = pool_of(domain.metadata())
-        except OSError:
-            pool = ""
-        found.append((domain.sd_uuid, pool))
+            meta = domain.metadata()
+        except (OSError, HostvisorError):
+            meta = {}
+        found.append((domain.sd_uuid, pool_of(meta), meta))
     return found

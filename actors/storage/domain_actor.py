@@ -19,16 +19,24 @@ answers its repo stats, with its last check getting old. When the actor stops,
 queued writes answer Unavailable and queued tasks finish failed; a write already
 running finishes on its worker (its outcome is dropped). A restart starts empty.
 
-A periodic check (VDSM's domain monitor) reads and validates the metadata and times
-it: `Host.getStorageRepoStats` reports its code, delay, lastCheck and validity.
+A periodic check (VDSM's domain monitor) reads the metadata past the page cache,
+validates the domain and times it, on a worker; `repo_stats` serves the last
+outcome (code, delay, lastCheck, validity) to `Host.getStats.storageDomains` and
+`Host.getStorageRepoStats` without waiting. A check that hangs (a hung or vanished
+mount) is never doubled: half an interval after it started the domain turns
+invalid, its lastCheck growing, and the first check that ends again heals it.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import mmap
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pykka
@@ -39,6 +47,7 @@ from hostvisor.actors.storage.addresses import TASKS
 from hostvisor.actors.storage.domain_ops import DomainRead, DomainTask, DomainWrite
 from hostvisor.actors.storage.errors import StorageError
 from hostvisor.actors.storage.filedomain import FileDomain
+from hostvisor.actors.storage.model import DomainClass
 from hostvisor.actors.storage.serial import Serial, failed, settle
 from hostvisor.actors.storage.tasks import TaskContext, abandon, execute
 
@@ -48,6 +57,8 @@ T = TypeVar("T")
 
 CHECK_INTERVAL = 10.0
 """VDSM's domain monitor checks every 10 s."""
+OVERDUE = 0.5
+"""A check still running this many intervals after it started marks the domain invalid."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +74,14 @@ class Checked:
     delay: float
     error: HostvisorError | None
     version: int
+    iso: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Overdue:
+    """Tell (timer, half an interval after a check started): is check `seq` still running?"""
+
+    seq: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,7 +119,10 @@ class StorageDomainActor(Actor):
         self._open_task = open_task
         self._check_interval = check_interval
         self._writer: Serial | None = None
-        self._checking = False
+        self._seq = 0
+        self._check_started: float | None = None
+        self._stalled = False
+        self._born = 0.0
         self._last: Checked | None = None
         self._claims: set[str] = set()
         self._queued_tasks: dict[str, TaskContext] = {}
@@ -110,6 +132,7 @@ class StorageDomainActor(Actor):
     def on_start(self) -> None:
         """Make the writer's queue and start the periodic check (the first one now)."""
         self._writer = Serial(self.run_off, f"sd:{self.domain.sd_uuid}")
+        self._born = self.clock.monotonic()
         self.tick_every(self._check_interval, Check(), first=0)
 
     def on_stop(self) -> None:
@@ -136,6 +159,8 @@ class StorageDomainActor(Actor):
         match message:
             case Check():
                 self._check()
+            case Overdue():
+                self._overdue(message)
             case TaskOpened():
                 self._task_opened(message)
             case _:
@@ -240,47 +265,84 @@ class StorageDomainActor(Actor):
     # -- health -----------------------------------------------------------------------------
 
     def _check(self) -> None:
-        if self._checking:
-            return  # the last check still hangs: its age shows in lastCheck
-        self._checking = True
+        if self._check_started is not None:
+            return  # the last check still runs: Overdue marks it, its age shows in lastCheck
+        self._seq += 1
+        self._check_started = self.clock.monotonic()
         self.run_off(
             functools.partial(_check, self.domain, self.clock.monotonic),
-            self._checked,
+            functools.partial(self._checked, self._seq),
             name="check",
         )
+        self.tell_later(self._check_interval * OVERDUE, Overdue(seq=self._seq))
 
-    def _checked(self, outcome: Checked | BaseException) -> None:
-        self._checking = False
+    def _overdue(self, message: Overdue) -> None:
+        if message.seq != self._seq or self._check_started is None or self._stalled:
+            return
+        self._stalled = True
+        waited = self.clock.monotonic() - self._check_started
+        log.warning("storage domain %s: its check hangs (%.1f s)", self.domain.sd_uuid, waited)
+
+    def _checked(self, seq: int, outcome: Checked | BaseException) -> None:
+        if seq != self._seq:
+            return
+        self._check_started = None
+        if self._stalled:
+            log.info("storage domain %s: its check ended again", self.domain.sd_uuid)
+        self._stalled = False
         if isinstance(outcome, BaseException):
             now = self.clock.monotonic()
             reason = f"{type(outcome).__name__}: {outcome}"
-            outcome = Checked(at=now, delay=0.0, error=StorageError(reason=reason), version=0)
+            outcome = Checked(at=now, delay=0.0, error=StorageError(reason=reason), version=-1)
+        was = self._last
+        if was is None or (was.error is None) != (outcome.error is None):
+            log.info(
+                "storage domain %s became %s%s",
+                self.domain.sd_uuid,
+                "VALID" if outcome.error is None else "INVALID",
+                f": {outcome.error}" if outcome.error is not None else "",
+            )
         self._last = outcome
 
-    def repo_stats(self) -> dict[str, Any]:
-        """`Host.getStorageRepoStats`' entry of this domain.
+    def repo_stats(self, *, member: bool = False) -> dict[str, Any]:
+        """This domain's entry of `Host.getStats.storageDomains` and `getStorageRepoStats`.
 
-        `acquired` says whether this host holds the domain's host id, which only the
-        pool knows: the caller sets it.
+        Served from the last check, never waiting for one (this actor's thread). Types
+        are VDSM's (hsm.py `_getRepoStats`): `code` and `version` ints, `lastCheck`
+        (seconds since the last check ended, one decimal) and `delay` (seconds the
+        last check took) strings, `valid`, `acquired` and `actual` booleans. A check
+        that runs longer than half an interval makes the domain invalid (code 200,
+        VDSM's StorageException) while `lastCheck` goes on growing; before the first
+        check ends the entry is VDSM's placeholder (valid, not actual).
+
+        Args:
+            member: whether the domain belongs to the pool this host is connected to;
+                only then is its host id held (`acquired`), never for an ISO domain.
         """
+        now = self.clock.monotonic()
         last = self._last
-        if last is None:
+        if last is None and not self._stalled:
             return {
                 "code": 0,
-                "lastCheck": "-1",
+                "lastCheck": f"{now - self._born:.1f}",
                 "delay": "0",
-                "valid": False,
+                "valid": True,
                 "version": -1,
                 "acquired": False,
                 "actual": False,
             }
+        if self._stalled or last is None:
+            code = StorageError.code
+        else:
+            code = last.error.code if last.error is not None else 0
+        valid = code == 0
         return {
-            "code": last.error.code if last.error else 0,
-            "lastCheck": f"{self.clock.monotonic() - last.at:.1f}",
-            "delay": f"{last.delay:.6f}",
-            "valid": last.error is None,
-            "version": last.version,
-            "acquired": False,
+            "code": code,
+            "lastCheck": f"{now - (last.at if last else self._born):.1f}",
+            "delay": f"{last.delay:.6f}" if last else "0",
+            "valid": valid,
+            "version": last.version if last else -1,
+            "acquired": member and valid and last is not None and not last.iso,
             "actual": True,
         }
 
@@ -291,16 +353,49 @@ class StorageDomainActor(Actor):
 
 
 def _check(domain: FileDomain, monotonic: Callable[[], float]) -> Checked:
-    """Validate the domain and time it (a worker; blocks on the mount)."""
+    """Read the metadata past the page cache, validate the domain, time it all.
+
+    A worker; blocks as long as the mount does (VDSM's path checker reads the
+    metadata with direct I/O for the same reason: a cached read never hangs).
+    """
     started = monotonic()
     error: HostvisorError | None = None
-    version = 0
+    version, iso = -1, False
     try:
+        read_direct(domain.metadata_path)
         domain.validate()
-        version = int(domain.metadata().get("VERSION", "0"))
+        meta = domain.metadata()
+        version = int(meta.get("VERSION", "-1"))
+        iso = meta.get("CLASS") == DomainClass.ISO.word
     except HostvisorError as failure:
         error = failure
     except OSError as failure:
         error = StorageError(reason=str(failure))
     finished = monotonic()
-    return Checked(at=finished, delay=finished - started, error=error, version=version)
+    return Checked(at=finished, delay=finished - started, error=error, version=version, iso=iso)
+
+
+def read_direct(path: Path, size: int = 4096) -> None:
+    """Read the first block of `path` with O_DIRECT (plainly where the fs refuses it).
+
+    Blocks on a hung mount. Raises OSError.
+    """
+    flags = os.O_RDONLY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | getattr(os, "O_DIRECT", 0))
+    except OSError as error:
+        if error.errno != errno.EINVAL:
+            raise
+        fd = os.open(path, flags)  # tmpfs: no direct I/O
+    try:
+        buffer = mmap.mmap(-1, size)  # page-aligned, as O_DIRECT wants
+        try:
+            os.readv(fd, [buffer])
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                raise
+            os.pread(fd, size, 0)
+        finally:
+            buffer.close()
+    finally:
+        os.close(fd)

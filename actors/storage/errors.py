@@ -145,11 +145,39 @@ class StoragePoolMasterNotFound(StorageError):
     message = "Cannot find master domain"
 
 
+class StoragePoolDestroyingError(StorageError):
+    """StoragePool.destroy failed."""
+
+    code = 308
+    message = "Error destroying a storage pool"
+
+
 class StoragePoolUnknown(NotFound):
     """No pool with that id is connected here."""
 
     code = 309
     message = "Unknown pool id, pool not connected"
+
+
+class VMPathNotExists(StorageError):
+    """The domain has no master/vms directory (not the master, nor an export domain)."""
+
+    code = 322
+    message = "Cannot find VMs directory"
+
+
+class MissingOvfFileFromVM(StorageError):
+    """A VM's directory in master/vms holds no OVF."""
+
+    code = 320
+    message = "Missing OVF file from VM"
+
+
+class GetFileStatsError(StorageError):
+    """StorageDomain.getFileStats on a domain that is not a file ISO domain."""
+
+    code = 330
+    message = "Cannot get file stats"
 
 
 class StoragePoolNotConnected(CallerError):
@@ -286,6 +314,13 @@ class TaskNotFinished(Conflict):
 
     code = 403
     message = "Task not finished"
+
+
+class TaskStateError(Conflict):
+    """The operation is not allowed in the task's state."""
+
+    code = 410
+    message = "Operation is not allowed in this task state"
 
 
 class TaskAborted(StorageError):

@@ -57,6 +57,8 @@ from hostvisor.actors.storage.model import (
 )
 
 MD_DIR: Final = "dom_md"
+ISO_IMAGE_UUID: Final = "11111111-1111-1111-1111-111111111111"
+"""The image directory an ISO domain keeps its files in (VDSM's sd.ISO_IMAGE_UUID)."""
 METADATA_FILE: Final = "metadata"
 SPECIAL_FILES: Final = ("metadata", "ids", "leases", "inbox", "outbox", "xleases")
 SUPPORTED_VERSIONS: Final = frozenset({5})
@@ -215,6 +217,8 @@ class FileDomain(FileVolumes):
                 "ALIGNMENT": str(alignment),
             }
             _build_layout(building, sd_uuid, values, alignment, block_size)
+            for extra in _class_dirs(domain_class):
+                (building / extra).mkdir(parents=True, mode=0o755)
             building.rename(final_path)
             fsync_directory(root)
         except OSError as error:
@@ -433,6 +437,19 @@ def _check_empty(root: Path, remote_path: str) -> None:
     ]
     if others:
         raise StorageDomainNotEmpty(remotePath=remote_path, domains=sorted(others))
+
+
+def _class_dirs(domain_class: DomainClass) -> tuple[str, ...]:
+    """What a class of domain holds beside the layout (VDSM's localFsSD/nfsSD create).
+
+    An ISO domain keeps its files in images/<ISO_IMAGE_UUID>; an export (Backup)
+    domain keeps VMs' OVFs in the master tree.
+    """
+    if domain_class is DomainClass.ISO:
+        return (f"{IMAGES_DIR}/{ISO_IMAGE_UUID}",)
+    if domain_class is DomainClass.BACKUP:
+        return ("master/vms", "master/tasks")
+    return ()
 
 
 def _build_layout(

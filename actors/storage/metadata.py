@@ -226,3 +226,7 @@ def _check_pairs(values: Mapping[str, str]) -> None:
             raise StorageError(reason="bad metadata key", key=key)
         if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
             raise StorageError(reason="bad metadata value", key=key, value=value)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise StorageError(reason="metadata value is not valid Unicode", key=key) from None

@@ -36,23 +36,26 @@ from pathlib import Path
 from typing import Any
 
 from hostvisor.actors.actor import CallbackFuture
-from hostvisor.actors.errors import InvalidArgument
-from hostvisor.actors.storage import pool_work
+from hostvisor.actors.errors import HostvisorError, InvalidArgument
+from hostvisor.actors.storage import pool_admin, pool_work
 from hostvisor.actors.storage.domain_ops import DomainRead, DomainTask, DomainWrite
 from hostvisor.actors.storage.errors import (
     CannotConnectMultiplePools,
+    IsSpm,
     NotSpm,
+    StorageDomainNotActive,
     StorageDomainNotInPool,
     StoragePoolUnknown,
 )
-from hostvisor.actors.storage.model import DomainStatus, check_uuid
+from hostvisor.actors.storage.master import CheckVersion, RemoveVm, UpdateVms, VmsInfo
+from hostvisor.actors.storage.model import BLANK_UUID, DomainStatus, check_uuid
 from hostvisor.actors.storage.pool_model import (
     ConnectPool,
     CreatePool,
     PoolRecord,
     take_spm_lock,
 )
-from hostvisor.actors.storage.proxy import PoolProxy, StorageClient
+from hostvisor.actors.storage.proxy import PoolProxy, StorageClient, wait
 from hostvisor.actors.storage.serial import SerialActor, done, settle
 
 __all__ = ["PoolRecord", "StoragePoolActor", "take_spm_lock"]
@@ -148,9 +151,7 @@ class StoragePoolActor(SerialActor):
         def make() -> Any:
             self._require(sp_uuid)
             self._release()
-            with contextlib.suppress(FileNotFoundError):
-                self._store.unlink()
-            self._record = None
+            self._forget_pool()
             return lambda: None
 
         return self._serial.add_made(make, op=f"disconnect pool {sp_uuid}")
@@ -163,6 +164,118 @@ class StoragePoolActor(SerialActor):
         work = functools.partial(pool_work.pool_info, record, spm_id, self._client, self._wait)
         self.run_off(work, functools.partial(settle, reply, op="pool info"), name="pool info")
         return reply
+
+    def destroy(self, sp_uuid: str) -> CallbackFuture:
+        """StoragePool.destroy (SPM): every domain leaves the pool, then disconnect.
+
+        Fails with StoragePoolUnknown or NotSpm at once; a domain that cannot leave
+        fails it with StoragePoolDestroyingError.
+        """
+        self._require_spm(sp_uuid)
+
+        def make() -> Any:
+            record = self._require_spm(sp_uuid)
+            return functools.partial(pool_admin.destroy_pool, record, self._client, self._wait)
+
+        def after(outcome: Any) -> None:
+            if isinstance(outcome, BaseException):
+                return
+            self._release()
+            self._forget_pool()
+
+        return self._serial.add_made(make, op=f"destroy pool {sp_uuid}", after=after)
+
+    def reconstruct_master(self, request: pool_admin.Reconstruct) -> CallbackFuture:
+        """StoragePool.reconstructMaster: rebuild the master from the Engine's domainDict.
+
+        Refused while this host is the SPM (IsSpm, as VDSM). If this host is connected
+        to the pool, its record follows (master, version, domains).
+        """
+        if self.is_spm:
+            raise IsSpm(spUUID=request.sp_uuid)
+        work = functools.partial(pool_admin.reconstruct_master, request, self._client, self._wait)
+
+        def after(outcome: Any) -> None:
+            record = self._record
+            if isinstance(outcome, BaseException) or record is None:
+                return
+            if record.sp_uuid == request.sp_uuid:
+                domains = {sd: str(status).capitalize() for sd, status in request.domains}
+                self._set(
+                    replace(
+                        record,
+                        master_uuid=request.master_uuid,
+                        master_version=request.master_version,
+                        domains=domains or dict(record.domains),
+                    )
+                )
+
+        return self._serial.add(work, op=f"reconstruct master of {request.sp_uuid}", after=after)
+
+    def switch_master(self, sp_uuid: str, old: str, new: str, version: int) -> CallbackFuture:
+        """StoragePool.switchMaster (SPM): a task that moves the master role to `new`."""
+        record = self._require_spm(sp_uuid)
+        pool_admin.check_switch(record, old, new)
+        work = functools.partial(
+            pool_admin.switch_master,
+            record,
+            new,
+            version,
+            self._client,
+            PoolProxy(self.actor_ref),
+            self._wait,
+        )
+        return self._client.tasks().submit("switchMaster", work)
+
+    def master_switched(self, sp_uuid: str, new: str, version: int) -> None:
+        """Record the pool's new master (told by the switchMaster task)."""
+        record = self._require(sp_uuid)
+        self._set(replace(record, master_uuid=new, master_version=version))
+
+    def upgrade(self, sp_uuid: str, target: int) -> CallbackFuture:
+        """StoragePool.upgrade (SPM): answers "started"; every domain is v5 already.
+
+        Fails with UnsupportedDomainVersion for a version past 5.
+        """
+        record = self._require_spm(sp_uuid)
+        reply = CallbackFuture()
+
+        def work() -> str:
+            for sd in record.domains:
+                wait(
+                    self._client.read(sd, CheckVersion(target=target)), timeout=self._wait, what=sd
+                )
+            return "started"
+
+        self.run_off(work, functools.partial(settle, reply, op="upgrade pool"), name="upgrade")
+        return reply
+
+    # -- VM OVFs (export domains and the master) --------------------------------------------
+
+    def vms_info(self, sp_uuid: str, sd_uuid: str, vm_ids: tuple[str, ...]) -> CallbackFuture:
+        """StoragePool.getBackedUpVmsInfo (SPM): {vmId: OVF} kept on `sd_uuid` (or the master)."""
+        sd = self._vms_domain(sp_uuid, sd_uuid)
+        return self._client.read(sd, VmsInfo(vm_ids=vm_ids))
+
+    def update_vms(
+        self, sp_uuid: str, sd_uuid: str, vms: tuple[tuple[str, str], ...]
+    ) -> CallbackFuture:
+        """StoragePool.updateVMs (SPM): write the OVFs on an active domain (or the master)."""
+        sd = self._vms_domain(sp_uuid, sd_uuid, active=True)
+        return self._client.write(sd, UpdateVms(vms=vms))
+
+    def remove_vm(self, sp_uuid: str, sd_uuid: str, vm: str) -> CallbackFuture:
+        """StoragePool.removeVM (SPM): drop a VM's OVF from an active domain (or the master)."""
+        sd = self._vms_domain(sp_uuid, sd_uuid, active=True)
+        return self._client.write(sd, RemoveVm(vm=vm))
+
+    def _vms_domain(self, sp_uuid: str, sd_uuid: str, *, active: bool = False) -> str:
+        record = self._require_spm(sp_uuid)
+        sd = record.master_uuid if sd_uuid in ("", BLANK_UUID) else sd_uuid
+        self._member(sp_uuid, sd, spm=True)
+        if active and record.domains.get(sd) != DomainStatus.ACTIVE.value:
+            raise StorageDomainNotActive(sdUUID=sd)
+        return sd
 
     # -- membership (SPM) -------------------------------------------------------------------
 
@@ -309,6 +422,14 @@ class StoragePoolActor(SerialActor):
     def _set(self, record: PoolRecord) -> None:
         record.save(self._store)
         self._record = record
+
+    def _forget_pool(self) -> None:
+        """No pool any more: forget the record and stop keeping SPM tasks on its master."""
+        with contextlib.suppress(FileNotFoundError):
+            self._store.unlink()
+        self._record = None
+        with contextlib.suppress(HostvisorError):
+            self._client.tasks().use_store(None)
 
     def _release(self) -> None:
         if self._lock_fd is not None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Protocol
 
 from hostvisor.actors.errors import HostvisorError
-from hostvisor.actors.storage.addresses import POOL
+from hostvisor.actors.storage.addresses import POOL, TASKS
 from hostvisor.actors.storage.domain_ops import (
     Attach,
     Detach,
@@ -30,7 +30,8 @@ from hostvisor.actors.storage.errors import (
     StoragePoolMasterNotFound,
     StoragePoolWrongMaster,
 )
-from hostvisor.actors.storage.model import DomainStatus, check_uuid
+from hostvisor.actors.storage.master import MakeMasterTree, iso_dir, tasks_dir
+from hostvisor.actors.storage.model import DomainClass, DomainStatus, check_uuid
 from hostvisor.actors.storage.pool_model import ConnectPool, CreatePool, PoolRecord, take_spm_lock
 from hostvisor.actors.storage.proxy import PoolProxy, StorageClient, wait
 from hostvisor.actors.storage.tasks import TaskContext
@@ -56,7 +57,7 @@ def create_pool(request: CreatePool, client: StorageClient, timeout: float) -> b
     joined: list[tuple[str, dict[str, str]]] = []
     try:
         for sd in request.domains:
-            changes = _master_keys(request, listed) if sd == request.master_uuid else ()
+            changes = master_keys(request, listed) if sd == request.master_uuid else ()
             join = JoinPool(sp=sp, changes=changes)  # checked again inside the writer
             joined.append((sd, wait(client.write(sd, join), timeout=timeout, what=sd)))
     except BaseException:
@@ -66,7 +67,36 @@ def create_pool(request: CreatePool, client: StorageClient, timeout: float) -> b
     return True
 
 
-def _master_keys(request: CreatePool, listed: str) -> tuple[tuple[str, str], ...]:
+class PoolSettings(Protocol):
+    """What a master domain's metadata says of its pool (a CreatePool, a Reconstruct)."""
+
+    @property
+    def name(self) -> str:
+        """The pool's name."""
+
+    @property
+    def master_version(self) -> int:
+        """The master domain's version."""
+
+    @property
+    def lock_renewal_interval(self) -> int:
+        """Seconds between SPM lease renewals."""
+
+    @property
+    def lease_time(self) -> int:
+        """Seconds an SPM lease lasts."""
+
+    @property
+    def io_op_timeout(self) -> int:
+        """Seconds an I/O may take."""
+
+    @property
+    def lease_retries(self) -> int:
+        """Lease renewal retries."""
+
+
+def master_keys(request: PoolSettings, listed: str) -> tuple[tuple[str, str], ...]:
+    """The metadata keys that make a domain the master of `request`'s pool."""
     return (
         ("ROLE", "Master"),
         ("POOL_DESCRIPTION", request.name),
@@ -133,17 +163,23 @@ def pool_info(
     """StoragePool.getInfo's {info, dominfo}, read from the master and each domain."""
     meta = wait(client.read(record.master_uuid, Metadata()), timeout=timeout, what="master")
     dominfo: dict[str, dict[str, Any]] = {}
+    pool_prefix = ""
     for sd, status in record.domains.items():
         try:
             stats = wait(client.read(sd, Stats()), timeout=timeout, what=sd)
+            own = wait(client.read(sd, Metadata()), timeout=timeout, what=sd)
+            where = wait(client.read(sd, Where()), timeout=timeout, what=sd)
         except StorageDomainDoesNotExist:
             dominfo[sd] = {"status": DomainStatus.UNKNOWN.value, "alerts": [], "isoprefix": ""}
             continue
+        prefix = str(iso_dir(where)) if own.get("CLASS") == DomainClass.ISO.word else ""
+        if prefix and status == DomainStatus.ACTIVE.value:
+            pool_prefix = prefix  # the Engine's IsoPrefixVDSCommand reads info.isoprefix
         dominfo[sd] = {
             "status": status,
             "alerts": [],
-            "isoprefix": "",
-            "version": int(meta.get("VERSION", "5")),
+            "isoprefix": prefix,
+            "version": int(own.get("VERSION", "5")),
             "disktotal": stats["disktotal"],
             "diskfree": stats["diskfree"],
         }
@@ -155,7 +191,7 @@ def pool_info(
         "lver": record.lver,
         "spm_id": spm_id,
         "domains": ",".join(f"{sd}:{status}" for sd, status in record.domains.items()),
-        "isoprefix": "",
+        "isoprefix": pool_prefix,
         "pool_status": "connected",
         "version": meta.get("VERSION", "5"),
     }
@@ -180,7 +216,11 @@ def detach(sd: str, client: StorageClient, timeout: float) -> None:
 def become_spm(
     master: str, client: StorageClient, pool: PoolProxy, timeout: float, _ctx: TaskContext
 ) -> None:
-    """The spmStart task's work: take the lock on the master's leases, hand it to the pool."""
+    """The spmStart task's work: take the lock on the master's leases, hand it to the pool.
+
+    Then, as VDSM's spmStart: make the master tree (`master/vms`, `master/tasks`) and
+    have the task manager read back, and from then on keep, the SPM tasks there.
+    """
     path = wait(client.read(master, Where()), timeout=timeout, what=master)
     fd = take_spm_lock(path / "dom_md" / "leases")
     try:
@@ -188,3 +228,5 @@ def become_spm(
     except BaseException:
         os.close(fd)
         raise
+    wait(client.write(master, MakeMasterTree()), timeout=timeout, what=master)
+    wait(client.tasks().use_store(tasks_dir(path)), timeout=timeout, what=TASKS)

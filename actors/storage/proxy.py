@@ -26,9 +26,12 @@ from hostvisor.actors.storage.model import check_uuid
 from hostvisor.actors.storage.serial import failed
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from hostvisor.actors.storage.connections import ServerConnection
     from hostvisor.actors.storage.domain_ops import DomainRead, DomainTask, DomainWrite
     from hostvisor.actors.storage.model import DomainStatus
+    from hostvisor.actors.storage.pool_admin import Reconstruct
     from hostvisor.actors.storage.pool_model import ConnectPool, CreateDomain, CreatePool
     from hostvisor.actors.storage.tasks import Work
 
@@ -137,9 +140,9 @@ class DomainProxy(_Proxy):
         """See `StorageDomainActor.run_task` (settles with the task id)."""
         return self._call("run_task", op)
 
-    def repo_stats(self) -> CallbackFuture:
+    def repo_stats(self, *, member: bool = False) -> CallbackFuture:
         """See `StorageDomainActor.repo_stats`."""
-        return self._call("repo_stats")
+        return self._call("repo_stats", member=member)
 
 
 class TaskProxy(_Proxy):
@@ -174,6 +177,14 @@ class TaskProxy(_Proxy):
     def stop_task(self, task_id: str) -> CallbackFuture:
         """See `TaskManager.stop_task`."""
         return self._call("stop_task", task_id)
+
+    def revert(self, task_id: str) -> CallbackFuture:
+        """See `TaskManager.revert`."""
+        return self._call("revert", task_id)
+
+    def use_store(self, directory: Path | None) -> CallbackFuture:
+        """See `TaskManager.use_store` (settles with how many tasks were loaded)."""
+        return self._call("use_store", directory)
 
     def all_statuses(self, tag: str | None = None) -> CallbackFuture:
         """See `TaskManager.all_statuses`."""
@@ -230,7 +241,7 @@ class ConnectionsProxy(_Proxy):
         return self._call("create_domain", request)
 
     def scan(self) -> CallbackFuture:
-        """See `ConnectionsActor.scan` (settles with [(sdUUID, poolUUID)])."""
+        """See `ConnectionsActor.scan` (settles with [(sdUUID, poolUUID, metadata)])."""
         return self._call("scan")
 
 
@@ -286,6 +297,40 @@ class PoolProxy(_Proxy):
     def detach(self, sp_uuid: str, sd_uuid: str) -> CallbackFuture:
         """See `StoragePoolActor.detach`."""
         return self._call("detach", sp_uuid, sd_uuid)
+
+    def destroy(self, sp_uuid: str) -> CallbackFuture:
+        """See `StoragePoolActor.destroy`."""
+        return self._call("destroy", sp_uuid)
+
+    def reconstruct_master(self, request: Reconstruct) -> CallbackFuture:
+        """See `StoragePoolActor.reconstruct_master`."""
+        return self._call("reconstruct_master", request)
+
+    def switch_master(self, sp_uuid: str, old: str, new: str, version: int) -> CallbackFuture:
+        """See `StoragePoolActor.switch_master` (settles with the task id)."""
+        return self._call("switch_master", sp_uuid, old, new, version)
+
+    def master_switched(self, sp_uuid: str, new: str, version: int) -> CallbackFuture:
+        """See `StoragePoolActor.master_switched`."""
+        return self._call("master_switched", sp_uuid, new, version)
+
+    def upgrade(self, sp_uuid: str, target: int) -> CallbackFuture:
+        """See `StoragePoolActor.upgrade` (settles with "started")."""
+        return self._call("upgrade", sp_uuid, target)
+
+    def vms_info(self, sp_uuid: str, sd_uuid: str, vm_ids: Sequence[str]) -> CallbackFuture:
+        """See `StoragePoolActor.vms_info`."""
+        return self._call("vms_info", sp_uuid, sd_uuid, tuple(vm_ids))
+
+    def update_vms(
+        self, sp_uuid: str, sd_uuid: str, vms: Sequence[tuple[str, str]]
+    ) -> CallbackFuture:
+        """See `StoragePoolActor.update_vms`."""
+        return self._call("update_vms", sp_uuid, sd_uuid, tuple(vms))
+
+    def remove_vm(self, sp_uuid: str, sd_uuid: str, vm: str) -> CallbackFuture:
+        """See `StoragePoolActor.remove_vm`."""
+        return self._call("remove_vm", sp_uuid, sd_uuid, vm)
 
     def member_read(
         self, sp_uuid: str, sd_uuid: str, op: DomainRead[T], *, spm: bool = False

@@ -10,7 +10,8 @@ recipe, every step a typed message to the domain that owns the volume:
     dest   ── VolumeData (read, ILLEGAL allowed) ──▶ path, format, capacity
     dest   ── SetLegality(ILLEGAL) (write) ──▶ an interrupted copy is never mistaken
     qemu-img convert (progress, abortable) ──▶ fsync the destination
-    dest   ── SetLegality(LEGAL) (write) ──▶ only once the data is on disk
+    dest   ── SetLegality(LEGAL) (write) ──▶ only once the data is on disk, and
+                                               only if the Engine's `legal` is true
 
 No deadline on the copy itself: it reports progress and stops when aborted. Each
 wait for a domain is event-driven (the domain answers, or fails its queued work
@@ -67,6 +68,8 @@ class CopyData:
     source: Endpoint
     destination: Endpoint
     client: StorageClient
+    legal: bool = True
+    """Whether the destination is marked LEGAL once copied (the Engine's `legal`)."""
 
     @property
     def description(self) -> str:
@@ -98,7 +101,8 @@ class CopyData:
             abort=ctx.aborted,
         )
         flush(dst_path)  # durable before it is called LEGAL
-        self._legality(Legality.LEGAL, ctx)
+        if self.legal:
+            self._legality(Legality.LEGAL, ctx)
 
     def _legality(self, legality: Legality, ctx: TaskContext) -> None:
         dst = self.destination

@@ -11,10 +11,14 @@ A task may also be *opened* (`open_task`) by an actor that runs the work itself:
 storage domain runs its volume tasks on its own writer, in order with its other
 changes, and reports through the task's context exactly as a worker does.
 
-Tasks live in memory. A restart of the manager (or of the agent) forgets them: the
-Engine's next poll of an old task id gets 401 "Task id unknown", which it handles as
-a lost task. Works still running when the manager stops are asked to abort; their
-reports to the dead actor are dropped.
+SPM tasks are also kept on the master domain, as VDSM keeps them (task_store.py):
+when this host becomes SPM, the pool hands the manager the master's `master/tasks`
+(`use_store`); the manager reads the tasks found there back (a task whose work died
+with an earlier agent is reported finished and aborted) and from then on writes each
+SPM task at every change of phase, on a worker, in order, and removes it at
+`Task.clear`. So after `kill -9` and a new spmStart the Engine polls its old task ids
+and reads their true state. Works still running when the manager stops are asked to
+abort; their reports to the dead actor are dropped.
 """
 
 from __future__ import annotations
@@ -25,19 +29,23 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pykka
 
-from hostvisor.actors.actor import Actor
+from hostvisor.actors.actor import Actor, CallbackFuture
 from hostvisor.actors.errors import InvalidArgument
-from hostvisor.actors.storage.errors import TaskNotFinished, UnknownTask
+from hostvisor.actors.storage.errors import TaskAborted, TaskNotFinished, UnknownTask
+from hostvisor.actors.storage.serial import Serial, done, settle
+from hostvisor.actors.storage.task_store import StoredTask, TaskStore
 from hostvisor.actors.storage.tasks import (
     RUNNING as RUNNING_MESSAGE,
 )
 from hostvisor.actors.storage.tasks import (
     AddTaskError,
     Cleaning,
+    Ending,
     Finished,
     JobExists,
     JobNotDone,
@@ -57,6 +65,7 @@ log = logging.getLogger(__name__)
 
 TASK = "task"
 JOB = "job"
+SPM_TAG = "spm"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +110,8 @@ class TaskManager(Actor):
         self._jobs: dict[str, Record] = {}
         self._queued: collections.deque[tuple[TaskContext, Work]] = collections.deque()
         self._running = 0
+        self._store: TaskStore | None = None
+        self._writes: Serial | None = None
 
     # -- life -----------------------------------------------------------------------------
 
@@ -138,7 +149,8 @@ class TaskManager(Actor):
         if task_id in self._tasks:
             raise AddTaskError(taskID=task_id, reason="task id already in use")
         key = WorkKey(TASK, task_id)
-        self._tasks[task_id] = self._start(key, verb, work, tag=tag)
+        self._tasks[task_id] = record = self._start(key, verb, work, tag=tag)
+        self._save(record)
         return task_id
 
     def open_task(self, verb: str, *, tag: str = "spm") -> TaskContext:
@@ -154,6 +166,7 @@ class TaskManager(Actor):
         key = WorkKey(TASK, task_id)
         record = self._record_of(key, verb, tag=tag)
         self._tasks[task_id] = record
+        self._save(record)
         log.info("task %s (%s) opened", task_id, verb)
         return record.ctx
 
@@ -188,6 +201,7 @@ class TaskManager(Actor):
         if record.phase.active:
             raise TaskNotFinished(taskID=task_id, state=str(record.task_state()))
         del self._tasks[task_id]
+        self._unsave(record)
 
     def stop_task(self, task_id: str) -> None:
         """Task.stop: ask the task's work to end; it then rolls back and finishes.
@@ -200,7 +214,117 @@ class TaskManager(Actor):
             record.ctx.aborted.set()
             if record.phase in (Phase.QUEUED, Phase.RUNNING):
                 record.phase = Phase.ABORTING
+                self._save(record)
             log.info("task %s (%s): stop requested", task_id, record.verb)
+
+    def revert(self, task_id: str) -> CallbackFuture:
+        """Task.revert: run a finished task's rollback; it then reads cleanSuccess.
+
+        As VDSM's Task.rollback: refused (TaskNotFinished) while the task still runs;
+        on a finished task its remaining rollback steps run on a worker (a task that
+        failed or was stopped has run them already: nothing more is done). The
+        future settles once the task is rolled back. Raises UnknownTask.
+        """
+        record = self._task(task_id)
+        if record.phase.active:
+            raise TaskNotFinished(taskID=task_id, state=str(record.task_state()))
+        reply = CallbackFuture()
+        record.phase = Phase.CLEANING
+
+        def reverted(outcome: Any) -> None:
+            record.phase = Phase.FINISHED
+            record.ending = Ending.ABORTED if record.ending is Ending.SUCCEEDED else record.ending
+            record.rolled_back = outcome is True
+            self._save(record)
+            settle(reply, None, f"revert task {task_id}")
+
+        self.run_off(record.ctx.roll_back, reverted, name=f"revert {task_id}")
+        return reply
+
+    # -- persistence (the master's master/tasks) ------------------------------------------
+
+    def use_store(self, directory: Path | None) -> CallbackFuture:
+        """Keep SPM tasks in `directory` from now on, after reading back those it holds.
+
+        Told by the pool when this host becomes SPM (None: keep none). A task read back
+        that this manager does not hold is recovered (see task_store.py) and written
+        again; the future settles with how many were recovered. Never blocks: the
+        files are read and written on workers.
+        """
+        if directory is None:
+            self._store = None
+            return done(value=0)
+        store = self._store = TaskStore(directory)
+        if self._writes is None:
+            self._writes = Serial(self.run_off, f"{self.path}:store")
+        reply = CallbackFuture()
+        self.run_off(store.load, functools.partial(self._loaded, store, reply), name="load tasks")
+        return reply
+
+    def _loaded(self, store: TaskStore, reply: CallbackFuture, outcome: Any) -> None:
+        if isinstance(outcome, BaseException) or store is not self._store:
+            settle(reply, outcome if isinstance(outcome, BaseException) else 0, "load tasks")
+            return
+        recovered = 0
+        for stored in outcome:
+            if stored.id in self._tasks:
+                continue
+            record = self._recovered(stored)
+            self._tasks[stored.id] = record
+            self._save(record)
+            recovered += 1
+        for record in self._tasks.values():  # opened before the store was known
+            if record.phase.active:
+                self._save(record)
+        if recovered:
+            log.info("%d SPM tasks read back from %s", recovered, store.directory)
+        settle(reply, recovered, "load tasks")
+
+    def _recovered(self, stored: StoredTask) -> Record:
+        key = WorkKey(TASK, stored.id)
+        record = self._record_of(key, stored.verb, tag=stored.tag, force=True)
+        record.ctx.aborted.set()
+        record.value = stored.result or None
+        phase = Phase(stored.phase)
+        if phase is Phase.FINISHED:
+            record.phase = Phase.FINISHED
+            record.ending = Ending(stored.ending) if stored.ending else Ending.FAILED
+            record.code, record.message = stored.code, stored.message
+            record.rolled_back = stored.rolled_back
+            return record
+        # Its work died with an earlier agent: aborted; rolled back only if never begun.
+        record.phase = Phase.FINISHED
+        record.ending = Ending.ABORTED
+        record.code = TaskAborted.code
+        record.message = f"{TaskAborted.message}: the agent stopped while it {phase.value}"
+        record.rolled_back = phase is Phase.QUEUED
+        log.info("task %s (%s) was %s when the agent stopped", stored.id, stored.verb, phase.value)
+        return record
+
+    def _save(self, record: Record) -> None:
+        """Write an SPM task's state (queued on a worker, in order); no store: nothing."""
+        if self._store is None or self._writes is None or record.key.kind != TASK:
+            return
+        if record.tag != SPM_TAG:
+            return
+        stored = StoredTask(
+            id=record.id,
+            verb=record.verb,
+            tag=record.tag,
+            phase=record.phase.value,
+            ending=record.ending.value if record.ending is not None else None,
+            code=record.code,
+            message=record.message,
+            rolled_back=record.rolled_back,
+            result="" if record.value is None else str(record.value),
+        )
+        self._writes.add(functools.partial(self._store.save, stored), op=f"save task {record.id}")
+
+    def _unsave(self, record: Record) -> None:
+        if self._store is not None and self._writes is not None and record.tag == SPM_TAG:
+            self._writes.add(
+                functools.partial(self._store.remove, record.id), op=f"remove task {record.id}"
+            )
 
     def _task(self, task_id: str) -> Record:
         try:
@@ -276,9 +400,9 @@ class TaskManager(Actor):
         log.info("%s %s (%s) submitted", key.kind, key.id, verb)
         return record
 
-    def _record_of(self, key: WorkKey, verb: str, **fields: Any) -> Record:
+    def _record_of(self, key: WorkKey, verb: str, *, force: bool = False, **fields: Any) -> Record:
         unfinished = sum(1 for r in [*self._tasks.values(), *self._jobs.values()] if r.phase.active)
-        if unfinished >= self._max_tasks:
+        if unfinished >= self._max_tasks and not force:
             raise AddTaskError(id=key.id, reason=f"{unfinished} tasks are unfinished")
         ctx = TaskContext(
             key, self._reporter(), progress_interval=self._progress_interval, clock=self._now
@@ -334,13 +458,18 @@ class TaskManager(Actor):
         return records.get(key.id)
 
     def _apply(self, record: Record, message: Started | ProgressMade | Cleaning | Finished) -> None:
+        if isinstance(message, ProgressMade):
+            if record.phase.active:
+                record.progress = message.fraction
+            return
+        self._phase_changed(record, message)
+        self._save(record)
+
+    def _phase_changed(self, record: Record, message: Started | Cleaning | Finished) -> None:
         if isinstance(message, Started):
             if record.phase is Phase.QUEUED:
                 record.phase = Phase.RUNNING
             record.message = RUNNING_MESSAGE
-        elif isinstance(message, ProgressMade):
-            if record.phase.active:
-                record.progress = message.fraction
         elif isinstance(message, Cleaning):
             record.phase = Phase.CLEANING
         else:

@@ -11,7 +11,11 @@ from dataclasses import dataclass
 
 from hostvisor.actors.errors import HostvisorError
 from hostvisor.actors.storage.domain_ops import DomainTask
-from hostvisor.actors.storage.errors import VolumeAlreadyExists, VolumeDoesNotExist
+from hostvisor.actors.storage.errors import (
+    VolumeAlreadyExists,
+    VolumeDoesNotExist,
+    VolumeHasChildren,
+)
 from hostvisor.actors.storage.filedomain import FileDomain
 from hostvisor.actors.storage.model import BLANK_UUID, Preallocation, VolumeFormat
 from hostvisor.actors.storage.tasks import TaskContext
@@ -134,3 +138,50 @@ class DeleteImage(DomainTask):
     def apply(self, domain: FileDomain, ctx: TaskContext) -> None:  # noqa: ARG002
         """Delete the image."""
         domain.delete_image(self.img)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteVolumes(DomainTask):
+    """Image.deleteVolumes: some volumes of one image (the Engine's deleteVolume).
+
+    Deleted children first, whatever the order given: each round deletes every listed
+    volume no other volume is based on any more, until none is left, or none can go
+    (a volume outside the list is based on one: VolumeHasChildren).
+    """
+
+    img: str
+    vols: tuple[str, ...]
+    op = "delete volumes"
+    verb = "deleteVolume"
+
+    @property
+    def claim(self) -> str:
+        """The image's id: no other change of the image runs beside it."""
+        return self.img
+
+    def check(self, domain: FileDomain) -> None:
+        """Raise VolumeDoesNotExist unless the image has every listed volume."""
+        for vol in self.vols:
+            _existing(domain, self.img, vol)
+
+    def apply(self, domain: FileDomain, ctx: TaskContext) -> None:
+        """Delete the volumes, children first, reporting progress.
+
+        Raises VolumeHasChildren when a round deletes nothing.
+        """
+        left = list(dict.fromkeys(self.vols))
+        total = len(left)
+        while left:
+            blocked: VolumeHasChildren | None = None
+            deleted = 0
+            for vol in list(left):
+                try:
+                    domain.delete_volume(self.img, vol)
+                except VolumeHasChildren as error:
+                    blocked = error
+                    continue
+                left.remove(vol)
+                deleted += 1
+                ctx.progress((total - len(left)) / total)
+            if left and not deleted and blocked is not None:
+                raise blocked

@@ -10,11 +10,12 @@ needs this host to be the pool's SPM (code 654 otherwise).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import pykka
 
+from hostvisor.actors.errors import InvalidArgument
+from hostvisor.actors.storage.connections import normalize_spec
 from hostvisor.actors.storage.domain_ops import (
     Format,
     Images,
@@ -25,13 +26,20 @@ from hostvisor.actors.storage.domain_ops import (
     Volumes,
 )
 from hostvisor.actors.storage.errors import (
+    GetFileStatsError,
     StorageDomainDoesNotExist,
     StorageDomainFSNotMounted,
     StorageDomainTypeError,
 )
-from hostvisor.actors.storage.model import DomainClass, DomainStatus, DomainType, check_uuid
+from hostvisor.actors.storage.master import FileStats
+from hostvisor.actors.storage.model import (
+    BLANK_UUID,
+    DomainClass,
+    DomainStatus,
+    DomainType,
+    check_uuid,
+)
 from hostvisor.actors.storage.pool_model import CreateDomain
-from hostvisor.actors.storage.proxy import DomainProxy
 from hostvisor.api.rpc.bridge import settled
 from hostvisor.api.rpc.declare import Arg, verb, verbs_of
 from hostvisor.api.rpc.storage_api import StorageApi
@@ -54,6 +62,7 @@ class DomainHandlers:
 
     def __init__(self, api: StorageApi) -> None:
         """Serve through `api`."""
+        self.api = api
         self.client = api.client
 
     @verb(
@@ -85,8 +94,8 @@ class DomainHandlers:
             name=name,
             domain_type=kind,
             domain_class=klass,
-            type_args=type_args,
-            version=int(version),
+            type_args=plain_text(type_args, "typeArgs", max_chars=4096),
+            version=_version(version),
             block_size=block_size or 512,
             max_hosts=max_hosts,
         )
@@ -157,6 +166,23 @@ class DomainHandlers:
         """StorageDomain.getVolumes: the volumes of one image."""
         return self.client.read(sd, Volumes(img=img or None))
 
+    @verb(
+        "StorageDomain",
+        "getFileStats",
+        doc="The files of an ISO domain: size, ctime, status.",
+        returns="{name: {size, ctime, status}}",
+        errors=(*NOT_FOUND, GetFileStatsError),
+    )
+    def get_file_stats(
+        self,
+        *,
+        sd: SdId,
+        pattern: Annotated[str, Arg("a glob the names must match")] = "*",
+        case_sensitive: Annotated[bool, Arg("match case", wire="caseSensitive")] = False,
+    ) -> pykka.Future[Any]:
+        """StorageDomain.getFileStats: as JsonRpcIIrsServer.getFileStats sends it (ISO only)."""
+        return self.client.read(sd, FileStats(pattern=pattern, case_sensitive=case_sensitive))
+
     @verb("StorageDomain", "validate", doc="Check the domain is usable.", errors=NOT_FOUND)
     async def validate(self, *, sd: SdId) -> bool:
         """StorageDomain.validate: raises when the domain is unusable."""
@@ -168,7 +194,8 @@ class DomainHandlers:
         self, *, sd: SdId, description: Annotated[str, Arg("the new description")]
     ) -> bool:
         """StorageDomain.setDescription."""
-        await settled(self.client.write(sd, SetDescription(text=description)))
+        text = plain_text(description, "description", max_chars=MAX_DESCRIPTION)
+        await settled(self.client.write(sd, SetDescription(text=text)))
         return True
 
     # -- membership of the pool (SPM) ----------------------------------------------------------
@@ -233,14 +260,41 @@ class DomainHandlers:
     async def host_domains(
         self,
         *,
-        sp: Annotated[str, Arg("only this pool's", wire="storagepoolID")] = "",
-        domain_class: Annotated[str | int, Arg("ignored", wire="domainClass")] = "",  # noqa: ARG002
-        storage_type: Annotated[str | int, Arg("ignored", wire="storageType")] = "",  # noqa: ARG002
-        remote_path: Annotated[str, Arg("ignored", wire="remotePath")] = "",  # noqa: ARG002
+        sp: Annotated[str, Arg("only this pool's (BLANK: all)", wire="storagepoolID")] = "",
+        domain_class: Annotated[
+            str | int, Arg("only this class: 1 Data, 2 Iso, 3 Backup (0: any)", wire="domainClass")
+        ] = "",
+        storage_type: Annotated[
+            str | int, Arg("only this type: 1 NFS, 4 LOCALFS, 6 POSIXFS", wire="storageType")
+        ] = "",
+        remote_path: Annotated[str, Arg("only the domain at this path", wire="remotePath")] = "",
     ) -> list[str]:
-        """Host.getStorageDomains: the domains visible on the connected servers."""
-        found: list[tuple[str, str]] = await settled(self.client.connections().scan())
-        return [sd for sd, pool in found if not sp or pool == sp]
+        """Host.getStorageDomains: the domains visible on the connected servers.
+
+        As VDSM's `getStorageDomainsList`: a BLANK (or empty) pool id lists every
+        domain, another one the domains of that pool; each non-empty filter
+        (`domainClass` and `storageType` as numbers, `remotePath`) narrows the list.
+        The Engine (GetExistingStorageDomainListQuery) sends the BLANK pool id, the
+        class as a number, the type as "" and the path.
+        """
+        found: list[tuple[str, str, dict[str, str]]] = await settled(
+            self.client.connections().scan()
+        )
+        wanted_class = _number(domain_class, "domainClass")
+        wanted_type = _number(storage_type, "storageType")
+        path = normalize_spec(remote_path) if remote_path else ""
+        listed = []
+        for sd, pools, meta in found:
+            if sp and sp != BLANK_UUID and sp not in pools.split(","):
+                continue
+            if wanted_class and _class_of(meta) != wanted_class:
+                continue
+            if wanted_type and _type_of(meta) != wanted_type:
+                continue
+            if path and normalize_spec(meta.get("REMOTE_PATH", "")) != path:
+                continue
+            listed.append(sd)
+        return listed
 
     @verb(
         "Host",
@@ -251,26 +305,63 @@ class DomainHandlers:
     async def repo_stats(
         self, *, domains: Annotated[list[str], Arg("only these", default=[])]
     ) -> dict[str, Any]:
-        """Host.getStorageRepoStats: each monitored domain's last health check."""
-        wanted = set(domains or ())
-        record = await settled(self.client.pool().connected())
-        acquired = set(record.domains) if record else set()
-        proxies = {
-            sd: proxy
-            for sd in self.client.running_domains()
-            if (not wanted or sd in wanted) and (proxy := self.client.running_domain(sd))
-        }
-        entries = await asyncio.gather(
-            *(_stats(proxy) for proxy in proxies.values()), return_exceptions=True
-        )
-        stats = {}
-        for sd, entry in zip(proxies, entries, strict=True):
-            if isinstance(entry, dict):
-                entry["acquired"] = entry["valid"] and sd in acquired
-                stats[sd] = entry
-        return stats
+        """Host.getStorageRepoStats: each monitored domain's last health check.
+
+        {sdUUID: {code, lastCheck, delay, valid, version, acquired, actual}}, as VDSM's
+        hsm.repoStats (the same entries as Host.getStats.storageDomains).
+        """
+        return await self.api.repo_stats(domains or ())
 
 
-async def _stats(proxy: DomainProxy) -> dict[str, Any]:
-    entry: dict[str, Any] = await settled(proxy.repo_stats())
-    return entry
+def _number(value: str | int, name: str) -> int:
+    """A filter given as a number or a string of one; 0 for none."""
+    if isinstance(value, int):
+        return value
+    text = value.strip()
+    if not text:
+        return 0
+    if not text.isdigit():
+        raise InvalidArgument(**{name: value}, reason="a number")
+    return int(text)
+
+
+def _class_of(meta: dict[str, str]) -> int:
+    words = {klass.word: int(klass) for klass in DomainClass}
+    return words.get(meta.get("CLASS", ""), -1)
+
+
+def _type_of(meta: dict[str, str]) -> int:
+    try:
+        return int(DomainType[meta.get("TYPE", "")])
+    except KeyError:
+        return -1
+
+
+MAX_DESCRIPTION = 1024
+"""Characters a domain's description may have (it is one line of its metadata)."""
+
+
+def plain_text(value: str, name: str, *, max_chars: int) -> str:
+    """Return `value` if it can be one line of metadata or a path; refuse it otherwise.
+
+    Raises:
+        InvalidArgument: longer than `max_chars`, a NUL, CR or LF in it, or text that
+            is not valid Unicode (a lone surrogate cannot be written as UTF-8).
+    """
+    if len(value) > max_chars:
+        raise InvalidArgument(param=name, reason=f"longer than {max_chars} characters")
+    if any(c in value for c in "\0\r\n"):
+        raise InvalidArgument(param=name, reason="holds a NUL, CR or LF")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(param=name, reason="not valid Unicode text") from None
+    return value
+
+
+def _version(value: str | int) -> int:
+    """The domain format version, sent as a number or its decimal string."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(param="version", reason="must be an integer") from None

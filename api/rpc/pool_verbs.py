@@ -18,14 +18,18 @@ from hostvisor.actors.errors import InvalidArgument
 from hostvisor.actors.storage.connections import ServerConnection
 from hostvisor.actors.storage.errors import (
     CannotConnectMultiplePools,
+    IsSpm,
     NotSpm,
     StorageDomainAlreadyAttached,
+    StorageDomainNotActive,
     StoragePoolAlreadyExists,
+    StoragePoolDestroyingError,
     StoragePoolMasterNotFound,
     StoragePoolUnknown,
     StoragePoolWrongMaster,
 )
 from hostvisor.actors.storage.model import BLANK_UUID, check_uuid
+from hostvisor.actors.storage.pool_admin import Reconstruct
 from hostvisor.actors.storage.pool_model import MAX_HOST_ID, ConnectPool, CreatePool
 from hostvisor.api.rpc.bridge import settled
 from hostvisor.api.rpc.declare import Arg, verb, verbs_of
@@ -59,6 +63,22 @@ def _domain_list(value: Any) -> list[str]:
             param="domainList", expected="a list of UUIDs or a comma-separated string"
         )
     return [check_uuid(item.strip(), "domainList") for item in items if item.strip()]
+
+
+def _ovfs(vms: list[Any]) -> list[tuple[str, str]]:
+    """The OVFs of updateVMs' vmList [{vm, ovf, imglist}], as (vmId, OVF); empty ones skipped.
+
+    Raises:
+        InvalidArgument: an entry without `vm` or `ovf` (VDSM: InvalidParameterException).
+    """
+    found = []
+    for entry in vms:
+        if not entry:
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("ovf"), str):
+            raise InvalidArgument(param="vmList", reason="each entry needs vm and ovf")
+        found.append((check_uuid(str(entry.get("vm", "")), "vmList.vm"), entry["ovf"]))
+    return found
 
 
 def _connections(domain_type: int, params: list[Any]) -> list[ServerConnection]:
@@ -126,7 +146,7 @@ class PoolHandlers:
         self,
         *,
         sp: SpId,
-        name: Annotated[str, Arg("the pool's name", wire="poolName")],
+        name: Annotated[str, Arg("the pool's name (the Engine's and VDSM's param)")],
         master: MasterId,
         version: MasterVersion,
         domains: Annotated[Any, Arg("the pool's domains", wire="domainList")],
@@ -137,7 +157,13 @@ class PoolHandlers:
         io_timeout: Annotated[int, Arg("seconds an I/O may take", wire="ioOpTimeoutSec")] = 10,
         lease_retries: Annotated[int, Arg("lease renewal retries", wire="leaseRetries")] = 3,
     ) -> bool:
-        """StoragePool.create: write the pool into its domains, all or none."""
+        """StoragePool.create: write the pool into its domains, all or none.
+
+        The Engine (JsonRpcVdsServer.createStoragePool) sends `name`, as VDSM's schema
+        names it.
+        """
+        if not name:
+            raise InvalidArgument(param="name", reason="required")
         master = check_uuid(master, "masterSdUUID")
         listed = _domain_list(domains)
         if master not in listed:
@@ -215,6 +241,160 @@ class PoolHandlers:
     def get_info(self, *, sp: SpId) -> pykka.Future[Any]:
         """StoragePool.getInfo: {info, dominfo}."""
         return self.client.pool().info(sp)
+
+    @verb(
+        "StoragePool",
+        "destroy",
+        doc="Take every domain out of the pool and disconnect (SPM).",
+        errors=(StoragePoolUnknown, NotSpm, StoragePoolDestroyingError),
+        timeout=120.0,
+    )
+    async def destroy(
+        self,
+        *,
+        sp: SpId,
+        host_id: HostId,  # noqa: ARG002 - the SPM's id; the pool knows it
+        scsi_key: ScsiKey = "",  # noqa: ARG002
+    ) -> bool:
+        """StoragePool.destroy: as JsonRpcIIrsServer.destroyStoragePool sends it."""
+        await settled(self.client.pool().destroy(check_uuid(sp, "storagepoolID")))
+        return True
+
+    @verb(
+        "StoragePool",
+        "reconstructMaster",
+        doc="Rebuild the pool's master on a domain, from the Engine's domainDict.",
+        errors=(StoragePoolUnknown, StorageDomainAlreadyAttached, IsSpm),
+        timeout=120.0,
+    )
+    async def reconstruct_master(  # noqa: PLR0913 - the verb's own params
+        self,
+        *,
+        sp: SpId,
+        host_id: Annotated[int, Arg("this host's id (ignored)", wire="hostId")] = 0,  # noqa: ARG002
+        name: Annotated[str, Arg("the pool's name")] = "",
+        master: MasterId,
+        version: MasterVersion,
+        domains: Annotated[dict[str, Any], Arg("{sdUUID: status}", wire="domainDict")],
+        lock_renewal: Annotated[
+            int, Arg("seconds between SPM lease renewals", wire="lockRenewalIntervalSec")
+        ] = 5,
+        lease_time: Annotated[int, Arg("seconds an SPM lease lasts", wire="leaseTimeSec")] = 60,
+        io_timeout: Annotated[int, Arg("seconds an I/O may take", wire="ioOpTimeoutSec")] = 10,
+        lease_retries: Annotated[int, Arg("lease renewal retries", wire="leaseRetries")] = 3,
+    ) -> bool:
+        """StoragePool.reconstructMaster: as JsonRpcVdsServer.reconstructMaster sends it."""
+        request = Reconstruct(
+            sp_uuid=check_uuid(sp, "storagepoolID"),
+            name=name,
+            master_uuid=check_uuid(master, "masterSdUUID"),
+            master_version=version,
+            domains=tuple(
+                (check_uuid(str(sd), "domainDict"), str(status).capitalize())
+                for sd, status in domains.items()
+            ),
+            lock_renewal_interval=lock_renewal,
+            lease_time=lease_time,
+            io_op_timeout=io_timeout,
+            lease_retries=lease_retries,
+        )
+        await settled(self.client.pool().reconstruct_master(request))
+        return True
+
+    @verb(
+        "StoragePool",
+        "switchMaster",
+        doc="Move the master role to another active domain (SPM; a task).",
+        returns="task id",
+        errors=(StoragePoolUnknown, NotSpm, StoragePoolWrongMaster),
+    )
+    def switch_master(
+        self,
+        *,
+        sp: SpId,
+        old: Annotated[str, Arg("the current master", wire="oldMasterUUID")],
+        new: Annotated[str, Arg("the new master", wire="newMasterUUID")],
+        version: MasterVersion,
+    ) -> pykka.Future[Any]:
+        """StoragePool.switchMaster: as JsonRpcIIrsServer.switchMaster sends it."""
+        return self.client.pool().switch_master(
+            check_uuid(sp, "storagepoolID"),
+            check_uuid(old, "oldMasterUUID"),
+            check_uuid(new, "newMasterUUID"),
+            version,
+        )
+
+    @verb(
+        "StoragePool",
+        "upgrade",
+        doc="Upgrade the pool's domains to a format version (SPM).",
+        returns='"started"',
+        errors=(StoragePoolUnknown, NotSpm),
+    )
+    def upgrade(
+        self,
+        *,
+        sp: SpId,
+        target: Annotated[str | int, Arg('the version ("5")', wire="targetDomVersion")],
+    ) -> pykka.Future[Any]:
+        """StoragePool.upgrade: VDSM's `upgradeStatus`; Hostvisor's domains are v5 already."""
+        text = str(target).strip()
+        if not text.isdigit():
+            raise InvalidArgument(targetDomVersion=target, reason="a version number")
+        return self.client.pool().upgrade(check_uuid(sp, "storagepoolID"), int(text))
+
+    # -- VM OVFs: the master's and export domains' --------------------------------------------
+
+    @verb(
+        "StoragePool",
+        "getBackedUpVmsInfo",
+        doc="The OVFs of VMs kept on an export domain (or the master).",
+        returns="{vmID: ovf}",
+        errors=(StoragePoolUnknown, NotSpm),
+    )
+    def vms_info(
+        self,
+        *,
+        sp: SpId,
+        sd: Annotated[str, Arg("the export domain (BLANK: master)", wire="storagedomainID")],
+        vm_ids: Annotated[list[str], Arg("only these VMs", wire="vmList", default=[])],
+    ) -> pykka.Future[Any]:
+        """StoragePool.getBackedUpVmsInfo: as JsonRpcIIrsServer.getVmsInfo sends it."""
+        return self.client.pool().vms_info(sp, sd, [check_uuid(vm, "vmList") for vm in vm_ids])
+
+    @verb(
+        "StoragePool",
+        "updateVMs",
+        doc="Write VMs' OVFs on an export domain (or the master).",
+        errors=(StoragePoolUnknown, NotSpm, StorageDomainNotActive),
+    )
+    async def update_vms(
+        self,
+        *,
+        sp: SpId,
+        vms: Annotated[list[Any], Arg("[{vm, ovf, imglist}]", wire="vmList", kind=Kind.ARRAY)],
+        sd: Annotated[str, Arg("the domain (BLANK: master)", wire="storagedomainID")] = "",
+    ) -> bool:
+        """StoragePool.updateVMs: as JsonRpcIIrsServer.updateVMInImportExport sends it."""
+        await settled(self.client.pool().update_vms(sp, sd, _ovfs(vms)))
+        return True
+
+    @verb(
+        "StoragePool",
+        "removeVM",
+        doc="Remove a VM's OVF from an export domain (or the master).",
+        errors=(StoragePoolUnknown, NotSpm, StorageDomainNotActive),
+    )
+    async def remove_vm(
+        self,
+        *,
+        sp: SpId,
+        vm: Annotated[str, Arg("the VM", wire="vmUUID")],
+        sd: Annotated[str, Arg("the domain (BLANK: master)", wire="storagedomainID")] = "",
+    ) -> bool:
+        """StoragePool.removeVM: as JsonRpcIIrsServer.removeVM sends it."""
+        await settled(self.client.pool().remove_vm(sp, sd, check_uuid(vm, "vmUUID")))
+        return True
 
     # -- SPM --------------------------------------------------------------------------------
 

@@ -41,12 +41,19 @@ class SdmHandlers:
         source: Annotated[dict[str, Any], Arg("{endpoint_type, sd_id, img_id, vol_id}")],
         destination: Annotated[dict[str, Any], Arg("the same, of the target")],
         copy_bitmaps: Annotated[bool, Arg("ignored")] = False,  # noqa: ARG002
+        legal: Annotated[
+            bool, Arg("mark the destination LEGAL once copied (false: leave it ILLEGAL)")
+        ] = True,
     ) -> bool:
-        """SDM.copy_data: copy a volume's data into another volume, as a job."""
+        """SDM.copy_data: copy a volume's data into another volume, as a job.
+
+        The Engine (JsonRpcVdsServer.copyData) always sends `legal`; with false the
+        destination stays ILLEGAL after the copy and the Engine marks it later.
+        """
         src = Endpoint.from_wire(source, "source")
         dst = Endpoint.from_wire(destination, "destination")
         await settled(self.client.domain(src.sd))
         await settled(self.client.domain(dst.sd))
-        job = CopyData(source=src, destination=dst, client=self.client)
+        job = CopyData(source=src, destination=dst, client=self.client, legal=legal)
         await settled(self.client.tasks().submit_job(job_id, job, description=job.description))
         return True

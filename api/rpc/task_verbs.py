@@ -9,6 +9,8 @@ fields), not the envelope.
 Where progress shows: SDM jobs carry VDSM's `progress` (percent) in Host.getJobs;
 tasks have no progress field in VDSM, so Host.getAllTasks (which the Engine does
 not read) adds `progress` (percent) to each task's details once its work reports.
+SPM tasks outlive the agent: they are kept on the master domain and read back at
+the next spmStart (actors/storage/task_store.py).
 """
 
 from __future__ import annotations
@@ -89,6 +91,18 @@ class TaskHandlers:
     async def stop(self, *, task_id: TaskId) -> bool:
         """Task.stop."""
         await settled(self.api.manager().stop_task(task_id))
+        return True
+
+    @verb(
+        "Task",
+        "revert",
+        doc="Roll a finished task back; it then reads cleanSuccess.",
+        errors=(UnknownTask, TaskNotFinished),
+        timeout=120.0,
+    )
+    async def revert(self, *, task_id: TaskId) -> bool:
+        """Task.revert: as JsonRpcVdsServer.revertTask sends it (refused while it runs)."""
+        await settled(self.api.manager().revert(task_id))
         return True
 
     @verb(

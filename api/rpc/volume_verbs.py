@@ -45,6 +45,7 @@ from hostvisor.actors.storage.volume_tasks import (
     CreateVolume,
     DeleteImage,
     DeleteVolume,
+    DeleteVolumes,
     ExtendVolume,
 )
 from hostvisor.api.rpc.bridge import settled
@@ -64,7 +65,8 @@ def _enum(kind: type[Any], value: Any, name: str) -> Any:
     try:
         return kind(value)
     except ValueError:
-        raise InvalidArgument(**{name: value}, reason=f"one of {[int(v) for v in kind]}") from None
+        choices = [member.value for member in kind]
+        raise InvalidArgument(param=name, value=repr(value), reason=f"one of {choices}") from None
 
 
 def _disk_type(value: Any) -> str:
@@ -245,10 +247,19 @@ class VolumeHandlers:
         img: ImgId,
         sp: SpId,
         sd: SdId,
-        vol: Annotated[str, Arg("the leaf", wire="volumeID")] = "",
+        vol: Annotated[str, Arg("the leaf (VDSM's schema)", wire="volumeID")] = "",
+        leaf: Annotated[str, Arg("the leaf (the Engine's name)", wire="leafVolID")] = "",
     ) -> bool:
-        """Image.teardown."""
-        await settled(self._read(sp, sd, TeardownImage(img=img, vol=vol or None)))
+        """Image.teardown: release the chain up to the leaf, or the whole image.
+
+        The Engine (JsonRpcVdsServer.teardownImage) names the leaf `leafVolID`; VDSM's
+        schema names it `volumeID`. Either is honoured: a named leaf must exist.
+        """
+        leaf = leaf or vol
+        if leaf and leaf != BLANK_UUID:
+            check_uuid(leaf, "leafVolID")
+        target = leaf if leaf and leaf != BLANK_UUID else None
+        await settled(self._read(sp, sd, TeardownImage(img=img, vol=target)))
         return True
 
     @verb(
@@ -266,6 +277,30 @@ class VolumeHandlers:
     ) -> pykka.Future[Any]:
         """Image.delete: a task that removes every volume of the image."""
         return self._task(sp, sd, DeleteImage(img=img))
+
+    @verb(
+        "Image",
+        "deleteVolumes",
+        doc="Delete some volumes of the image (SPM; a task).",
+        returns="task id",
+        errors=ERRORS,
+    )
+    def delete_volumes(  # noqa: PLR0913 - the verb's own params
+        self,
+        *,
+        img: ImgId,
+        sp: SpId,
+        sd: SdId,
+        vols: Annotated[list[str], Arg("the volumes", wire="volumeList")],
+        post_zero: Annotated[bool, Arg("ignored", wire="postZero")] = False,  # noqa: ARG002
+        force: Ignored = False,  # noqa: ARG002
+        discard: Ignored = False,  # noqa: ARG002
+    ) -> pykka.Future[Any]:
+        """Image.deleteVolumes: as JsonRpcIIrsServer.deleteVolume sends it; children first."""
+        if not vols:
+            raise InvalidArgument(volumeList=vols, reason="no volume named")
+        volumes = tuple(check_uuid(vol, "volumeList") for vol in vols)
+        return self._task(sp, sd, DeleteVolumes(img=check_uuid(img, "imageID"), vols=volumes))
 
     @verb("Image", "getVolumes", doc="The image's volumes.", returns="[UUID]", errors=ERRORS)
     def image_volumes(self, *, img: ImgId, sp: SpId, sd: SdId) -> pykka.Future[Any]:

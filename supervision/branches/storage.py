@@ -44,13 +44,21 @@ from hostvisor.actors.storage.recovery import recover_storage
 from hostvisor.actors.storage.serial import failed
 from hostvisor.actors.storage.tasks_actor import TaskManager
 from hostvisor.supervision.branches.context import TreeContext
-from hostvisor.supervision.spec import ChildSpec, Strategy, SupervisorFlags
+from hostvisor.supervision.spec import (
+    RESOURCE_CHILD_BUDGET,
+    ChildSpec,
+    Strategy,
+    SupervisorFlags,
+)
 
 __all__ = ["POOL_ID", "STORAGE", "STORAGE_DOMAINS", "StorageBranch", "build"]
 
 log = logging.getLogger(__name__)
 
-DOMAIN_FLAGS = SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=10, period=10.0)
+DOMAIN_FLAGS = SupervisorFlags(
+    strategy=Strategy.ONE_FOR_ONE, intensity=20, period=10.0, per_child=RESOURCE_CHILD_BUDGET
+)
+"""A domain actor's crash loop gives up that domain alone (retried after a backoff)."""
 BRANCH_FLAGS = SupervisorFlags(strategy=Strategy.REST_FOR_ONE, intensity=10, period=10.0)
 RECOVERY_TIMEOUT = 600.0
 """How long the recoverer waits for the reconnects (mount(8) may take 180 s each)."""

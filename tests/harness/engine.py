@@ -82,7 +82,7 @@ class DataCenter:
     def create_pool(self, cli: Any) -> None:
         cli.StoragePool.create(
             storagepoolID=self.sp,
-            poolName="dc1",
+            name="dc1",
             masterSdUUID=self.sd,
             masterVersion=1,
             domainList=[self.sd],

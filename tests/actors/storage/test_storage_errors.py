@@ -124,7 +124,7 @@ def test_pool_and_domain_errors(setup: tuple[Client, DataCenter, Path]):
     with pytest.raises(ServerError) as raised:
         cli.StoragePool.create(
             storagepoolID=new_id(),
-            poolName="dc2",
+            name="dc2",
             masterSdUUID=second.sd,
             masterVersion=1,
             domainList=[second.sd, dc.sd],

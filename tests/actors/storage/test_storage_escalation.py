@@ -1,10 +1,11 @@
 """The storage branch re-adopts its domains and pool whenever it restarts.
 
-A domain actor made to crash past the `domains` budget escalates to `storage`:
-the domain supervisor comes back empty and the recoverer after it re-adopts every
-domain from the mounts, while the pool keeps its SPM lock. A whole-branch restart
-(its own budget spent) brings back the pool connection from pool.json too. In both
-cases the verbs work again, on the same domain, with the same volumes.
+A domain actor made to crash past its own budget is given up alone and adopted again
+after the backoff (issue 12's per-child policy), while the pool keeps its SPM lock.
+When the domain supervisor itself dies, it comes back empty and the recoverer after
+it re-adopts every domain from the mounts. A whole-branch restart (its own budget
+spent) brings back the pool connection from pool.json too. In each case the verbs
+work again, on the same domain, with the same volumes.
 """
 
 from __future__ import annotations
@@ -19,15 +20,19 @@ import pytest
 from harness.engine import DataCenter, MiB, local_data_center, new_id, succeeded
 from harness.vms import write_test_node
 from harness.waiting import wait_for
-from hostvisor.actors.storage.addresses import CONNECTIONS, STORAGE, domain_path
+from hostvisor.actors.actor import Kill
+from hostvisor.actors.storage.addresses import CONNECTIONS, STORAGE, STORAGE_DOMAINS, domain_path
 from hostvisor.api.client import ServerError
 from hostvisor.api.embedded import EmbeddedHost
 from hostvisor.supervision.config import load_config
+from hostvisor.supervision.spec import RESOURCE_CHILD_BUDGET
 
 pytestmark = pytest.mark.libvirt
 
 BUDGET = 10
-"""The `domains` and `storage` supervisors' intensity (crashes within their period)."""
+"""The `storage` branch supervisor's intensity (crashes within its period)."""
+CHILD_BUDGET = RESOURCE_CHILD_BUDGET.intensity
+"""Each domain actor's own budget: one crash more and it is given up for a backoff."""
 
 
 class Boom:
@@ -79,14 +84,43 @@ def assert_storage_works(host: EmbeddedHost, dc: DataCenter, img: str, vol: str)
         assert set(stats) == {dc.sd}
 
 
-def test_a_domain_crash_looping_past_its_budget_is_adopted_again(host: Any):
+def test_a_domain_crash_looping_past_its_budget_is_given_up_alone_then_adopted_again(
+    host: Any,
+):
+    running, dc = host
+    img, vol = new_id(), new_id()
+    with running.client(timeout=30) as cli:
+        succeeded(cli, dc.create_volume(cli, img, vol, size=MiB))
+    supervisor = running.registry.lookup(STORAGE_DOMAINS)
+
+    crash_repeatedly(running, domain_path(dc.sd), CHILD_BUDGET + 1)
+    wait_for(
+        lambda: running.registry.status(domain_path(dc.sd)).restarts.last_reason.startswith(
+            "given up"
+        ),
+        10,
+        "the domain's actor to be given up",
+    )
+
+    wait_for(
+        lambda: (ref := running.registry.get(domain_path(dc.sd))) is not None and ref.is_alive(),
+        30,
+        "the domain to be adopted again after its backoff",
+    )
+    assert running.registry.lookup(STORAGE_DOMAINS) is supervisor  # its siblings never noticed
+    with running.client(timeout=30) as cli:  # the pool kept its SPM role
+        assert cli.StoragePool.getSpmStatus(storagepoolID=dc.sp)["spmStatus"] == "SPM"
+    assert_storage_works(running, dc, img, vol)
+
+
+def test_the_domain_supervisor_dying_comes_back_empty_and_the_recoverer_adopts(host: Any):
     running, dc = host
     img, vol = new_id(), new_id()
     with running.client(timeout=30) as cli:
         succeeded(cli, dc.create_volume(cli, img, vol, size=MiB))
     before = recoveries(running)
 
-    crash_repeatedly(running, domain_path(dc.sd), BUDGET + 1)
+    running.registry.lookup(STORAGE_DOMAINS).tell(Kill("drill"))
 
     wait_for(lambda: recoveries(running) > before, 30, "the storage recoverer to run again")
     wait_for(lambda: running.registry.get(domain_path(dc.sd)), 30, "the domain to be adopted")

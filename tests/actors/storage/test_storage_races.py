@@ -166,7 +166,7 @@ def _create_pool(host: Host, sp: str, master: str, domains: list[str]) -> Callab
         with host.client() as cli:
             return cli.StoragePool.create(
                 storagepoolID=sp,
-                poolName="racer",
+                name="racer",
                 masterSdUUID=master,
                 masterVersion=1,
                 domainList=domains,

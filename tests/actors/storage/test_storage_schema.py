@@ -3,7 +3,11 @@
 `data/schema_storage.json` is what the storage verbs' schema was when each was
 declared by hand (before issue 11's typed handlers): same methods, params (names,
 types, order, defaults, docs), results, errors and timeouts. Only params that had
-no doc gained one.
+no doc gained one. Issue 13 changed it on purpose, to the Engine's wire: the verbs
+StorageDomain.getFileStats, StoragePool.{destroy, reconstructMaster, switchMaster,
+upgrade, getBackedUpVmsInfo, updateVMs, removeVM}, Image.deleteVolumes and Task.revert;
+StoragePool.create's `name`; Image.teardown's `leafVolID`; SDM.copy_data's `legal`;
+the filters of Host.getStorageDomains.
 """
 
 from __future__ import annotations
