@@ -88,6 +88,7 @@ class GuestModel:
         self._op_ids = itertools.count(1)
         self._in_flight: dict[int, float] = {}  # operation id -> started (monotonic)
         self._entry: VmEntry | None = None  # None: changed since last posted
+        self._up_early = False  # "Powering up" ended by the guest (guest_is_up)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -188,7 +189,7 @@ class GuestModel:
             little early), else 0.
         """
         started = self._started
-        if self._status is not VmStatus.UP or started is None:
+        if self._status is not VmStatus.UP or started is None or self._up_early:
             return 0.0
         remaining = started + self.powering_up - self.now()
         if remaining > 0:
@@ -197,6 +198,25 @@ class GuestModel:
         self._status_time = notify_time(self._clock)
         self.announce()
         return 0.0
+
+    def guest_is_up(self) -> None:
+        """The guest says it is up (its agent answered): "Powering up" ends now.
+
+        As VDSM, where "Powering up" lasts until the guest agent answers or 60 s
+        have passed. Announces "Up" if the VM was still powering up; the timer
+        that would have ended it later then announces nothing.
+        """
+        started = self._started
+        if self._status is not VmStatus.UP or started is None or self._up_early:
+            return
+        elapsed = self.now() - started
+        if elapsed >= self.powering_up:
+            return
+        self._up_early = True
+        self.powering_up = elapsed
+        self.changed()
+        self._status_time = notify_time(self._clock)
+        self.announce()
 
     def sampled(self, figures: Mapping[str, Any]) -> None:
         """A sample came in with these figures: the VM's monitor responds."""
@@ -232,9 +252,16 @@ class GuestModel:
     # -- telling --------------------------------------------------------------------------
 
     def announce(self) -> None:
-        """Publish `|virt|VM_status|<id>`; the board hears of the change first."""
+        """Publish `|virt|VM_status|<id>`; the board hears of the change first.
+
+        The event carries what `VM.getStats` answers now: the status fields, and for a
+        VM that runs every stats field too (`hash`, `timeOffset`, `displayInfo`, the
+        guest agent's facts…), as VDSM's event when a VM comes up does. The Engine
+        reads an event with the same parser as the stats (EventVmStatsRefresher:
+        updateVMDynamicData and getVmDevicesHash).
+        """
         self.post_if_changed()
-        info = self.entry().info_fields(self.now())
+        info = self.entry().stats(self.now())
         self._publish(Event(method=f"|virt|VM_status|{self.vm_id}", params={self.vm_id: info}))
 
     def post(self) -> None:
@@ -260,7 +287,7 @@ class GuestModel:
                 "exitCode": int(self._exit.code),
                 "exitReason": int(self._exit.reason),
                 "exitMessage": self._exit.message,
-                "timeOffset": "0",
+                "timeOffset": str(self._extra().get("timeOffset", "0")),
             }
         return VmEntry(
             vm_id=self.vm_id,

@@ -50,6 +50,9 @@ FEATURE_FLAGS: dict[str, Any] = {
     "coldBackupEnabled": True,
     "clearBitmapsEnabled": True,
     "zerocopy_migrations": False,
+    # VDSM's schema says a string ("datatype: boolean"), but VDSM's code
+    # (host/caps.py _isVncEncrypted) sends a JSON boolean; the Engine reads either
+    # (VdsBrokerObjectsBuilder.assignBoolValue). Hostvisor does what VDSM's code does.
     "vncEncrypted": False,
     "hostedEngineDeployed": False,
     "additionalFeatures": [],
@@ -223,8 +226,11 @@ def _memory_caps(conn: Any, host_caps: ET.Element) -> dict[str, Any]:
         numa_nodes[cell_id] = {
             "cpus": [int(cpu.get("id", "0")) for cpu in cell.iterfind("./cpus/cpu")],
             "totalMemory": _cell_memory_mib(conn, cell, whole_host=len(cells) == 1),
+            # Keyed by the page size in KiB as an int, as VDSM's numa.pages_by_cell
+            # builds it and its schema says (NumaNode.hugepages: uint keys); JSON
+            # carries the keys as strings ("2048") either way.
             "hugepages": {
-                page.get("size", ""): {"totalPages": page.text or "0"}
+                int(page.get("size", "0")): {"totalPages": page.text or "0"}
                 for page in cell.iterfind("pages")
             },
         }

@@ -188,7 +188,7 @@ def render_stats(  # noqa: PLR0913 - the window and what is read beside it
         bootTime=str(int(psutil.boot_time())),
         dateTime=date_time(wall),
         netConfigDirty="False",
-        storageDomains={},
+        storageDomains={},  # Host.getStats lays the storage monitors' entries over it
         multipathHealth={},
         v2vJobs={},
         momStatus=MOM_STATUS,

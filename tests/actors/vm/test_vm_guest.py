@@ -50,6 +50,9 @@ class ScriptedGuest(GuestActor):
         self.mark_started(self.clock.monotonic())
         self.guest.post()
 
+    def agent_answered(self) -> None:
+        self.guest.guest_is_up()
+
     def run(self, work: Any) -> Any:
         self.guest.require_running("run")
         return self.operation("run", work, then=lambda result: result)
@@ -96,6 +99,21 @@ def test_powering_up_ends_when_the_clock_says_so_and_is_announced(guest, clock: 
     # The board heard of the change before the event went out.
     assert isinstance(posts[-1], Post)
     assert posts[-1].entry.reported_status(clock.monotonic()) is VmStatus.UP
+
+
+def test_a_guest_that_says_it_is_up_ends_powering_up_once(guest, clock: ManualClock):
+    ref, events, _posts = guest
+    clock.advance(5)
+
+    call(ref, "agent_answered").get(timeout=5)
+
+    assert _status(ref) == "Up"
+    [event] = events
+    assert event.params[VM_ID]["status"] == "Up"
+    clock.advance(POWERING_UP)  # the timer that would have ended it says nothing more
+    call(ref, "agent_answered").get(timeout=5)
+    assert call(ref, "stats").get(timeout=5)["elapsedTime"] == str(5 + int(POWERING_UP))
+    assert len(events) == 1
 
 
 def test_an_operation_runs_off_the_actor_which_answers_meanwhile(guest, clock: ManualClock):
