@@ -77,6 +77,29 @@ class Config:
     """VDSM's data-center root (`/rhev/data-center` in production); None: in state_dir."""
     storage_check_interval: float = 10.0
     """Seconds between two health checks of a storage domain (VDSM's 10 s)."""
+    metrics_address: str = ""
+    """Where Prometheus metrics are served (`host:port`, or a port on loopback); empty: off."""
+    migration_libvirt_transport: str = ""
+    """How the source's libvirtd reaches the destination's in a live migration: "tls"
+    (`qemu+tls`) or "tcp" (`qemu+tcp`); empty: "tls" when `ssl`, as VDSM does."""
+    max_outgoing_migrations: int = 2
+    """Outgoing live migrations at once (VDSM's default; the Engine may send its own)."""
+    max_incoming_migrations: int = 2
+    """Incoming live migrations at once (VDSM's default; the Engine may send its own)."""
+    migration_allow_unsafe: bool = False
+    """Migrate even when libvirt cannot tell that the disks are shared (a local path both
+    hosts see, as on test hosts); VDSM's storage always is, so it never asks this."""
+    migration_monitor_interval: float = 1.0
+    """Seconds between two looks at a migration's progress (and its schedule's steps)."""
+    migration_destination_timeout: float = 21600.0
+    """Seconds a destination VM waits for its guest to arrive (VDSM's default)."""
+
+    @property
+    def migration_over_tls(self) -> bool:
+        """Whether live migrations reach the destination's libvirtd with TLS."""
+        return self.migration_libvirt_transport == "tls" or (
+            self.migration_libvirt_transport == "" and self.ssl
+        )
 
     @property
     def embed_root(self) -> Path:
@@ -120,6 +143,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _transport(text: str) -> str:
+    transport = text.strip().lower()
+    if transport not in {"", "tls", "tcp"}:
+        raise ValueError(f"not a libvirt migration transport (tls or tcp): {text!r}")
+    return transport
+
+
 def _level(text: str) -> str:
     level = text.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -152,6 +182,16 @@ _KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("hostvisor", "net_namespace"): ("net_namespace", str),
     ("hostvisor", "docker_socket"): ("docker_socket", str),
     ("hostvisor", "container_network"): ("container_network", str),
+    ("hostvisor", "metrics_address"): ("metrics_address", str),
+    ("hostvisor", "migration_libvirt_transport"): ("migration_libvirt_transport", _transport),
+    ("hostvisor", "migration_allow_unsafe"): ("migration_allow_unsafe", _bool),
+    ("vars", "max_outgoing_migrations"): ("max_outgoing_migrations", _positive(int)),
+    ("vars", "max_incoming_migrations"): ("max_incoming_migrations", _positive(int)),
+    ("vars", "migration_monitor_interval"): ("migration_monitor_interval", _positive(float)),
+    ("vars", "migration_destination_timeout"): (
+        "migration_destination_timeout",
+        _positive(float),
+    ),
     ("irs", "repository"): ("repository", Path),
     ("irs", "sd_health_check_delay"): ("storage_check_interval", _positive(float)),
 }

@@ -38,8 +38,12 @@ from hostvisor.actors.guest.status import VmStatus
 
 log = logging.getLogger(__name__)
 
+MIGRATION_METHODS = frozenset({"migrate", "migrate_cancel", "migration_status"})
+"""The VM actor methods behind the migration verbs (a container VM does not migrate)."""
+
 UNSUPPORTED_VERBS = frozenset(
     {"migrate", "snapshot", "hotplugDisk", "hotunplugDisk", "hotplugNic", "hotunplugNic"}
+    | MIGRATION_METHODS
 )
 """VM verbs the API sends to a guest's actor that no runtime here implements yet."""
 

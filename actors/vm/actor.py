@@ -12,6 +12,15 @@ future that settles when libvirt has done the work; the API awaits that future. 
 operation still running past its timeout makes the VM report monitorResponse -1,
 as a sample that did not come back does.
 
+Before a launch, the host paths the Engine's XML names (guest-agent channels, the
+serial console) are made ready, on the launch's worker (`hostpaths.prepare`). While
+the launch is in flight the VM stays WaitForLaunch, whatever libvirt's events say: its
+first status event then carries the live XML's devices hash and graphics ports.
+What a running VM reports besides its samples (hash, displayInfo, timeOffset,
+clientIp, vmJobs) comes from its live XML (`reported`); the qemu guest agent's facts
+come from polls that run on the work facility (`guestagent`, `PollGuestAgent`), and
+the agent's first answer ends "Powering up", as in VDSM.
+
 How it reports (statuses, events, the board, "Powering up", operations off its
 thread) is the guest model's (`hostvisor.actors.guest`), shared with the container
 VMs.
@@ -21,26 +30,47 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import libvirt
 
 from hostvisor.actors.actor import CallbackFuture
 from hostvisor.actors.errors import HostvisorError
-from hostvisor.actors.guest.actor import ActorGone, GuestActor, PoweringUpOver, ShutdownTimedOut
+from hostvisor.actors.guest.actor import (
+    MIGRATION_METHODS,
+    UNSUPPORTED_VERBS,
+    ActorGone,
+    GuestActor,
+    PoweringUpOver,
+    ShutdownTimedOut,
+)
 from hostvisor.actors.guest.entry import VmEntry
 from hostvisor.actors.guest.model import Publish, TellBoard, no_board
 from hostvisor.actors.guest.status import Exit, ExitReason, PauseCode, VmStatus
 from hostvisor.actors.hypervisor.events import DomainLifecycle
-from hostvisor.actors.vm import domxml
+from hostvisor.actors.vm import domxml, guestagent, hostpaths, reported
 from hostvisor.actors.vm.lifecycle import pause_code, status_of_state, stopped_exit
+from hostvisor.actors.vm.migrating import MigrationSlots, no_peers
+from hostvisor.actors.vm.migrator import (
+    IncomingTimedOut,
+    MigrationSettings,
+    MigrationTick,
+    Migrator,
+)
 from hostvisor.actors.vm.sampling import BulkSample
 from hostvisor.actors.vm.stats import VmSample, vm_stats
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ActorGone", "PoweringUpOver", "ShutdownTimedOut", "StatsSample", "VmActor"]
+__all__ = [
+    "ActorGone",
+    "AgentPolling",
+    "PoweringUpOver",
+    "ShutdownTimedOut",
+    "StatsSample",
+    "VmActor",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +81,20 @@ class VmServices:
         connection: returns the open libvirt connection.
         publish: sends an event up to the event bus (never blocks).
         board: tells the board a VM's entries (a `Post` or a `Forget`).
+        migration: how VMs of this host migrate (peers, slots, transport).
     """
 
     connection: Callable[[], Any]
     publish: Publish
     board: TellBoard = no_board
+    migration: MigrationSettings = field(
+        default_factory=lambda: MigrationSettings(peers=no_peers, slots=MigrationSlots())
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PollGuestAgent:
+    """Tell (from a timer): ask the guest's qemu agent for its facts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +115,35 @@ _RUNNING_EVENTS = frozenset(
 """Lifecycle events that mean QEMU runs."""
 
 
-class VmActor(GuestActor):
-    """Owns one VM. Runs in its own thread; its blocking calls run on the work facility.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentPolling:
+    """How often a VM's qemu guest agent is asked for the guest's facts (VDSM [guest_agent]).
+
+    Attributes:
+        boot_interval: seconds between polls while the guest boots and the agent has
+            not answered yet (VDSM `qga_polling_period`, 5 s).
+        boot_window: seconds after start during which `boot_interval` applies (VDSM
+            `qga_initial_info_interval`, 120 s).
+        interval: seconds between polls afterwards (VDSM reads users every 10 s and
+            the rest every 120 to 300 s; one poll reads all).
+        timeout: seconds each agent command may take (VDSM `qga_command_timeout`: 1;
+            2 here, since TCG guests answer slowly).
+    """
+
+    boot_interval: float = 5.0
+    boot_window: float = 120.0
+    interval: float = 60.0
+    timeout: int = 2
+
+
+class VmActor(GuestActor, Migrator):
+    """Owns one VM. Runs on the scheduler; its blocking calls run on the work facility.
 
     Args:
         spec: the VM's domain XML, parsed.
-        services: the host's libvirt connection, event bus and board.
+        services: the host's libvirt connection, event bus, board and migration settings.
         recover: adopt a running domain instead of launching one.
+        incoming: wait for the domain to arrive by live migration (a destination).
         state: the domain's state as recovery read it with its XML; adopting then
             makes no libvirt call (None: read it in `on_start`).
         first_post: where `on_start` hands the VM's first entry instead of telling
@@ -90,7 +151,11 @@ class VmActor(GuestActor):
         powering_up: seconds a started VM reports "Powering up" (VDSM: 60).
         operation_timeout: seconds after which an operation still running makes the
             VM report monitorResponse -1.
+        agent: how the guest's qemu agent is polled (`AgentPolling`).
     """
+
+    UNSUPPORTED: ClassVar[frozenset[str]] = UNSUPPORTED_VERBS - MIGRATION_METHODS
+    """What a libvirt VM does not do yet (it migrates)."""
 
     def __init__(  # noqa: PLR0913 - the collaborators and settings of one VM
         self,
@@ -98,10 +163,12 @@ class VmActor(GuestActor):
         spec: domxml.DomainSpec,
         services: VmServices,
         recover: bool = False,
+        incoming: bool = False,
         state: int | None = None,
         first_post: Callable[[VmEntry], None] | None = None,
         powering_up: float = 60.0,
         operation_timeout: float = 30.0,
+        agent: AgentPolling | None = None,
     ) -> None:
         """Remember the VM; launch or recover in `on_start`."""
         super().__init__(
@@ -116,6 +183,9 @@ class VmActor(GuestActor):
         self.spec = spec
         self._connection = services.connection
         self._recover = recover
+        self._incoming = incoming
+        self._migration_settings = services.migration
+        self._publish_event = services.publish
         self._known_state = state
         self._first_post = first_post
         self._pause_code = PauseCode.NOERR
@@ -123,12 +193,21 @@ class VmActor(GuestActor):
         self._shutdown_attempt = 0
         self._host_signalled = False  # libvirt: SHUTDOWN event, detail HOST (SIGTERM)
         self._last_sample: VmSample | None = None
+        self._agent = agent or AgentPolling()
+        self._agent_polling = False
+        self._facts = guestagent.GuestFacts()
+        self._reported = reported.Reported()  # read in on_start, off the spawner's thread
+        self._launching = False  # createXML in flight: status events wait for it
+        self._pending: VmStatus | None = None  # the status libvirt gave meanwhile
 
     # -- life ---------------------------------------------------------------------------
 
     def on_start(self) -> None:
         """Recover the running domain, or start launching it (returns at once)."""
-        if self._recover:
+        self._reported = reported.read(self.spec.xml)
+        if self._incoming:
+            self._await_incoming()
+        elif self._recover:
             self._adopt()
         else:
             self._launch()
@@ -136,6 +215,8 @@ class VmActor(GuestActor):
             self._first_post(self.guest.entry())
         else:
             self.guest.post()
+        if self._reported.agent_channel and not self.guest.down:
+            self.tell_later(self._agent.boot_interval, PollGuestAgent())
 
     def _adopt(self) -> None:
         state, self._known_state = self._known_state, None
@@ -155,7 +236,7 @@ class VmActor(GuestActor):
         if started is None:
             live = _live_spec(domain or self._lookup())
             if live is not None:
-                self.guest.xml = live.xml
+                self._set_xml(live.xml)
                 started = live.start_time
         clock = self.clock
         self.mark_started(clock.monotonic() - (clock.time() - started if started else 0.0))
@@ -170,11 +251,13 @@ class VmActor(GuestActor):
             return None
 
     def _launch(self) -> None:
+        self._launching = True
         xml = domxml.with_start_time(self.spec.xml, self.clock.time())
         flags = libvirt.VIR_DOMAIN_START_PAUSED if self.spec.launch_paused else 0
 
         def launch() -> tuple[int, str]:
-            domain = self._connection().createXML(xml, flags)
+            conn = self._connection()
+            domain = conn.createXML(hostpaths.prepare(conn, xml), flags)
             try:
                 state: int = domain.state()[0]
                 live: str = domain.XMLDesc(0)
@@ -187,30 +270,69 @@ class VmActor(GuestActor):
         self.operation("launch", launch, then=self._launched, failed=self._launch_failed)
 
     def _launched(self, launched: tuple[int, str]) -> None:
-        state, self.guest.xml = launched
+        state, xml = launched
+        self._set_xml(xml)
         if self.guest.started is None:
             self.mark_started(self.clock.monotonic())
+        self._launching = False
+        pending, self._pending = self._pending, None
         if self.guest.status is VmStatus.WAIT_FOR_LAUNCH:
-            self.guest.set_status(status_of_state(state))
+            self.guest.set_status(pending or status_of_state(state))
 
     def _launch_failed(self, error: BaseException) -> None:
-        if self.guest.status is VmStatus.WAIT_FOR_LAUNCH:
+        self._launching = False
+        pending, self._pending = self._pending, None
+        if self.guest.status is not VmStatus.WAIT_FOR_LAUNCH:
+            return
+        if pending is not None:  # it runs: libvirt failed after starting it
+            self.guest.set_status(pending)
+        else:
             self.guest.go_down(Exit.of(ExitReason.LIBVIRT_START_FAILED, str(error)))
+
+    def _set_status(self, status: VmStatus) -> None:
+        """Hold `status` (announced), or keep it for `_launched` while launching.
+
+        libvirt's STARTED and RESUMED often come before createXML has returned, so
+        before the live XML (the devices, the hash, the graphics ports) is known: the
+        VM stays WaitForLaunch until then, and its first status event carries them
+        (as VDSM's, sent once the domain is set up).
+        """
+        if self._launching and self.guest.status is VmStatus.WAIT_FOR_LAUNCH:
+            self._pending = status
+            return
+        self.guest.set_status(status)
 
     # -- messages -----------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
         """Handle lifecycle events, finished operations, samples and timers."""
         match message:
-            case DomainLifecycle():
-                self._on_lifecycle(message)
+            case DomainLifecycle(event=kind, detail=detail):
+                if not self._migration_event(kind, detail):  # a migration's own events
+                    self._on_lifecycle(message)
             case StatsSample(sample, record):
                 self._on_sample(sample, record)
             case ShutdownTimedOut(attempt):
                 self._on_shutdown_timeout(attempt)
+            case PollGuestAgent():
+                self._poll_guest_agent()
+            case MigrationTick():
+                self._on_migration_tick(message)
+            case IncomingTimedOut():
+                self._incoming_timed_out()
             case _:
                 return super().on_receive(message)
         return None
+
+    def on_stop(self) -> None:
+        """Give back migration slots, then what every guest actor does."""
+        self._release_migration_slots()
+        super().on_stop()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        """Give back migration slots, then what every guest actor does."""
+        self._release_migration_slots()
+        super().on_failure(*exc_info)
 
     def _on_lifecycle(self, event: DomainLifecycle) -> None:
         kind, detail = event.event, event.detail
@@ -222,14 +344,14 @@ class VmActor(GuestActor):
         if kind == libvirt.VIR_DOMAIN_EVENT_STARTED:
             # Only the launch itself: a late STARTED must not undo a pause seen before it.
             if guest.status is VmStatus.WAIT_FOR_LAUNCH:
-                guest.set_status(VmStatus.PAUSED if self.spec.launch_paused else VmStatus.UP)
+                self._set_status(VmStatus.PAUSED if self.spec.launch_paused else VmStatus.UP)
         elif kind == libvirt.VIR_DOMAIN_EVENT_SUSPENDED:
             self._pause_code = pause_code(detail)
             guest.changed()
-            guest.set_status(VmStatus.PAUSED)
+            self._set_status(VmStatus.PAUSED)
         elif kind == libvirt.VIR_DOMAIN_EVENT_RESUMED:
             self._pause_code = PauseCode.NOERR
-            guest.set_status(VmStatus.UP)
+            self._set_status(VmStatus.UP)
         elif kind == libvirt.VIR_DOMAIN_EVENT_SHUTDOWN:
             if detail == libvirt.VIR_DOMAIN_EVENT_SHUTDOWN_HOST:
                 self._host_signalled = True  # QEMU got a signal on the host (SIGTERM)
@@ -249,7 +371,11 @@ class VmActor(GuestActor):
             self.guest.unresponsive()
             return
         current = VmSample(taken_at=sample.taken_at, record=record)
-        self.guest.sampled(vm_stats(current, self._last_sample))
+        figures = vm_stats(current, self._last_sample)
+        # Whether the CPU figures come from two samples. VDSM's schema says a boolean;
+        # VDSM's code sends it through convertToStr (vmstats.translate): "True"/"False".
+        figures["cpuActual"] = str(_cpu_measured(self._last_sample, current))
+        self.guest.sampled(figures)
         self._last_sample = current
 
     # -- operations (asked by the API; each returns a future) ----------------------------
@@ -305,13 +431,72 @@ class VmActor(GuestActor):
         if not self.guest.down:
             self.guest.go_down(Exit.of(ExitReason.ADMIN_SHUTDOWN))
 
+    # -- the guest agent ------------------------------------------------------------------
+
+    def _poll_guest_agent(self) -> None:
+        """Read the live XML and the agent's facts off this thread; schedule the next poll."""
+        if self.guest.down:
+            return  # no more polls: a Down VM never runs again under this actor
+        started = self.guest.started
+        booting = started is None or self.clock.monotonic() - started < self._agent.boot_window
+        heard = bool(self._facts.fields)
+        interval = self._agent.boot_interval if booting and not heard else self._agent.interval
+        self.tell_later(interval, PollGuestAgent())
+        if self._agent_polling or not self.guest.running:
+            return
+        self._agent_polling = True
+        vm_id, timeout = self.spec.vm_id, self._agent.timeout
+        applied = self._facts.disk_mapping
+
+        def poll() -> tuple[guestagent.GuestFacts | None, str]:
+            domain = self._connection().lookupByUUIDString(vm_id)
+            # The live XML too: reading it takes no domain job, and libvirt keeps the
+            # guest's RTC offset in it (<clock adjustment>), which timeOffset reports.
+            live: str = domain.XMLDesc(0)
+            try:
+                facts = guestagent.read_facts(domain, timeout=timeout)
+            except libvirt.libvirtError as error:
+                log.debug("VM %s: guest agent did not answer: %s", vm_id, error)
+                return None, live
+            if facts.disk_mapping and facts.disk_mapping != applied:
+                live = guestagent.write_disk_mapping(domain, live, facts.disk_mapping) or live
+            return facts, live
+
+        self.run_off(poll, self._polled, name="guest-agent")
+
+    def _polled(self, outcome: tuple[guestagent.GuestFacts | None, str] | BaseException) -> None:
+        self._agent_polling = False
+        if isinstance(outcome, BaseException):
+            log.debug("VM %s: not polled: %s", self.spec.vm_id, outcome)
+            return
+        facts, live = outcome
+        if live != self.guest.xml and not self.guest.down:
+            self._set_xml(live)
+        if facts is None:
+            return
+        if facts != self._facts:
+            self._facts = facts
+            self.guest.changed()
+        self.guest.guest_is_up()  # an agent that answers ends "Powering up" (VDSM)
+
     # -- answers --------------------------------------------------------------------------
+
+    def _set_xml(self, xml: str) -> None:
+        """The domain XML is now `xml`: report it, and what it says (hash, displayInfo)."""
+        self.guest.xml = xml
+        self._reported = reported.read(xml)
 
     def _extra(self) -> Mapping[str, Any]:
         return {
             "kvmEnable": "true" if self.spec.domain_type == "kvm" else "false",
             "acpiEnable": "true",
             "pauseCode": self._pause_code.value,
+            "clientIp": "",  # nobody is connected to the console (VDSM's value then)
+            # VDSM reports {} once it knows no block job runs: none ever does here.
+            "vmJobs": {},
+            **self._reported.fields(),
+            **guestagent.DEFAULTS,
+            **self._facts.fields,
         }
 
     # -- helpers --------------------------------------------------------------------------
@@ -338,6 +523,18 @@ class VmActor(GuestActor):
                 self.guest.set_status(then)
 
         return self.operation(op, run, then=done)
+
+
+_CPU_KEYS = ("cpu.time", "cpu.user", "cpu.system")
+
+
+def _cpu_measured(previous: VmSample | None, current: VmSample) -> bool:
+    """Whether two samples give the CPU figures (VDSM's `cpuActual`)."""
+    return (
+        previous is not None
+        and current.taken_at > previous.taken_at
+        and all(key in sample.record for sample in (previous, current) for key in _CPU_KEYS)
+    )
 
 
 def _live_spec(domain: Any) -> domxml.DomainSpec | None:

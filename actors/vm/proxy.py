@@ -14,7 +14,7 @@ future, which settles once libvirt has done the work: await both.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, final
 
 import pykka
@@ -26,9 +26,7 @@ from hostvisor.actors.guest.entry import VmEntry
 Rendering = Literal["brief", "info", "stats", "definition"]
 """The answers every VM actor and the board render from an entry."""
 
-UnsupportedVerb = Literal[
-    "migrate", "snapshot", "hotplugDisk", "hotunplugDisk", "hotplugNic", "hotunplugNic"
-]
+UnsupportedVerb = Literal["snapshot", "hotplugDisk", "hotunplugDisk", "hotplugNic", "hotunplugNic"]
 """VM verbs no runtime here implements yet: the VM's actor answers them code 75."""
 
 Operation = pykka.Future[None]
@@ -95,6 +93,18 @@ class VmProxy:
         """Kill the guest if it runs (idempotent)."""
         return call(self.ref, "destroy")
 
+    def migrate(self, params: Mapping[str, Any]) -> pykka.Future[None]:
+        """Start migrating the VM as the Engine's `params` say (returns once started)."""
+        return call(self.ref, "migrate", params)
+
+    def migrate_cancel(self) -> pykka.Future[None]:
+        """Cancel the VM's outgoing migration."""
+        return call(self.ref, "migrate_cancel")
+
+    def migration_status(self) -> pykka.Future[dict[str, Any]]:
+        """The outgoing migration's `migrationStats`."""
+        return call(self.ref, "migration_status")
+
     def unsupported(self, verb: UnsupportedVerb) -> pykka.Future[Any]:
         """Send `verb`, which the actor's runtime declares unsupported: fails with code 75."""
         return call(self.ref, verb)
@@ -110,9 +120,14 @@ class VmBoardProxy:
         """Call the board behind `ref`."""
         self.ref = ref
 
-    def render(self, kind: Rendering, vm_ids: Iterable[str]) -> pykka.Future[Rendered]:
-        """Render `kind` of each of `vm_ids`; those it has no entry for are `missing`."""
-        return call(self.ref, "render", kind, vm_ids)
+    def render(
+        self, kind: Rendering, vm_ids: Iterable[str], *, orphans: bool = True
+    ) -> pykka.Future[Rendered]:
+        """Render `kind` of each of `vm_ids`; those it has no entry for are `missing`.
+
+        With `orphans`, every VM whose actor is down is rendered too.
+        """
+        return call(self.ref, "render", kind, vm_ids, orphans=orphans)
 
     def size(self) -> pykka.Future[int]:
         """How many entries the board holds."""

@@ -8,36 +8,64 @@ libvirt is done, so the handler awaits twice. Listings over every VM ask the VM
 board once (each VmActor posts its entry there); only VMs the board has no entry
 for are asked directly, all at once and each bounded by a timeout, so one slow
 actor never delays the others.
+
+A VM's actor may be down while its guest runs on: being restarted after a crash,
+given up for a backoff by its supervisor, or its branch restarting. Then:
+- a listing still shows the VM, with its last known status (the guest supervisors
+  publish such children, and the board keeps their last entries);
+- a verb waits for the actor, at most `RESTART_WAIT` seconds, then answers code 99
+  ("Recovering from crash or Initializing"), never code 1 ("no such VM").
+
+Why 99 (checked in ovirt-engine's vdsbroker): `BrokerCommandBase.proceedProxyReturnValue`
+turns 99 into a `VDSRecoveringException`; the VM poller (`PollVmStatsRefresher.poll`)
+catches it, logs it and skips that round, and a VM command simply fails — nothing
+concludes the VM is gone. Code 1 (`noVM`) does: `DestroyVDSCommand` and
+`StopVmCommandBase` take it as "already destroyed". And a VM missing from a listing is
+worse: `VmAnalyzer.proceedDisappearedVm` clears it as Down ("Could not find VM ...
+assuming it went down unexpectedly") and re-runs an HA VM elsewhere while it still runs
+here. Code 40 ("Resource unavailable") would fail the command with a generic error
+and tell the Engine nothing about why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import pykka
 
-from hostvisor.actors.container.addresses import CONTAINER_GUESTS, container_path
+from hostvisor.actors.container.addresses import CONTAINER_GUESTS, CONTAINERS, container_path
 from hostvisor.actors.container.proxy import ContainerProxy
-from hostvisor.actors.errors import ActorCrashed, AlreadyExists, NotFound
+from hostvisor.actors.errors import ActorCrashed, AlreadyExists, NotFound, Recovering, Unavailable
+from hostvisor.actors.guest.board import Drop
+from hostvisor.actors.recovery import RECOVERER_ID, recovering
 from hostvisor.actors.vm import domxml
-from hostvisor.actors.vm.addresses import VM_BOARD, VM_GUESTS, vm_path
+from hostvisor.actors.vm.addresses import VM_BOARD, VM_GUESTS, VMS, vm_path
 from hostvisor.actors.vm.disks import DiskVolume, PreparedDisk, disk_volumes, with_disk_paths
 from hostvisor.actors.vm.errors import NoSuchVm, UnsupportedOperation, VmCreateError, VmExists
 from hostvisor.actors.vm.proxy import Operation, Rendering, UnsupportedVerb, VmBoardProxy, VmProxy
 from hostvisor.api.rpc.bridge import settled
 from hostvisor.api.rpc.declare import Arg, verb, verbs_of
 from hostvisor.api.rpc.verbs import Verb
-from hostvisor.supervision.registry import Registry
+from hostvisor.supervision.registry import Registry, child_path
 from hostvisor.supervision.spec import ChildSpec
 from hostvisor.supervision.supervisor import DeleteChild, StartChild, TerminateChild
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 GATHER_TIMEOUT = 10.0
+RESTART_WAIT = 3.0
+"""Seconds a verb waits for a VM's actor that is down (restarting) before answering 99."""
+_GUESTS = (
+    (VM_GUESTS, child_path(VMS, RECOVERER_ID)),
+    (CONTAINER_GUESTS, child_path(CONTAINERS, RECOVERER_ID)),
+)
+"""Each guest supervisor, and the recoverer that refills it when its branch starts."""
 VmId = Annotated[str, Arg("the VM's UUID", wire="vmID")]
 VmList = Annotated[list[str], Arg("only these VM ids", wire="vmList", default=[])]
 XML_REQUIRED = (
@@ -61,6 +89,35 @@ class VmApi:
     """`container_child(spec)` returns the child spec of a ContainerActor (a VM whose
     custom properties say `containerType`); None: such VMs are refused."""
 
+    async def rendered(self, kind: Rendering, vm_id: str) -> dict[str, Any]:
+        """Ask the VM's actor for `kind`; if it dies before answering, ask its next one.
+
+        Runs on the API loop. Raises NoSuchVm, or Recovering (see `vm`) — also when the
+        actor keeps dying for `RESTART_WAIT` seconds.
+        """
+        return await self.retried(vm_id, lambda guest: guest.rendered(kind), reads=True)
+
+    async def retried(
+        self, vm_id: str, ask: Callable[[VmProxy], pykka.Future[T]], *, reads: bool = False
+    ) -> T:
+        """Send `ask` to the VM's running actor; again to its next one if it died first.
+
+        An ask the actor never handled (it was dead, or died with the ask queued) is
+        safe to send again; with `reads`, so is one it crashed on. Runs on the API
+        loop; raises NoSuchVm, Recovering (see `vm`), or the actor's own error.
+        """
+        deadline = asyncio.get_running_loop().time() + RESTART_WAIT
+        while True:
+            guest = await self.vm(vm_id)
+            try:
+                return await settled(ask(guest))
+            except (Unavailable, ActorCrashed) as error:
+                unhandled = type(error) is Unavailable  # from pykka.ActorDeadError
+                if not (unhandled or (reads and isinstance(error, ActorCrashed))):
+                    raise
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise Recovering(vmId=vm_id, reason="the VM's actor keeps restarting") from None
+
     async def prepared_xml(self, xml: str) -> str:
         """Return `xml` with each storage disk's path and format filled in by the host."""
         volumes = disk_volumes(xml)
@@ -73,20 +130,59 @@ class VmApi:
             prepared[volume.name] = await self.prepare_disk(volume)
         return with_disk_paths(xml, prepared)
 
-    def vm(self, vm_id: str) -> VmProxy:
-        """Return the VM's actor (a VmActor or a ContainerActor), or raise NoSuchVm."""
+    async def vm(self, vm_id: str) -> VmProxy:
+        """Return the VM's running actor (a VmActor or a ContainerActor).
+
+        Runs on the API loop. If the VM's actor is down but the VM may exist (its
+        supervisor holds it, or its branch is still recovering), waits for it, at most
+        `RESTART_WAIT` seconds, without blocking the loop.
+
+        Raises:
+            NoSuchVm: no supervisor holds this VM and every branch has recovered.
+            Recovering: the VM's actor is still down after the wait (see the module doc).
+        """
         guest = self.guest(vm_id)
-        if guest is None:
-            raise NoSuchVm(vmId=vm_id)
+        if guest is not None:
+            return guest
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RESTART_WAIT
+        pause = 0.005
+        while guest is None:
+            if not self.may_exist(vm_id):
+                raise NoSuchVm(vmId=vm_id)
+            if loop.time() >= deadline:
+                raise Recovering(vmId=vm_id, reason="the VM's actor is restarting; retry")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
+            guest = self.guest(vm_id)
         return guest
 
     def guest(self, vm_id: str) -> VmProxy | None:
-        """Return the VM's actor, a VM or a container; None if there is none."""
+        """Return the VM's running actor, a VM or a container; None if there is none."""
         ref = self.registry.get(vm_path(vm_id))
-        if ref is not None:
+        if ref is not None and ref.is_alive():
             return VmProxy(ref)
         ref = self.registry.get(container_path(vm_id))
-        return None if ref is None else ContainerProxy(ref)
+        return None if ref is None or not ref.is_alive() else ContainerProxy(ref)
+
+    def may_exist(self, vm_id: str) -> bool:
+        """Whether a VM whose actor is not running may exist all the same (no blocking).
+
+        True while a guest supervisor holds it (being restarted, or given up for a
+        backoff) and while a guest branch has not re-adopted its guests since it
+        (re)started: its supervisor or recoverer is down, or recovery is running.
+        """
+        for guests, recoverer in _GUESTS:
+            try:
+                if vm_id in {
+                    path.rsplit("/", 1)[-1] for path in self.registry.status(guests).children
+                }:
+                    return True
+                if recovering(self.registry.status(recoverer).messages_handled):
+                    return True
+            except NotFound:
+                return True  # the branch is restarting
+        return False
 
     def supervisor(self, guests: str = VM_GUESTS) -> pykka.ActorRef[Any]:
         """Return the supervisor of VmActors (or the one at `guests`)."""
@@ -97,7 +193,11 @@ class VmApi:
         return VM_GUESTS if self.registry.get(vm_path(vm_id)) is not None else CONTAINER_GUESTS
 
     def vm_ids(self, wanted: list[str] | None = None) -> list[str]:
-        """Return the ids of the running VM actors (only `wanted` ones, if given)."""
+        """Return the ids of the VMs the guest supervisors hold (only `wanted` ones).
+
+        Running or not: a VM whose actor is being restarted, or is given up for a
+        backoff, is held all the same (its guest runs on).
+        """
         ids: list[str] = []
         for guests in (VM_GUESTS, CONTAINER_GUESTS):
             try:
@@ -110,7 +210,9 @@ class VmApi:
     async def gather(self, kind: Rendering, wanted: list[str] | None = None) -> list[Any]:
         """Return `kind` of every (wanted) VM.
 
-        One ask to the board; the VMs it has no entry for are asked directly.
+        One ask to the board, which also renders the VMs whose actor is down from
+        their last entry (even those no supervisor holds now: their branch is
+        restarting); the VMs it has no entry for are asked directly.
         """
         vm_ids = self.vm_ids(wanted)
         board = self.registry.get(VM_BOARD)
@@ -120,21 +222,39 @@ class VmApi:
             rendered = await asyncio.wait_for(
                 settled(VmBoardProxy(board).render(kind, vm_ids)), GATHER_TIMEOUT
             )
-        except (TimeoutError, pykka.ActorDeadError, ActorCrashed):
+        except (TimeoutError, Unavailable, ActorCrashed):
             log.warning("the VM board did not answer; asking each VM")
             return await self.ask_each(kind, vm_ids)
         answers: list[Any] = rendered.answers
+        if wanted:
+            answers = [answer for answer in answers if answer["vmId"] in wanted]
         if rendered.missing:
             answers.extend(await self.ask_each(kind, rendered.missing))
         return answers
 
+    async def orphans(self) -> list[str]:
+        """The VMs whose actor is down that the board still lists (none if it is down).
+
+        Their branch is restarting, so no supervisor holds them; the board renders
+        exactly those when asked for no VM in particular.
+        """
+        board = self.registry.get(VM_BOARD)
+        if board is None:
+            return []
+        try:
+            rendered = await asyncio.wait_for(
+                settled(VmBoardProxy(board).render("brief", [])), GATHER_TIMEOUT
+            )
+        except (TimeoutError, Unavailable, ActorCrashed):
+            return []
+        return [answer["vmId"] for answer in rendered.answers]
+
     async def ask_each(self, kind: Rendering, vm_ids: list[str]) -> list[Any]:
-        """Ask each VM's actor for `kind`; return the answers that came in time."""
-        futures = []
-        for vm_id in vm_ids:
-            guest = self.guest(vm_id)
-            if guest is not None:
-                futures.append(settled(guest.rendered(kind)))
+        """Ask each VM's actor for `kind`; return the answers that came in time.
+
+        A VM whose actor is down is waited for (`vm`), all of them at once.
+        """
+        futures = [asyncio.ensure_future(self.rendered(kind, vm_id)) for vm_id in vm_ids]
         if not futures:
             return []
         done, pending = await asyncio.wait(futures, timeout=GATHER_TIMEOUT)
@@ -204,7 +324,7 @@ class VmHandlers:
             await settled(self.api.supervisor(guests).ask(StartChild(child(spec)), block=False))
         except AlreadyExists:
             raise VmExists(vmId=spec.vm_id) from None
-        info = await settled(self.api.vm(spec.vm_id).info())
+        info = await self.api.rendered("info", spec.vm_id)
         return {
             "vmId": spec.vm_id,
             "status": info["status"],
@@ -214,7 +334,7 @@ class VmHandlers:
 
     async def operate(self, vm_id: str, op: Callable[[VmProxy], pykka.Future[Operation]]) -> None:
         """Run operation `op` on the VM and wait until its runtime has done it."""
-        operation = await settled(op(self.api.vm(vm_id)))
+        operation = await self.api.retried(vm_id, op)
         await settled(operation)
 
     @verb("VM", "destroy", errors=(NoSuchVm,), timeout=60.0)
@@ -229,6 +349,10 @@ class VmHandlers:
         supervisor = self.api.supervisor(self.api.supervisor_of(vm_id))
         await settled(supervisor.ask(TerminateChild(vm_id), block=False))
         await settled(supervisor.ask(DeleteChild(vm_id), block=False))
+        board = self.api.registry.get(VM_BOARD)
+        if board is not None:  # its last entry is no orphan: the VM is gone for good
+            with contextlib.suppress(pykka.ActorDeadError):
+                board.tell(Drop(vm_id))
         return True
 
     @verb("VM", "shutdown", returns="string", errors=(NoSuchVm,), timeout=_operation_timeout)
@@ -268,12 +392,7 @@ class VmHandlers:
 
     async def unsupported(self, vm_id: str, name: UnsupportedVerb) -> Any:
         """Send `name` to the VM's actor, which refuses it (code 75); NoSuchVm without one."""
-        return await settled(self.api.vm(vm_id).unsupported(name))
-
-    @verb("VM", "migrate", doc=_UNSUPPORTED.format("migrate"), errors=_UNSUPPORTED_ERRORS)
-    async def migrate(self, *, vm_id: VmId, _params: IgnoredParams) -> Any:
-        """VM.migrate (code 75)."""
-        return await self.unsupported(vm_id, "migrate")
+        return await self.api.retried(vm_id, lambda vm: vm.unsupported(name))
 
     @verb("VM", "snapshot", doc=_UNSUPPORTED.format("snapshot"), errors=_UNSUPPORTED_ERRORS)
     async def snapshot(self, *, vm_id: VmId, _params: IgnoredParams) -> Any:
@@ -307,12 +426,12 @@ class VmHandlers:
     @verb("VM", "getStats", returns="[VmStats]", errors=(NoSuchVm,))
     async def get_stats(self, *, vm_id: VmId) -> list[Any]:
         """The VM's statistics."""
-        return [await settled(self.api.vm(vm_id).stats())]
+        return [await self.api.rendered("stats", vm_id)]
 
     @verb("VM", "getInfo", returns="VmInfo", errors=(NoSuchVm,))
     async def get_info(self, *, vm_id: VmId) -> dict[str, Any]:
         """The VM's status."""
-        return await settled(self.api.vm(vm_id).info())
+        return await self.api.rendered("info", vm_id)
 
     @verb("Host", "getVMList", returns="[UUID] | [{vmId, status}]")
     async def vm_list(
@@ -326,7 +445,10 @@ class VmHandlers:
         Ids, or `{vmId, status}` with onlyUUID=false.
         """
         if only_uuid:
-            return self.api.vm_ids(vm_list or None)
+            ids = self.api.vm_ids(vm_list or None)
+            held = set(ids)
+            orphans = await self.api.orphans()
+            return ids + [vm_id for vm_id in orphans if vm_id not in held and _in(vm_id, vm_list)]
         return await self.api.gather("brief", vm_list or None)
 
     @verb("Host", "getVMFullList", returns="[VmDefinition]")
@@ -349,3 +471,8 @@ class VmHandlers:
 def _vm_in(params: dict[str, Any]) -> str:
     """The VM id the hotplug verbs send inside `params` (`params.vmId`)."""
     return str(params.get("vmId", ""))
+
+
+def _in(vm_id: str, wanted: list[str]) -> bool:
+    """Whether `vm_id` is wanted (an empty list wants every VM)."""
+    return not wanted or vm_id in wanted

@@ -23,8 +23,9 @@ from hostvisor.actors.events import Event
 from hostvisor.actors.events_proxy import EVENTS, EventBusProxy
 from hostvisor.actors.hypervisor.actor import GetConnection
 from hostvisor.actors.hypervisor.addresses import HYPERVISOR
-from hostvisor.actors.recovery import Recoverer
+from hostvisor.actors.recovery import RECOVERER_ID, Recoverer
 from hostvisor.actors.runtime import Runtime
+from hostvisor.actors.vm.migrating import PeerConnect, no_peers
 from hostvisor.supervision.config import Config
 from hostvisor.supervision.registry import Registry
 from hostvisor.supervision.spec import ChildSpec, SupervisorFlags
@@ -56,6 +57,8 @@ class TreeContext:
             (branch name, resources adopted); the embedded host opens the API's gate
             once every resource branch has reported.
         subscribers: the actors that receive every published event.
+        peers: how this host reaches another host's agent (migration); given by
+            the API layer, which owns the client.
     """
 
     config: Config
@@ -63,6 +66,7 @@ class TreeContext:
     runtime: Runtime
     report_recovered: Callable[[str, int], None] = _ignore_report
     subscribers: Subscribers = _no_subscribers
+    peers: PeerConnect = no_peers
 
     # -- shared lookups (each runs in the caller's thread and may block briefly) ------------
 
@@ -116,7 +120,7 @@ class TreeContext:
         """
         report = self.report_recovered
         return ChildSpec(
-            id="recoverer",
+            id=RECOVERER_ID,
             start=lambda link: Recoverer.spawn(
                 link, branch=branch, recover=recover, report=report, what=what
             ),

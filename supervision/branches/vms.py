@@ -4,9 +4,11 @@
     ├── guests (one_for_one, dynamic)   vms/guests/<vmId>: one VmActor per VM
     └── recoverer                       every running domain with oVirt metadata
 
-If one VM crash-loops past the `guests` budget, `guests` escalates, the branch
-restarts it (empty) and then the recoverer, which starts a VmActor for every
-running domain again: no guest is lost or touched.
+One VM's actor that crash-loops is given up by `guests` (its own budget, see
+`hostvisor.supervision.supervisor`) and started again after a backoff; its guest
+keeps running and stays listed. If `guests` itself escalates (a burst across many
+VMs), the branch restarts it (empty) and then the recoverer, which starts a VmActor
+for every running domain again: no guest is lost or touched.
 """
 
 from __future__ import annotations
@@ -16,19 +18,36 @@ from typing import Any
 
 import pykka
 
-from hostvisor.actors.guest.board import Forget, Post, PostMany
+from hostvisor.actors.container.addresses import CONTAINER_GUESTS
+from hostvisor.actors.errors import NotFound
+from hostvisor.actors.guest.board import Forget, Post, PostMany, Settle
 from hostvisor.actors.guest.entry import VmEntry
 from hostvisor.actors.hypervisor.events import DomainLifecycle
 from hostvisor.actors.vm.actor import VmActor, VmServices
 from hostvisor.actors.vm.addresses import GUESTS_ID, VM_BOARD, VM_GUESTS, VMS, vm_path
 from hostvisor.actors.vm.domxml import DomainSpec
+from hostvisor.actors.vm.migrating import MigrationSlots
+from hostvisor.actors.vm.migrator import MigrationSettings
 from hostvisor.actors.vm.recovery import recover_vms
 from hostvisor.supervision.branches.context import TreeContext
-from hostvisor.supervision.spec import ChildSpec, Restart, Strategy, SupervisorFlags
+from hostvisor.supervision.spec import (
+    RESOURCE_CHILD_BUDGET,
+    ChildSpec,
+    Restart,
+    Strategy,
+    SupervisorFlags,
+)
 
-GUEST_FLAGS = SupervisorFlags(strategy=Strategy.ONE_FOR_ONE, intensity=10, period=10.0)
-"""Per-resource supervisors: one flapping VM must not take all VMs down with it quickly."""
-BRANCH_FLAGS = SupervisorFlags(strategy=Strategy.REST_FOR_ONE, intensity=10, period=10.0)
+GUEST_FLAGS = SupervisorFlags(
+    strategy=Strategy.ONE_FOR_ONE, intensity=20, period=10.0, per_child=RESOURCE_CHILD_BUDGET
+)
+"""A guest supervisor's: one crash-looping guest's actor is given up (and retried after
+a backoff) by its own budget, long before it could spend this one; 20 restarts in 10 s
+are a burst across several guests at once — a common cause — and escalate: the branch
+restarts and re-adopts every guest."""
+BRANCH_FLAGS = SupervisorFlags(strategy=Strategy.REST_FOR_ONE, intensity=5, period=30.0)
+"""The branch's: its guest supervisor escalating, or its recoverer crashing (libvirt
+unreachable), 5 times in 30 s; beyond that the root restarts the branch."""
 
 
 class VmsBranch:
@@ -37,13 +56,25 @@ class VmsBranch:
     def __init__(self, ctx: TreeContext) -> None:
         """Describe the branch of `ctx`; nothing starts here."""
         self.ctx = ctx
+        config = ctx.config
+        self.migration_slots = MigrationSlots(
+            outgoing=config.max_outgoing_migrations, incoming=config.max_incoming_migrations
+        )
         self.services = VmServices(
             connection=ctx.connection,
             publish=ctx.publish,
             board=self.tell_board,
+            migration=MigrationSettings(
+                peers=ctx.peers,
+                slots=self.migration_slots,
+                libvirt_tls=config.migration_over_tls,
+                allow_unsafe=config.migration_allow_unsafe,
+                monitor_interval=config.migration_monitor_interval,
+                incoming_timeout=config.migration_destination_timeout,
+            ),
         )
 
-    def tell_board(self, message: Post | PostMany | Forget) -> None:
+    def tell_board(self, message: Post | PostMany | Forget | Settle) -> None:
         """Tell the VM board a VM's entry (or to forget it); dropped if the board is down."""
         self.ctx.tell(VM_BOARD, message)
 
@@ -60,6 +91,7 @@ class VmsBranch:
         spec: DomainSpec,
         *,
         recover: bool = False,
+        incoming: bool = False,
         state: int | None = None,
         first_post: Callable[[VmEntry], None] | None = None,
     ) -> ChildSpec:
@@ -68,7 +100,9 @@ class VmsBranch:
         Transient: a VmActor that exits normally (destroyed) is not restarted; one
         that crashes is, and re-reads libvirt with `recover=True`. `state` is the
         domain's state as recovery read it: the first incarnation adopts with it,
-        and hands its first entry to `first_post` instead of the board.
+        and hands its first entry to `first_post` instead of the board. `incoming`:
+        the first incarnation waits for its guest to arrive by live migration (a
+        restarted one adopts whatever libvirt has).
         """
         config = self.ctx.config
         services = self.services
@@ -79,6 +113,7 @@ class VmsBranch:
                 spec=spec,
                 services=services,
                 recover=recover or link.incarnation > 1,
+                incoming=incoming and link.incarnation == 1,
                 state=state if link.incarnation == 1 else None,
                 first_post=first_post if link.incarnation == 1 else None,
                 powering_up=config.vm_powering_up_seconds,
@@ -106,7 +141,25 @@ class VmsBranch:
         )
         if entries:
             self.tell_board(PostMany(tuple(entries)))
+        self.tell_board(Settle(self.held()))
         return adopted
+
+    def held(self) -> frozenset[str]:
+        """Every VM id a guest supervisor holds now, running or not (no blocking).
+
+        After a recovery, a VM the board keeps as an orphan but no supervisor holds
+        was not found in libvirt: it is gone. Container VMs are kept by theirs; one
+        whose branch is restarting at this very moment drops off the listings until
+        its recoverer posts it again (milliseconds).
+        """
+        held: set[str] = set()
+        for guests in (VM_GUESTS, CONTAINER_GUESTS):
+            try:
+                children = self.ctx.registry.status(guests).children
+            except NotFound:
+                continue
+            held.update(path.rsplit("/", 1)[-1] for path in children)
+        return frozenset(held)
 
     def build(self) -> ChildSpec:
         """The branch: the VmActor supervisor, then its recoverer."""

@@ -78,6 +78,8 @@ key_file = {key}
 cert_file = {cert}
 ca_file = {ca}
 vm_powering_up_seconds = 0
+migration_libvirt_transport = tcp
+migration_allow_unsafe = true
 {extra}"""
 
 # libvirtd's private directories: the machine path each one is bind-mounted over.

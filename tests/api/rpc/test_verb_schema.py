@@ -3,6 +3,7 @@
 `data/schema_host_vm_network.json` is what `hostvisor schema` printed for these verbs
 before they were declared from typed handler signatures (issue 11): same methods,
 params (names, types, order, defaults, docs), results, errors and timeouts.
+Issue 14 moved VM.migrate out, to the migration verbs (api/rpc/migration_verbs.py).
 """
 
 from __future__ import annotations
