@@ -10,12 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hostvisor.actors.errors import InvalidArgument
+from hostvisor.api import malloc
+from hostvisor.api.admin import logs
+from hostvisor.api.admin.logs import LOG_FORMAT as LOG_FORMAT  # noqa: PLC0414 - re-export
 from hostvisor.api.embedded import offline_verb_table
 from hostvisor.api.server import check_config, serve
 from hostvisor.supervision.config import load_config
 
 EXIT_USAGE = 2
-LOG_FORMAT = "%(asctime)s %(levelname)s (%(threadName)s) [%(name)s] %(message)s"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state-dir", type=Path, help="override the state directory")
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     commands.add_parser("schema", help="print the API schema (every verb) as JSON")
+    console = commands.add_parser("console", help="the live actor console (admin socket)")
+    console.add_argument("--config", type=Path, help="the agent's INI file (for its state dir)")
+    console.add_argument("--state-dir", type=Path, help="the agent's state directory")
+    console.add_argument("--socket", type=Path, help="the admin socket (default: in the state dir)")
+    console.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    console.add_argument("--json", action="store_true", help="with --once: as JSON")
+    console.add_argument("--interval", type=float, default=1.0, help="refresh period (s)")
     return parser
 
 
@@ -37,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         schema = offline_verb_table().schema()
         print(json.dumps(schema, indent=4, sort_keys=True, default=str))  # noqa: T201
         return 0
+    if args.command == "console":
+        return console_main(args)
     try:
         level = args.log_level.upper() if args.log_level else None
         config = load_config(args.config, state_dir=args.state_dir, log_level=level)
@@ -44,8 +55,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidArgument as error:
         print(f"hostvisor: bad configuration: {error}", file=sys.stderr)  # noqa: T201
         return EXIT_USAGE
+    logs.install()
     logging.basicConfig(level=config.log_level, format=LOG_FORMAT, stream=sys.stderr)
+    malloc.tune()  # before the tree's threads: freed memory goes back to the kernel
     return serve(config)
+
+
+def console_main(args: argparse.Namespace) -> int:
+    """Run `hostvisor console`: the TUI, or with `--once` one snapshot on stdout."""
+    from hostvisor.api.admin.channel import socket_path  # noqa: PLC0415 - only this command
+    from hostvisor.api.admin.client import AdminClient, AdminError  # noqa: PLC0415
+
+    path = args.socket
+    if path is None:
+        try:
+            config = load_config(args.config, state_dir=args.state_dir)
+        except InvalidArgument as error:
+            print(f"hostvisor: bad configuration: {error}", file=sys.stderr)  # noqa: T201
+            return EXIT_USAGE
+        path = socket_path(config.state_dir)
+    if args.once:
+        try:
+            with AdminClient(path) as client:
+                snapshot = client.snapshot()
+        except (OSError, AdminError) as error:
+            print(f"hostvisor: no agent on {path}: {error}", file=sys.stderr)  # noqa: T201
+            return 1
+        if args.json:
+            print(json.dumps(snapshot, indent=2))  # noqa: T201
+        else:
+            for actor in snapshot["actors"]:
+                print(  # noqa: T201
+                    f"{actor['path']:<60} {actor['state']:<9} mb={actor['mailbox_depth']:<5} "
+                    f"handled={actor['messages_handled']:<8} restarts={actor['restarts']}"
+                )
+        return 0
+    from hostvisor.api.console.app import Channel, Console  # noqa: PLC0415 - textual is heavy
+
+    channel = Channel(path)
+    try:
+        Console(channel, interval=args.interval).run()
+    finally:
+        channel.close()
+    return 0
 
 
 if __name__ == "__main__":

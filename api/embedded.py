@@ -9,6 +9,7 @@ Test harnesses of every later issue start hosts this way.
 
 from __future__ import annotations
 
+import functools
 import time
 from types import TracebackType
 from typing import Any, Self
@@ -17,10 +18,17 @@ import pykka
 
 from hostvisor.actors.errors import StartFailed
 from hostvisor.actors.runtime import Runtime
+from hostvisor.api.admin import logs
+from hostvisor.api.admin.children import operator_children
 from hostvisor.api.client import Client, connect
 from hostvisor.api.front import FRONT, FRONT_ID, FrontProxy, RpcFront
+from hostvisor.api.http.images import ImageTransfers
+from hostvisor.api.metrics.recorder import ApiRecorder
+from hostvisor.api.peers import peer_connector
+from hostvisor.api.rpc.admin_verbs import AdminApi, admin_verbs
 from hostvisor.api.rpc.domain_verbs import domain_verbs
 from hostvisor.api.rpc.host_verbs import HostApi, host_verbs
+from hostvisor.api.rpc.migration_verbs import migration_verbs
 from hostvisor.api.rpc.network_verbs import NetworkApi, network_verbs
 from hostvisor.api.rpc.pool_verbs import pool_verbs
 from hostvisor.api.rpc.sdm_verbs import sdm_verbs
@@ -54,11 +62,17 @@ def verb_table(tree: HostTree) -> VerbTable:
         host_verbs(HostApi(tree.registry, confirm_connectivity=networks.confirm)),
         network_verbs(networks),
         vm_verbs(vms),
+        migration_verbs(
+            vms,
+            incoming_child=functools.partial(tree.vms.child, incoming=True),
+            slots=tree.vms.migration_slots,
+        ),
         pool_verbs(storage),
         domain_verbs(storage),
         volume_verbs(storage),
         sdm_verbs(storage),
         task_verbs(TaskApi(tree.registry)),
+        admin_verbs(AdminApi(tree.registry)),
     )
 
 
@@ -88,17 +102,24 @@ class EmbeddedHost:
             runtime=self.runtime,
             report_recovered=self.gate.report,
             subscribers=self._subscribers,
+            peers=peer_connector(config),
         )
         self.tree = HostTree(ctx)
         table = verb_table(self.tree)
+        # HTTP image upload and download on the API's port, as VDSM serves them.
+        transfers = ImageTransfers(StorageApi(self.registry).client, is_ready=self.gate.is_open)
         front = ChildSpec(
             id=FRONT_ID,
             start=lambda link: RpcFront.spawn(
-                link, config=config, table=table, is_ready=self.gate.is_open
+                link, config=config, table=table, is_ready=self.gate.is_open, http=transfers
             ),
         )
+        self.api_metrics = ApiRecorder()
+        """The API edge's counters, served by the metrics endpoint."""
+        operators = operator_children(config, self.registry, self.api_metrics)
+        logs.install()
         self.runner = TreeRunner(
-            self.tree.children(api_children=[front]),
+            self.tree.children(api_children=[front, *operators]),
             registry=self.registry,
             clock=clock,
             runtime=self.runtime,

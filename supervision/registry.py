@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pykka
 
-from hostvisor.actors.actor import ActorStats
+from hostvisor.actors.actor import LATENCY_BOUNDS, ActorStats
 from hostvisor.actors.errors import NotFound
 
 ROOT = "/"
@@ -57,6 +57,46 @@ class ActorStatus:
     restarts: RestartInfo
     parent: str | None
     children: tuple[str, ...]
+    skipped: int = 0
+    """Asks dropped unhandled because their asker had given up."""
+    busy_total_seconds: float = 0.0
+    """Time spent handling messages since this incarnation started."""
+    latency_counts: tuple[int, ...] = ()
+    """Messages handled per latency bucket (`LATENCY_BOUNDS`; the last: longer)."""
+
+    @property
+    def latency_p50(self) -> float | None:
+        """Median handling time (seconds, from the buckets); None before any message."""
+        return latency_quantile(self.latency_counts, 0.5)
+
+    @property
+    def latency_p99(self) -> float | None:
+        """99th percentile handling time (seconds, from the buckets); None before any."""
+        return latency_quantile(self.latency_counts, 0.99)
+
+
+def latency_quantile(counts: Sequence[int], q: float) -> float | None:
+    """Estimate the `q` quantile from bucket counts, as Prometheus' histogram_quantile.
+
+    Interpolates linearly inside the bucket the quantile falls in (its lower bound is
+    the previous bucket's upper bound, 0 for the first); a quantile in the overflow
+    bucket is reported as the last bound. None when nothing was counted.
+    """
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    lower = 0.0
+    for index, count in enumerate(counts):
+        if index >= len(LATENCY_BOUNDS):
+            return LATENCY_BOUNDS[-1]
+        upper = LATENCY_BOUNDS[index]
+        if count and seen + count >= rank:
+            return lower + (upper - lower) * (rank - seen) / count
+        seen += count
+        lower = upper
+    return LATENCY_BOUNDS[-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +189,9 @@ class Registry:
             restarts=entry.restarts,
             parent=entry.parent,
             children=stats.children,
+            skipped=stats.skipped,
+            busy_total_seconds=stats.busy_total_seconds,
+            latency_counts=tuple(stats.latency_counts),
         )
 
     def snapshot(self, root: str = ROOT) -> tuple[ActorStatus, ...]:

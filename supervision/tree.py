@@ -7,6 +7,7 @@
     ├── containers (rest_for_one)  guests (dynamic), recoverer         branches/containers.py
     ├── storage (rest_for_one)     connections, pool, tasks, domains, recoverer  branches/storage.py
     ├── networks (rest_for_one)    nets (dynamic), monitor, netconf, recoverer
+    ├── admin (one_for_one)        memory (MOM's policy, KSM), devices, fencer  branches/admin.py
     └── api (rest_for_one)         given by the API layer; opens last
 
 Start in this order, stop in reverse: the API closes first and the hypervisor
@@ -29,7 +30,7 @@ from hostvisor.actors.container.addresses import CONTAINERS
 from hostvisor.actors.network.addresses import NETWORKS
 from hostvisor.actors.storage.addresses import STORAGE
 from hostvisor.actors.vm.addresses import VMS
-from hostvisor.supervision.branches import hosts, infra
+from hostvisor.supervision.branches import admin, hosts, infra
 from hostvisor.supervision.branches.containers import ContainersBranch
 from hostvisor.supervision.branches.context import TreeContext
 from hostvisor.supervision.branches.networks import NetworksBranch
@@ -89,5 +90,6 @@ class HostTree:
             self.containers.build(),
             self.storage.build(),
             self.networks.build(),
+            admin.build(ctx),
             ctx.branch("api", API_FLAGS, api_children),
         )

@@ -53,8 +53,13 @@ def test_the_embedded_host_runs_the_tree_of_the_design(tmp_path: Path, embed_roo
             "networks/monitor",
             "networks/netconf",
             "networks/recoverer",
+            "admin",
+            "admin/memory",
+            "admin/devices",
+            "admin/fencer",
             "api",
             "api/front",
+            "api/admin",
         ]
         hypervisor = host.registry.lookup("infra/hypervisor").proxy()
         assert hypervisor.connection().get(timeout=5).isAlive()

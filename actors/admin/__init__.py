@@ -1,0 +1,1 @@
+"""Host administration: the memory policy (MOM's job), host devices, fencing, LLDP."""

@@ -1,0 +1,1 @@
+"""`hostvisor console`: a terminal UI on the admin channel."""

@@ -1,0 +1,1 @@
+"""Prometheus metrics: host, VMs, containers, actors and the API."""
