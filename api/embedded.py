@@ -108,14 +108,19 @@ class EmbeddedHost:
         table = verb_table(self.tree)
         # HTTP image upload and download on the API's port, as VDSM serves them.
         transfers = ImageTransfers(StorageApi(self.registry).client, is_ready=self.gate.is_open)
+        self.api_metrics = ApiRecorder()
+        """The API edge's counters, served by the metrics endpoint."""
         front = ChildSpec(
             id=FRONT_ID,
             start=lambda link: RpcFront.spawn(
-                link, config=config, table=table, is_ready=self.gate.is_open, http=transfers
+                link,
+                config=config,
+                table=table,
+                is_ready=self.gate.is_open,
+                http=transfers,
+                recorder=self.api_metrics,
             ),
         )
-        self.api_metrics = ApiRecorder()
-        """The API edge's counters, served by the metrics endpoint."""
         operators = operator_children(config, self.registry, self.api_metrics)
         logs.install()
         self.runner = TreeRunner(

@@ -40,6 +40,7 @@ from hostvisor.actors.actor import Actor, call
 from hostvisor.actors.errors import InvalidArgument
 from hostvisor.actors.events import Publish
 from hostvisor.api.http.detect import HttpHandler
+from hostvisor.api.metrics.recorder import ApiRecorder
 from hostvisor.api.rpc import codec
 from hostvisor.api.rpc.dispatch import Dispatcher
 from hostvisor.api.rpc.verbs import VerbTable
@@ -66,6 +67,7 @@ class RpcFront(Actor):
         table: the verbs served.
         is_ready: whether the host has recovered (until then: code 99).
         http: serves HTTP image transfers on the same port (api/http/), if given.
+        recorder: counts requests and connections for the metrics, if given.
     """
 
     def __init__(
@@ -75,13 +77,15 @@ class RpcFront(Actor):
         table: VerbTable,
         is_ready: Callable[[], bool],
         http: HttpHandler | None = None,
+        recorder: ApiRecorder | None = None,
     ) -> None:
         """Prepare; bind in `on_start`."""
         super().__init__()
         self._config = config
         self._http = http
+        self._recorder = recorder
         self._is_ready = is_ready
-        self._dispatcher = Dispatcher(table, is_ready=is_ready)
+        self._dispatcher = Dispatcher(table, is_ready=is_ready, recorder=recorder)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: StompServer | None = None
@@ -112,6 +116,7 @@ class RpcFront(Actor):
             ),
             ssl_context=context,
             http=self._http,
+            connections=self._recorder,
         )
         listening = asyncio.run_coroutine_threadsafe(
             self._server.listen(config.management_ip, config.management_port), loop

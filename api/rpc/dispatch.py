@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import pykka
 
@@ -79,6 +79,13 @@ class Body(NamedTuple):
         return len(self.elements)
 
 
+class RequestRecorder(Protocol):
+    """Counts answered requests (the metrics' `ApiRecorder`). Loop thread; never raises."""
+
+    def request(self, method: str, code: int | None, seconds: float) -> None:
+        """Count one request of `method` answered with error `code` (None: a result)."""
+
+
 class Dispatcher:
     """Serves the verbs of `table`. Its coroutines run on one asyncio loop."""
 
@@ -89,8 +96,10 @@ class Dispatcher:
         is_ready: Callable[[], bool],
         max_batch: int = codec.MAX_BATCH,
         batch_concurrency: int = BATCH_CONCURRENCY,
+        recorder: RequestRecorder | None = None,
     ) -> None:
-        """Serve `table`; gate every gated verb on `is_ready()`."""
+        """Serve `table`; gate every gated verb on `is_ready()`; count in `recorder`."""
+        self.recorder = recorder
         self.table = table
         self._verbs = table.verbs
         self._is_ready = is_ready
@@ -186,10 +195,11 @@ class Dispatcher:
         actor late.
         """
         origin = origin or Origin()
+        received = time.monotonic() if received is None else received
         started = self._start(request, origin, received)
         if isinstance(started, dict):
-            return started
-        return await self._settle(request, origin, *started)
+            return self._observed(request, started, received)
+        return self._observed(request, await self._settle(request, origin, *started), received)
 
     def answer_now(self, body: Body, origin: Origin) -> bytes | Coroutine[Any, Any, Any] | None:
         """Answer `body` at once if that needs no waiting (loop thread; never raises).
@@ -213,14 +223,31 @@ class Dispatcher:
             message = codec.standard_message(codec.INTERNAL_ERROR)
             started = codec.error(element.id, codec.INTERNAL_ERROR, message)
         if isinstance(started, dict):
+            self._observed(element, started, body.received)
             return None if element.notification else codec.encode_responses([started])
-        return self._finish(element, origin, started)
+        return self._finish(element, origin, started, body.received)
 
     async def _finish(
-        self, request: codec.Request, origin: Origin, started: tuple[Verb, Any, float]
+        self,
+        request: codec.Request,
+        origin: Origin,
+        started: tuple[Verb, Any, float],
+        received: float,
     ) -> bytes | None:
         response = await self._settle(request, origin, *started)
+        self._observed(request, response, received)
         return None if request.notification else codec.encode_responses([response])
+
+    def _observed(
+        self, request: codec.Request, response: dict[str, Any], received: float
+    ) -> dict[str, Any]:
+        """Count `response` in the recorder, if any; return it."""
+        recorder = self.recorder
+        if recorder is not None:
+            error = response.get("error")
+            code = None if error is None else int(error.get("code", codec.INTERNAL_ERROR))
+            recorder.request(request.method, code, time.monotonic() - received)
+        return response
 
     def _start(  # noqa: PLR0911 - one flat path per request (hot); each failure returns
         self, request: codec.Request, origin: Origin, received: float | None

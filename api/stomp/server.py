@@ -53,6 +53,16 @@ class RequestHandler(Protocol):
         """Answer every request of a body with an error, running none. Never raises."""
 
 
+class ConnectionCounter(Protocol):
+    """Counts connections (the metrics' `ApiRecorder`). Never blocks long, never raises."""
+
+    def connection_opened(self) -> None:
+        """A connection was accepted (and its TLS handshake done)."""
+
+    def connection_closed(self) -> None:
+        """That connection ended."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerSettings:
     """Tunables of the STOMP server."""
@@ -132,13 +142,16 @@ class StompServer:
         ssl_context: ssl.SSLContext | None = None,
         refusals: RefusalLog | None = None,
         http: HttpHandler | None = None,
+        connections: ConnectionCounter | None = None,
     ) -> None:
         """Serve request bodies with `handler`; TLS when `ssl_context` is given.
 
         `refusals` logs refused TLS handshakes (default: 10 lines per 10 s).
         `http` serves connections that open with an HTTP request (VDSM's image
         transfers); without it they are closed like any other non-STOMP peer.
+        `connections` counts the connections served (the metrics), if given.
         """
+        self.counter = connections
         self.handler = handler
         self.settings = settings or ServerSettings()
         self.ssl_context = ssl_context
@@ -199,11 +212,16 @@ class StompServer:
             return
         connection = StompConnection(self, reader, writer)
         self.connections.add(connection)
+        counter = self.counter
+        if counter is not None:
+            counter.connection_opened()
         try:
             await connection.serve()
         finally:
             self.connections.discard(connection)
             self.forget(connection)
+            if counter is not None:
+                counter.connection_closed()
 
     async def _handshake(self, writer: asyncio.StreamWriter, context: ssl.SSLContext) -> bool:
         """Run the server side of TLS on an accepted stream (loop thread).

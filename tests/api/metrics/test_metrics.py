@@ -173,3 +173,25 @@ def test_the_api_recorder_caps_method_names() -> None:
     assert len(figures.calls) == MAX_METHODS + 1
     assert figures.calls[OTHER] == 50
     assert sum(figures.latency_counts) == MAX_METHODS + 50
+
+
+def test_real_calls_are_counted_by_verb_code_and_connection(host: EmbeddedHost) -> None:
+    before = host.api_metrics.figures()
+    unknown = "0d4f6b0e-28a4-4c0f-8a43-1f1e0d1b9a77"
+    with host.client() as cli:
+        during = host.api_metrics.figures()
+        for _ in range(3):
+            cli.Host.ping()  # answered in the read callback (answer_now)
+        cli.Host.getAllVmStats()  # answered after an actor's reply
+        with pytest.raises(Exception, match="does not exist"):
+            cli.VM.getStats(vmID=unknown)
+    after = host.api_metrics.figures()
+    assert after.calls["Host.ping"] - before.calls.get("Host.ping", 0) == 3
+    assert after.calls["Host.getAllVmStats"] - before.calls.get("Host.getAllVmStats", 0) == 1
+    assert after.errors[("VM.getStats", 1)] - before.errors.get(("VM.getStats", 1), 0) == 1
+    assert during.connections_total == before.connections_total + 1
+    wait_for(
+        lambda: host.api_metrics.figures().connections_open == before.connections_open,
+        5,
+        "the closed connection to be counted",
+    )
