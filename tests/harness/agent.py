@@ -54,6 +54,12 @@ class Agent:
         self.runs.append(daemon)
         return daemon
 
+    def start_ready(self, env: dict[str, str] | None = None, timeout: float = 60.0) -> Daemon:
+        """Start the agent; return once it answers Host.ping (failing early if it exits)."""
+        daemon = self.start(env)
+        daemon.wait_ready(lambda: self.call("Host.ping")[0] == "ok", timeout=timeout)
+        return daemon
+
     def call(self, method: str, **params: Any) -> tuple[str, Any]:
         """One call on a new connection: ("ok", result), ("error", code) or ("down", why)."""
         try:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from harness.agent import Agent
 from harness.components import need
 from hostvisor.actors.storage.filedomain import FileDomain
 from hostvisor.actors.storage.model import DomainClass, DomainType
@@ -39,3 +41,13 @@ def domain(root: Path, qemu_img: str) -> FileDomain:
         domain_class=DomainClass.DATA,
         remote_path=str(root),
     )
+
+
+@pytest.fixture
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    """A `hostvisor serve` on its own state directory, stopped by pid after the test."""
+    running = Agent(tmp_path_factory.mktemp("agent"))
+    try:
+        yield running
+    finally:
+        running.stop_all()

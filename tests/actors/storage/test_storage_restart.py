@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +24,6 @@ from harness.waiting import wait_for
 from hostvisor.api.client import ServerError, connect
 
 NOT_LEGAL_CHAIN = 262
-
-
-@pytest.fixture
-def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
-    running = Agent(tmp_path_factory.mktemp("sto"))
-    try:
-        yield running
-    finally:
-        running.stop_all()
-
-
-def _up(agent: Agent, env: dict[str, str] | None = None) -> Any:
-    daemon = agent.start(env)
-    daemon.wait_ready(lambda: agent.call("Host.ping")[0] == "ok", timeout=60)
-    return daemon
 
 
 def _kill9(daemon: Any) -> None:
@@ -92,7 +76,7 @@ def test_pool_domains_and_volumes_survive_kill_9(agent: Agent, tmp_path: Path):
     directory = tmp_path / "sd"
     directory.mkdir()
     dc = DataCenter({"id": new_id(), "connection": str(directory)}, LOCALFS)
-    first = _up(agent)
+    first = agent.start_ready()
     img, base, top = new_id(), new_id(), new_id()
     with connect("127.0.0.1", agent.port, timeout=60) as cli:
         dc.setup(cli)
@@ -101,7 +85,7 @@ def test_pool_domains_and_volumes_survive_kill_9(agent: Agent, tmp_path: Path):
         before = _report(cli, dc, {base: img, top: img})
     _kill9(first)
 
-    _up(agent)
+    agent.start_ready()
     with connect("127.0.0.1", agent.port, timeout=60) as cli:
         assert _report(cli, dc, {base: img, top: img}) == before
         assert cli.StoragePool.getSpmStatus(storagepoolID=dc.sp)["spmStatus"] == "Free"
@@ -122,7 +106,7 @@ def test_a_volume_killed_mid_create_is_illegal_after_restart(agent: Agent, tmp_p
     directory = tmp_path / "sd"
     directory.mkdir()
     dc = DataCenter({"id": new_id(), "connection": str(directory)}, LOCALFS)
-    first = _up(agent, env=_gated_qemu_img(tmp_path))
+    first = agent.start_ready(env=_gated_qemu_img(tmp_path))
     img, vol = new_id(), new_id()
     with connect("127.0.0.1", agent.port, timeout=60) as cli:
         dc.setup(cli)
@@ -144,7 +128,7 @@ def test_a_volume_killed_mid_create_is_illegal_after_restart(agent: Agent, tmp_p
     for process in held:  # the agent's own child, by its pid
         process.kill()
 
-    _up(agent)
+    agent.start_ready()
     with connect("127.0.0.1", agent.port, timeout=60) as cli:
         info = cli.Volume.getInfo(**dc.ids(img, vol))
         assert (info["legality"], info["status"]) == ("ILLEGAL", "ILLEGAL")

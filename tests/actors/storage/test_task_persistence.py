@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +28,6 @@ from hostvisor.api.client import ServerError, connect
 
 ABORTED = 411
 UNKNOWN_TASK = 401
-
-
-@pytest.fixture
-def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
-    running = Agent(tmp_path_factory.mktemp("tasks"))
-    try:
-        yield running
-    finally:
-        running.stop_all()
-
-
-def _up(agent: Agent, env: dict[str, str] | None = None) -> Any:
-    daemon = agent.start(env)
-    daemon.wait_ready(lambda: agent.call("Host.ping")[0] == "ok", timeout=60)
-    return daemon
 
 
 def _gate(directory: Path) -> tuple[Path, dict[str, str]]:
@@ -76,7 +60,7 @@ def test_an_spm_task_killed_mid_way_is_reported_with_its_true_state(agent: Agent
     directory.mkdir()
     dc = DataCenter({"id": new_id(), "connection": str(directory)}, LOCALFS)
     gate, env = _gate(tmp_path)
-    first = _up(agent, env=env)
+    first = agent.start_ready(env=env)
     tasks = directory / dc.sd / "master" / "tasks"
     img = new_id()
     done_vol, held_vol = new_id(), new_id()
@@ -121,7 +105,7 @@ def test_an_spm_task_killed_mid_way_is_reported_with_its_true_state(agent: Agent
     for process in held:
         process.kill()
 
-    _up(agent)
+    agent.start_ready()
     with connect("127.0.0.1", agent.port, timeout=60) as cli:
         # Not SPM after the kill: as VDSM, the tasks come back with the SPM role.
         assert cli.StoragePool.getSpmStatus(storagepoolID=dc.sp)["spmStatus"] == "Free"
