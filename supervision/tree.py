@@ -90,6 +90,6 @@ class HostTree:
             self.containers.build(),
             self.storage.build(),
             self.networks.build(),
-            admin.build(ctx),
+            admin.build(ctx, set_balloon=admin.tell_balloon(ctx)),
             ctx.branch("api", API_FLAGS, api_children),
         )

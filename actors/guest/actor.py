@@ -41,9 +41,13 @@ log = logging.getLogger(__name__)
 MIGRATION_METHODS = frozenset({"migrate", "migrate_cancel", "migration_status"})
 """The VM actor methods behind the migration verbs (a container VM does not migrate)."""
 
+BALLOON_METHODS = frozenset({"set_balloon_target"})
+"""The VM actor methods behind the balloon verbs (a container VM has no balloon)."""
+
 UNSUPPORTED_VERBS = frozenset(
     {"migrate", "snapshot", "hotplugDisk", "hotunplugDisk", "hotplugNic", "hotunplugNic"}
     | MIGRATION_METHODS
+    | BALLOON_METHODS
 )
 """VM verbs the API sends to a guest's actor that no runtime here implements yet."""
 

@@ -8,7 +8,7 @@ value, and the actor keeps answering meanwhile. As messages:
 
     Sample (every sample_interval) --(worker: CPU counters, /proc, /sys, network)-->
         the stats body is kept (the window is the last sample)
-    stats()         --(worker: netConfigDirty, VM counts)--> last body + those + times
+    stats()         --(worker: netConfigDirty, VM counts, momStatus)--> last body + those + times
         StatsDeadline (STATS_DEADLINE s later): answer with the last known ones;
         one read at a time, coalesced as below
     capabilities()  --(worker: libvirt, dpkg, docker ping, network)--> answer
@@ -44,6 +44,7 @@ from hostvisor.actors.host.facts import HostFacts, read_facts
 from hostvisor.actors.host.hardware import hardware_info
 from hostvisor.actors.host.netinfo import interface_stats, network_caps
 from hostvisor.actors.host.stats import (
+    MOM_STATUS,
     HostSample,
     date_time,
     disk_paths,
@@ -59,13 +60,18 @@ __all__ = ["HostActor", "HostFacts", "HostNetwork", "Sample", "StatsDeadline"]
 
 FIRST_SAMPLE_DELAY = 1.0
 STATS_DEADLINE = 1.0
-"""Seconds getStats waits for netConfigDirty and the VM counts before using the last known."""
+"""Seconds getStats waits for netConfigDirty, the VM counts and momStatus before using the
+last known."""
 SOFTWARE_VERSION = "4.50.7"
 """The VDSM API level Hostvisor speaks (reference/vdsm-wire.md, API version 4.50.7)."""
 
 
 def _clean() -> bool:
     return False
+
+
+def _no_mom() -> str:
+    return MOM_STATUS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +116,7 @@ class _Fresh:
 
     dirty: bool = False
     counts: Mapping[str, int] = field(default_factory=dict)
+    mom: str = MOM_STATUS
 
 
 @dataclass(slots=True)
@@ -129,9 +136,11 @@ class HostActor(Actor):
         sample_interval: seconds between statistics samples.
         vm_counts: returns VM counters for getStats (vmCount, vmActive, ...).
         network: reads the managed namespace's networks (default: this process's own).
+        mom_status: returns getStats' `momStatus`, "active" or "inactive" (may block
+            briefly: called on a worker with the other fresh fields).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the host's collaborators and settings
         self,
         *,
         state_dir: Path,
@@ -140,6 +149,7 @@ class HostActor(Actor):
         sample_interval: float = 15.0,
         vm_counts: Callable[[], Mapping[str, int]] = dict,
         network: HostNetwork | None = None,
+        mom_status: Callable[[], str] = _no_mom,
     ) -> None:
         """Remember collaborators; read the machine in `on_start`."""
         super().__init__()
@@ -149,6 +159,7 @@ class HostActor(Actor):
         self._sample_interval = sample_interval
         self._vm_counts = vm_counts
         self._network = network or HostNetwork()
+        self._mom_status = mom_status
         self._disks = disk_paths(state_dir)
         self._facts: HostFacts | None = None
         self._started_at = 0.0
@@ -280,10 +291,10 @@ class HostActor(Actor):
     def _read_fresh(self, asks: list[int]) -> None:
         """Read netConfigDirty and the VM counts on a worker for `asks` (actor thread)."""
         self._fresh_reading = asks
-        network, vm_counts = self._network, self._vm_counts
+        network, vm_counts, mom_status = self._network, self._vm_counts, self._mom_status
 
         def read() -> _Fresh:
-            return _Fresh(dirty=network.dirty(), counts=dict(vm_counts()))
+            return _Fresh(dirty=network.dirty(), counts=dict(vm_counts()), mom=mom_status())
 
         self.run_off(read, self._fresh_read, name="stats")
 
@@ -324,6 +335,7 @@ class HostActor(Actor):
             elapsedTime=f"{int(self.uptime()):.2f}",
             dateTime=date_time(self.clock.time()),
             netConfigDirty=str(pending.fresh.dirty),
+            momStatus=pending.fresh.mom,
         )
         pending.reply.set(answer)
 

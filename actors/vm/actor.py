@@ -7,8 +7,10 @@ call that reaches QEMU runs on the work facility (`GuestActor.operation`) and co
 back as a message, so a VM whose QEMU is frozen still answers status and stats, and
 only its own operations time out.
 
-Operations (`pause`, `cont`, `reset`, `shutdown`, `destroy`) return at once with a
-future that settles when libvirt has done the work; the API awaits that future. An
+Operations (`pause`, `cont`, `reset`, `shutdown`, `destroy`, `set_balloon_target`)
+return at once with a future that settles when libvirt has done the work; the API
+awaits that future. The memory policy tells `SetBalloonTarget` instead (it never
+waits): the same operation, its failure logged. An
 operation still running past its timeout makes the VM report monitorResponse -1,
 as a sample that did not come back does.
 
@@ -29,6 +31,7 @@ VMs.
 from __future__ import annotations
 
 import logging
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -36,8 +39,9 @@ from typing import Any, ClassVar
 import libvirt
 
 from hostvisor.actors.actor import CallbackFuture
-from hostvisor.actors.errors import HostvisorError
+from hostvisor.actors.errors import HostvisorError, InvalidArgument
 from hostvisor.actors.guest.actor import (
+    BALLOON_METHODS,
     MIGRATION_METHODS,
     UNSUPPORTED_VERBS,
     ActorGone,
@@ -50,6 +54,7 @@ from hostvisor.actors.guest.model import Publish, TellBoard, no_board
 from hostvisor.actors.guest.status import Exit, ExitReason, PauseCode, VmStatus
 from hostvisor.actors.hypervisor.events import DomainLifecycle
 from hostvisor.actors.vm import domxml, guestagent, hostpaths, reported
+from hostvisor.actors.vm.errors import BalloonError, NoSuchVm
 from hostvisor.actors.vm.lifecycle import pause_code, status_of_state, stopped_exit
 from hostvisor.actors.vm.migrating import MigrationSlots, no_peers
 from hostvisor.actors.vm.migrator import (
@@ -59,7 +64,7 @@ from hostvisor.actors.vm.migrator import (
     Migrator,
 )
 from hostvisor.actors.vm.sampling import BulkSample
-from hostvisor.actors.vm.stats import VmSample, vm_stats
+from hostvisor.actors.vm.stats import BalloonConfig, VmSample, vm_stats
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,7 @@ __all__ = [
     "ActorGone",
     "AgentPolling",
     "PoweringUpOver",
+    "SetBalloonTarget",
     "ShutdownTimedOut",
     "StatsSample",
     "VmActor",
@@ -95,6 +101,13 @@ class VmServices:
 @dataclass(frozen=True, slots=True)
 class PollGuestAgent:
     """Tell (from a timer): ask the guest's qemu agent for its facts."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetBalloonTarget:
+    """Tell (from the memory policy): set the balloon target; a failure is only logged."""
+
+    target_kib: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +167,8 @@ class VmActor(GuestActor, Migrator):
         agent: how the guest's qemu agent is polled (`AgentPolling`).
     """
 
-    UNSUPPORTED: ClassVar[frozenset[str]] = UNSUPPORTED_VERBS - MIGRATION_METHODS
-    """What a libvirt VM does not do yet (it migrates)."""
+    UNSUPPORTED: ClassVar[frozenset[str]] = UNSUPPORTED_VERBS - MIGRATION_METHODS - BALLOON_METHODS
+    """What a libvirt VM does not do yet (it migrates and balloons)."""
 
     def __init__(  # noqa: PLR0913 - the collaborators and settings of one VM
         self,
@@ -199,6 +212,9 @@ class VmActor(GuestActor, Migrator):
         self._reported = reported.Reported()  # read in on_start, off the spawner's thread
         self._launching = False  # createXML in flight: status events wait for it
         self._pending: VmStatus | None = None  # the status libvirt gave meanwhile
+        self._balloon_target: int | None = None  # the last target set (None: the current size)
+        self._balloon_of: str | None = None  # the XML `_balloon_device` was read from
+        self._balloon_device = False
 
     # -- life ---------------------------------------------------------------------------
 
@@ -320,6 +336,8 @@ class VmActor(GuestActor, Migrator):
                 self._on_migration_tick(message)
             case IncomingTimedOut():
                 self._incoming_timed_out()
+            case SetBalloonTarget(target):
+                self._told_balloon_target(target)
             case _:
                 return super().on_receive(message)
         return None
@@ -371,7 +389,8 @@ class VmActor(GuestActor, Migrator):
             self.guest.unresponsive()
             return
         current = VmSample(taken_at=sample.taken_at, record=record)
-        figures = vm_stats(current, self._last_sample)
+        balloon = BalloonConfig(enabled=self._has_balloon(), target_kib=self._balloon_target)
+        figures = vm_stats(current, self._last_sample, balloon=balloon)
         # Whether the CPU figures come from two samples. VDSM's schema says a boolean;
         # VDSM's code sends it through convertToStr (vmstats.translate): "True"/"False".
         figures["cpuActual"] = str(_cpu_measured(self._last_sample, current))
@@ -430,6 +449,72 @@ class VmActor(GuestActor, Migrator):
     def _destroyed(self) -> None:
         if not self.guest.down:
             self.guest.go_down(Exit.of(ExitReason.ADMIN_SHUTDOWN))
+
+    # -- the balloon ----------------------------------------------------------------------
+
+    def set_balloon_target(self, target_kib: int) -> CallbackFuture:
+        """Set the guest's balloon target to `target_kib` KiB (VDSM's `setBalloonTarget`).
+
+        As VDSM: a VM whose XML has no balloon (`<memballoon model='none'>`, or
+        none at all) succeeds doing nothing; otherwise libvirt sets the live
+        memory (`setMemoryFlags(..., AFFECT_LIVE)`, on a worker) and VM stats'
+        `balloonInfo.balloon_target` reports the target from the next sample on.
+
+        Raises:
+            InvalidArgument: `target_kib` is not a non-negative integer.
+            BalloonError (through the future too): the VM is not running, or
+                libvirt refused the target.
+            NoSuchVm (through the future): libvirt has no such domain.
+        """
+        if not isinstance(target_kib, int) or isinstance(target_kib, bool) or target_kib < 0:
+            raise InvalidArgument(
+                vmId=self.spec.vm_id, target=target_kib, reason="not a whole number of KiB >= 0"
+            )
+        if not self._has_balloon():
+            done = CallbackFuture()
+            done.set(None)
+            return done
+        if self.guest.down or self.guest.status is VmStatus.WAIT_FOR_LAUNCH:
+            raise BalloonError(vmId=self.spec.vm_id, status=self.guest.status.value)
+        vm_id, connection = self.spec.vm_id, self._connection
+
+        def set_memory() -> int:
+            try:
+                domain = connection().lookupByUUIDString(vm_id)
+                domain.setMemoryFlags(target_kib, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            except libvirt.libvirtError as error:
+                if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    raise NoSuchVm(vmId=vm_id) from None
+                raise BalloonError(vmId=vm_id, reason=str(error)) from None
+            return target_kib
+
+        def set_target(target: int) -> None:
+            self._balloon_target = target
+
+        return self.operation("setBalloonTarget", set_memory, then=set_target)
+
+    def _told_balloon_target(self, target_kib: int) -> None:
+        vm_id = self.spec.vm_id
+        try:
+            future = self.set_balloon_target(target_kib)
+        except HostvisorError as error:
+            log.warning("VM %s: balloon target %s not set: %s", vm_id, target_kib, error)
+            return
+
+        def settled(done: CallbackFuture) -> None:
+            try:
+                done.get(timeout=0)
+            except HostvisorError as error:
+                log.warning("VM %s: balloon target %s not set: %s", vm_id, target_kib, error)
+
+        future.add_done_callback(settled)
+
+    def _has_balloon(self) -> bool:
+        """Whether the domain XML has a balloon device (read once per XML)."""
+        xml = self.guest.xml
+        if self._balloon_of is not xml:
+            self._balloon_of, self._balloon_device = xml, _balloon_device(xml)
+        return self._balloon_device
 
     # -- the guest agent ------------------------------------------------------------------
 
@@ -535,6 +620,15 @@ def _cpu_measured(previous: VmSample | None, current: VmSample) -> bool:
         and current.taken_at > previous.taken_at
         and all(key in sample.record for sample in (previous, current) for key in _CPU_KEYS)
     )
+
+
+def _balloon_device(xml: str) -> bool:
+    """Whether a domain XML has a balloon device (a `<memballoon>` whose model is not none)."""
+    try:
+        device = ET.fromstring(xml).find("devices/memballoon")  # noqa: S314 - libvirt's own XML
+    except ET.ParseError:
+        return False
+    return device is not None and device.get("model") != "none"
 
 
 def _live_spec(domain: Any) -> domxml.DomainSpec | None:

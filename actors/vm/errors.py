@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hostvisor.actors.errors import AlreadyExists, CallerError, NotFound
+from hostvisor.actors.errors import AlreadyExists, CallerError, HostvisorError, NotFound
 from hostvisor.actors.guest.errors import UnsupportedOperation, VmIsDown, VmOperationFailed
 
 __all__ = [
@@ -34,3 +34,10 @@ class VmCreateError(CallerError):
 
     code = 9
     message = "Error creating the requested VM"
+
+
+class BalloonError(HostvisorError):
+    """libvirt did not set the balloon target, or the VM does not run (VDSM's code 53)."""
+
+    code = 53
+    message = "Balloon operation is not available"

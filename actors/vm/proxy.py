@@ -8,8 +8,9 @@ mypy, not a client. Read a future with a timeout, or await it on the API loop
 (`hostvisor.api.rpc.bridge.settled`). Asks to a dead actor fail with
 `pykka.ActorDeadError` when the future is read.
 
-An operation (`pause`, `cont`, `reset`, `shutdown`, `destroy`) answers with a second
-future, which settles once libvirt has done the work: await both.
+An operation (`pause`, `cont`, `reset`, `shutdown`, `destroy`, `set_balloon_target`)
+answers with a second future, which settles once libvirt has done the work: await
+both.
 """
 
 from __future__ import annotations
@@ -92,6 +93,14 @@ class VmProxy:
     def destroy(self) -> pykka.Future[Operation]:
         """Kill the guest if it runs (idempotent)."""
         return call(self.ref, "destroy")
+
+    def set_balloon_target(self, target_kib: int) -> pykka.Future[Operation]:
+        """Set the guest's balloon target, KiB.
+
+        Raises (in the futures) InvalidArgument, BalloonError, NoSuchVm; a
+        container VM's actor answers UnsupportedOperation (75).
+        """
+        return call(self.ref, "set_balloon_target", target_kib)
 
     def migrate(self, params: Mapping[str, Any]) -> pykka.Future[None]:
         """Start migrating the VM as the Engine's `params` say (returns once started)."""

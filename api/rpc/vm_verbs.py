@@ -40,13 +40,26 @@ import pykka
 
 from hostvisor.actors.container.addresses import CONTAINER_GUESTS, CONTAINERS, container_path
 from hostvisor.actors.container.proxy import ContainerProxy
-from hostvisor.actors.errors import ActorCrashed, AlreadyExists, NotFound, Recovering, Unavailable
+from hostvisor.actors.errors import (
+    ActorCrashed,
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    Recovering,
+    Unavailable,
+)
 from hostvisor.actors.guest.board import Drop
 from hostvisor.actors.recovery import RECOVERER_ID, recovering
 from hostvisor.actors.vm import domxml
 from hostvisor.actors.vm.addresses import VM_BOARD, VM_GUESTS, VMS, vm_path
 from hostvisor.actors.vm.disks import DiskVolume, PreparedDisk, disk_volumes, with_disk_paths
-from hostvisor.actors.vm.errors import NoSuchVm, UnsupportedOperation, VmCreateError, VmExists
+from hostvisor.actors.vm.errors import (
+    BalloonError,
+    NoSuchVm,
+    UnsupportedOperation,
+    VmCreateError,
+    VmExists,
+)
 from hostvisor.actors.vm.proxy import Operation, Rendering, UnsupportedVerb, VmBoardProxy, VmProxy
 from hostvisor.api.rpc.bridge import settled
 from hostvisor.api.rpc.declare import Arg, verb, verbs_of
@@ -387,6 +400,26 @@ class VmHandlers:
         """Reset the VM."""
         await self.operate(vm_id, VmProxy.reset)
         return True
+
+    @verb(
+        "VM",
+        "setBalloonTarget",
+        returns="Status",
+        errors=(NoSuchVm, BalloonError, InvalidArgument, UnsupportedOperation),
+        timeout=_operation_timeout,
+    )
+    async def set_balloon_target(
+        self,
+        *,
+        vm_id: VmId,
+        target: Annotated[int, Arg("the guest's memory target, KiB")],
+    ) -> dict[str, Any]:
+        """Set the guest's balloon target (live); a VM without a balloon does nothing.
+
+        A container VM answers code 75.
+        """
+        await self.operate(vm_id, lambda vm: vm.set_balloon_target(target))
+        return {"code": 0, "message": "Done"}
 
     # -- verbs no runtime here implements yet: the VM's actor answers code 75 ---------------
 

@@ -11,13 +11,16 @@ activation (as VDSM's MOM forgets them too), and the others read libvirt and the
 kernel on every call. Not a resource branch: it has no recoverer and the API's
 gate does not wait for it.
 
-Balloon targets go to `set_balloon`; until the VM actor offers a balloon call the
-default only logs them (see `hostvisor.actors.admin.memory`). The policy drives the
-machine's KSM only for an agent on the system's libvirt (`qemu:///system`).
+Balloon targets go to `set_balloon`: the host's tree passes `tell_balloon`, which
+tells the VM's actor (`vms/guests/<vmId>`) a `SetBalloonTarget` and drops the target
+of a VM that has no running actor; the default only logs them. The policy drives
+the machine's KSM only for an agent on the system's libvirt (`qemu:///system`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable
 
 import pykka
@@ -29,8 +32,12 @@ from hostvisor.actors.admin.memory import MemoryActor, SetBalloon
 from hostvisor.actors.admin.memread import GuestReader
 from hostvisor.actors.admin.proxy import MemoryProxy
 from hostvisor.actors.errors import HostvisorError
+from hostvisor.actors.vm.actor import SetBalloonTarget
+from hostvisor.actors.vm.addresses import vm_path
 from hostvisor.supervision.branches.context import TreeContext
 from hostvisor.supervision.spec import ChildSpec, SupervisorFlags
+
+log = logging.getLogger(__name__)
 
 
 def build(ctx: TreeContext, *, set_balloon: SetBalloon | None = None) -> ChildSpec:
@@ -50,6 +57,25 @@ def build(ctx: TreeContext, *, set_balloon: SetBalloon | None = None) -> ChildSp
     )
     fencer = ChildSpec(id=FENCER_ID, start=FenceActor.spawn)
     return ctx.branch(ADMIN, SupervisorFlags(), [memory, devices, fencer])
+
+
+def tell_balloon(ctx: TreeContext) -> SetBalloon:
+    """Return the memory policy's `set_balloon`: a tell to the VM's actor, never a wait.
+
+    Called on the memory actor's turn. A VM with no running actor (gone, or being
+    restarted) loses this round's target: the next round decides again.
+    """
+    registry = ctx.registry
+
+    def tell(vm_id: str, target_kib: int) -> None:
+        ref = registry.get(vm_path(vm_id))
+        if ref is None:
+            log.debug("balloon target of %s dropped: no VM actor", vm_id)
+            return
+        with contextlib.suppress(pykka.ActorDeadError):
+            ref.tell(SetBalloonTarget(target_kib))
+
+    return tell
 
 
 MOM_STATUS_TIMEOUT = 1.0

@@ -1,7 +1,7 @@
 """The `hosts` branch: the host's own actor, the bulk samplers and the VM board.
 
 hosts (one_for_one)
-├── host             facts, capabilities, statistics (HostActor)
+├── host             facts, capabilities, statistics (HostActor; momStatus: admin's memory)
 ├── vmstats          the bulk VM stats sampler (one getAllDomainStats per interval)
 ├── vmboard          every VM's last entry, for listings
 └── containerstats   the container stats sampler
@@ -14,6 +14,7 @@ from hostvisor.actors.guest.board import VmBoard
 from hostvisor.actors.host.actor import HostActor
 from hostvisor.actors.host.addresses import HOST_ID, HOSTS
 from hostvisor.actors.vm.sampler import VmStatsSampler
+from hostvisor.supervision.branches import admin
 from hostvisor.supervision.branches.containers import ContainersBranch
 from hostvisor.supervision.branches.context import TreeContext
 from hostvisor.supervision.branches.networks import NetworksBranch
@@ -40,6 +41,7 @@ def build(
             sample_interval=config.host_sample_interval,
             vm_counts=lambda: {"vmCount": len(vms.refs()) + len(containers.refs())},
             network=networks.host_network(),
+            mom_status=admin.mom_status(ctx),
         ),
     )
     vmstats = ChildSpec(
