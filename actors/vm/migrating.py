@@ -8,8 +8,9 @@ the work facility (`Actor.run_off`) so the actor keeps answering stats and statu
    `VM.migrationCreate` with the VM's definition: the destination makes its VM
    actor, which waits for the domain to arrive.
 2. `perform`: libvirt's peer-to-peer live migration (`virDomainMigrateToURI3`),
-   blocking until it ends; meanwhile the actor's monitor tick reads `job_stats` and
-   applies the schedule's actions (`apply`).
+   blocking until it ends (the downtime comes from libvirt's job-completed event);
+   meanwhile the actor's monitor tick reads `job_stats` and applies the schedule's
+   actions (`apply`).
 3. On failure: `abandon_destination` (best effort `VM.destroy` there); the VM is Up
    on the source again.
 
@@ -20,6 +21,7 @@ the work facility (`Actor.run_off`) so the actor keeps answering stats and statu
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import threading
@@ -223,10 +225,19 @@ class OutgoingMigration:
         self.message = "Migration done"
 
     def failed(self, error: HostvisorError) -> None:
-        """Record the migration failed (or was cancelled, if a cancel was asked)."""
-        self.phase = Phase.CANCELLED if self.cancel_requested else Phase.FAILED
+        """Record the migration failed (or was cancelled, if a cancel was asked).
+
+        A cancelled migration's status is VDSM's migCancelErr (47, "Migration
+        canceled"), whatever error ended it, as VDSM's SourceThread sets it.
+        """
+        if self.cancel_requested:
+            self.phase = Phase.CANCELLED
+            self.error = MigrationCancelFailed(reason="cancelled")
+            self.message = "Migration canceled"
+            return
+        self.phase = Phase.FAILED
         self.error = error
-        self.message = "Migration canceled" if self.cancel_requested else error.render()
+        self.message = error.render()
 
     def stats(self) -> dict[str, Any]:
         """VDSM's `migrationStats`: the status, the progress, the downtime when known."""
@@ -304,10 +315,19 @@ def abandon_destination(connect: PeerConnect, request: MigrationRequest) -> None
         peer.close()
 
 
+COMPLETED_EVENT_WAIT = 2.0
+"""Seconds `perform` waits, once the guest has moved, for libvirt's job-completed event."""
+
+
 def perform(
     domain: Any, request: MigrationRequest, *, tls: bool, graphics: str | None, unsafe: bool = False
-) -> None:
+) -> int | None:
     """Move the guest with libvirt; block until it has moved or the migration failed.
+
+    Returns the downtime libvirt measured (ms), or None if it did not tell. A transient
+    domain is gone from the source once it has moved, and its completed job's stats
+    with it, so they are taken from libvirt's job-completed event (as VDSM's
+    `onJobCompleted` does), registered for this domain while the migration runs.
 
     Raises:
         MigrationOperationFailed: libvirt could not start it (a name taken there...).
@@ -315,16 +335,80 @@ def perform(
     """
     xml = domain.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
     params = request.libvirt_params(domain_xml=xml, graphics=graphics)
+    completed = _CompletedJob(domain)
     try:
         flags = request.flags() | (libvirt.VIR_MIGRATE_UNSAFE if unsafe else 0)
         domain.migrateToURI3(request.destination_uri(tls=tls), params, flags)
     except libvirt.libvirtError as error:
+        completed.close()
         code = error.get_error_code()
         if code == libvirt.VIR_ERR_OPERATION_ABORTED:
             raise MigrationError(reason="cancelled") from None
         if code == libvirt.VIR_ERR_OPERATION_FAILED:
             raise MigrationOperationFailed(reason=str(error)) from None
         raise MigrationError(reason=str(error)) from None
+    stats = completed.wait(COMPLETED_EVENT_WAIT)
+    registered = completed.registered
+    completed.close()
+    if stats is None and registered:
+        log.warning(
+            "VM %s: no job-completed event %s s after the migration",
+            request.vm_id,
+            COMPLETED_EVENT_WAIT,
+        )
+    if stats is None:  # no event: a persistent source domain still has its stats
+        try:
+            stats = domain.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        except libvirt.libvirtError:
+            return None
+    return downtime_of(stats)
+
+
+def downtime_of(stats: Mapping[str, Any]) -> int | None:
+    """The downtime (ms) in a completed job's stats: the network's share when known."""
+    value = stats.get("downtime_net", stats.get(libvirt.VIR_DOMAIN_JOB_DOWNTIME))
+    return None if value is None else int(value)
+
+
+class _CompletedJob:
+    """libvirt's job-completed event of one domain, awaited from a worker thread."""
+
+    def __init__(self, domain: Any) -> None:
+        """Register for `domain`'s job-completed event (none if events cannot be had)."""
+        self._done = threading.Event()
+        self._stats: Mapping[str, Any] | None = None
+        self._conn = domain.connect()
+        self._callback: int | None = None
+        try:
+            self._callback = self._conn.domainEventRegisterAny(
+                domain, libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, self._on_completed, None
+            )
+        except libvirt.libvirtError as error:  # no event loop on this connection
+            log.debug("no job-completed events: %s", error)
+
+    def _on_completed(self, _conn: Any, _domain: Any, stats: Any, _opaque: Any) -> None:
+        # libvirt's event thread: keep the stats, wake the waiter, nothing more.
+        self._stats = dict(stats)
+        self._done.set()
+
+    @property
+    def registered(self) -> bool:
+        """Whether the event was registered for (and not yet deregistered)."""
+        return self._callback is not None
+
+    def wait(self, timeout: float) -> Mapping[str, Any] | None:
+        """The completed job's stats, once the event came (None after `timeout`)."""
+        if self._callback is None:
+            return None
+        self._done.wait(timeout)
+        return self._stats
+
+    def close(self) -> None:
+        """Deregister (idempotent; a closed connection is fine)."""
+        if self._callback is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                self._conn.domainEventDeregisterAny(self._callback)
+            self._callback = None
 
 
 def job_stats(domain: Any) -> Mapping[str, Any] | None:

@@ -13,8 +13,9 @@ on the source, the destination told to drop its VM.
 
 Destination: a VM actor made by `VM.migrationCreate` starts "incoming": it says
 "Migration Destination" and waits for libvirt to report the domain arriving
-(STARTED/MIGRATED, then RESUMED/MIGRATED → Up). If nothing arrives in time it
-goes Down with MIGRATION_FAILED.
+(STARTED/MIGRATED, then RESUMED/MIGRATED → Up), then drops the persistent
+definition libvirt made there, so that the Engine's destroy leaves nothing. If
+nothing arrives in time it goes Down with MIGRATION_FAILED.
 
 libvirt's own suspend and resume around a migration (detail MIGRATED or
 POSTCOPY) are not the guest being paused, and are not reported as such.
@@ -220,14 +221,15 @@ class Migrator:
             domain = self._connection().lookupByUUIDString(vm_id)
             for action in init:
                 _try_apply(domain, action, vm_id)
-            perform(
+            if migration.cancel_requested:  # cancelled before libvirt's job could be aborted
+                raise MigrationError(reason="cancelled")
+            return perform(
                 domain,
                 request,
                 tls=settings.libvirt_tls,
                 graphics=graphics,
                 unsafe=settings.allow_unsafe,
             )
-            return _downtime(domain)
 
         self._monitor = self.tick_every(
             settings.monitor_interval, MigrationTick(self._migration_serial)
@@ -249,6 +251,11 @@ class Migrator:
         if migration is not self._migration or migration.phase is not Phase.MIGRATING:
             return
         if isinstance(outcome, BaseException) or outcome is None or not outgoing(outcome):
+            return
+        if migration.cancel_requested:
+            # The cancel's abortJob may have come before libvirt's job started (it then
+            # fails): abort the job now that it runs.
+            self._on_domain(lambda domain: domain.abortJob(), "migration:cancel")
             return
         due = migration.sampled(Progress.from_job_stats(outcome))
         self._publish_migration(migration)
@@ -363,6 +370,10 @@ class Migrator:
                     age = clock.time() - started if started else 0.0
                     self.mark_started(clock.monotonic() - max(0.0, age))
                 self.guest.set_status(VmStatus.UP)
+                # libvirt defined it here (VIR_MIGRATE_PERSIST_DEST): keep it running
+                # but transient, as every VM this agent starts, so that the Engine's
+                # destroy leaves no shut-off definition behind.
+                self._on_domain(_make_transient, "migration:transient")
                 return True
             if kind in (libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED):
                 return True  # the guest is arriving: still Migration Destination
@@ -377,18 +388,21 @@ def _apply_to(action: Action, domain: Any) -> None:
     apply(domain, action)
 
 
+def _make_transient(domain: Any) -> None:
+    """Drop a running domain's persistent definition (its NVRAM and TPM state stay)."""
+    if not domain.isPersistent():
+        return
+    keep_nvram = getattr(libvirt, "VIR_DOMAIN_UNDEFINE_KEEP_NVRAM", 0)
+    try:
+        domain.undefineFlags(keep_nvram | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_KEEP_TPM", 0))
+    except libvirt.libvirtError as error:
+        if error.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
+            raise
+        domain.undefineFlags(keep_nvram)  # a libvirt older than KEEP_TPM (8.9)
+
+
 def _try_apply(domain: Any, action: Action, vm_id: str) -> None:
     try:
         apply(domain, action)
     except libvirt.libvirtError as error:
         log.warning("VM %s: migration step %s failed: %s", vm_id, action.name, error)
-
-
-def _downtime(domain: Any) -> int | None:
-    """The downtime libvirt measured for the finished migration (ms), if it tells."""
-    try:
-        stats = domain.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
-    except libvirt.libvirtError:
-        return None
-    value = stats.get("downtime_net", stats.get(libvirt.VIR_DOMAIN_JOB_DOWNTIME))
-    return None if value is None else int(value)

@@ -270,6 +270,40 @@ class TestHost:
                 conn.close()
 
 
+def engine_migration_params(destination: TestHost, vm_id: str, **changes: Any) -> dict[str, Any]:
+    """VM.migrate's params as the Engine's MigrateBrokerVDSCommand puts them (`changes` win)."""
+    params: dict[str, Any] = {
+        "vmId": vm_id,
+        "src": f"{SUBNET}.1",
+        "dst": f"{destination.address}:{AGENT_PORT}",
+        "method": "online",
+        "tunneled": "false",
+        "abortOnError": "true",
+        "autoConverge": "true",
+        "compressed": "false",
+        "encrypted": False,
+        "maxBandwidth": 500,
+        "enableGuestEvents": True,
+        "incomingLimit": 2,
+        "outgoingLimit": 2,
+        "convergenceSchedule": {
+            "init": [{"name": "setDowntime", "params": ["100"]}],
+            "stalling": [
+                {"limit": 1, "action": {"name": "setDowntime", "params": ["150"]}},
+                {"limit": -1, "action": {"name": "abort", "params": []}},
+            ],
+        },
+    }
+    params.update(changes)
+    return params
+
+
+def vm_statuses(host: TestHost) -> dict[str, dict[str, Any]]:
+    """`Host.getAllVmStats` of `host`'s agent, by VM id."""
+    with host.connect() as cli:
+        return {vm["vmId"]: vm for vm in cli.Host.getAllVmStats()}
+
+
 @contextlib.contextmanager
 def two_hosts(directory: Path, **agent_settings: Any) -> Iterator[tuple[TestHost, TestHost]]:
     """Bring up two test hosts with their libvirtd and agent; tear everything down after."""
