@@ -7,6 +7,8 @@ outlives it (guests, mounts, files) is what a restarted agent must adopt.
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -74,3 +76,28 @@ class Agent:
     def stop_all(self) -> None:
         for daemon in self.runs:
             daemon.stop()
+
+
+def kill9(daemon: Daemon) -> None:
+    """SIGKILL an agent this test started, and wait for it (a crash, not a stop)."""
+    os.kill(daemon.pid, signal.SIGKILL)
+    assert daemon.process.wait(timeout=10) == -signal.SIGKILL
+
+
+def gated_qemu_img(directory: Path) -> tuple[Path, dict[str, str]]:
+    """A FIFO, and an environment whose `qemu-img create` waits for a line on it.
+
+    A volume creation then stops exactly between its ILLEGAL metadata and its data:
+    a kill lands mid-create every time; writing a line to the FIFO lets it go on.
+    """
+    gate = directory / "gate"
+    os.mkfifo(gate)
+    real = shutil.which("qemu-img")
+    assert real is not None
+    wrapper = directory / "bin" / "qemu-img"
+    wrapper.parent.mkdir()
+    wrapper.write_text(
+        f'#!/bin/sh\nif [ "$1" = create ]; then read _ < "{gate}"; fi\nexec {real} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return gate, {"PATH": f"{wrapper.parent}:{os.environ['PATH']}"}

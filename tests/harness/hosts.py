@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 
 from hostvisor.actors.hypervisor.connection import embed_uri
+from hostvisor.api.client import Client, ServerError
 from hostvisor.api.embedded import EmbeddedHost
 from hostvisor.supervision.config import load_config
+
+NO_SUCH_VM = 1
 
 VM_TEST_SETTINGS = {
     "vm_sample_interval": 0.5,
@@ -34,3 +37,22 @@ def embedded_host(
     )
     with EmbeddedHost(config) as running:
         yield running
+
+
+@contextlib.contextmanager
+def client_destroying_vms(host: EmbeddedHost) -> Iterator[Client]:
+    """A client of `host` that destroys every VM left when the block ends.
+
+    For tests that share one embedded QEMU root: a VM a test leaves would run on
+    into the next test.
+    """
+    with host.client() as client:
+        try:
+            yield client
+        finally:
+            for vm_id in client.Host.getVMList():
+                try:
+                    client.VM.destroy(vmID=vm_id)
+                except ServerError as error:
+                    if error.code != NO_SUCH_VM:
+                        raise

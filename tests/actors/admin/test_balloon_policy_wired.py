@@ -27,13 +27,13 @@ import pytest
 from actors.vm.conftest import _cache_dir, build_tiny_guest  # the VM tests' cached guest
 from actors.vm.test_vm_balloon import GUARANTEED_MIB, MEMORY_MIB, balloon_guest_xml
 
-from harness.hosts import VM_TEST_SETTINGS, embedded_host
+from harness.hosts import VM_TEST_SETTINGS, client_destroying_vms, embedded_host
 from harness.waiting import wait_for
 from hostvisor.actors.admin.addresses import ADMIN, MEMORY, MEMORY_ID
 from hostvisor.actors.admin.memory import MemoryActor, PolicyRound
 from hostvisor.actors.admin.memread import GuestReader, HostReading
 from hostvisor.actors.admin.proxy import MemoryProxy
-from hostvisor.api.client import Client, ServerError
+from hostvisor.api.client import Client
 from hostvisor.api.embedded import EmbeddedHost
 from hostvisor.supervision.branches import admin
 from hostvisor.supervision.spec import ChildSpec
@@ -66,16 +66,8 @@ def host(tmp_path_factory: pytest.TempPathFactory, embed_root: Path) -> Iterator
 
 @pytest.fixture
 def cli(host: EmbeddedHost) -> Iterator[Client]:
-    with host.client() as client:
-        try:
-            yield client
-        finally:  # the embed root is shared by every test of the process
-            for vm_id in client.Host.getVMList():
-                try:
-                    client.VM.destroy(vmID=vm_id)
-                except ServerError as error:
-                    if error.code != 1:
-                        raise
+    with client_destroying_vms(host) as client:  # the embed root is shared by every test
+        yield client
 
 
 def _balloon_info(cli: Client) -> dict[str, Any]:

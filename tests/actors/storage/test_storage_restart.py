@@ -9,26 +9,18 @@ whose creation the kill interrupted is ILLEGAL, never LEGAL.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
-from harness.agent import Agent
+from harness.agent import Agent, gated_qemu_img, kill9
 from harness.engine import COW, LOCALFS, RAW, DataCenter, new_id, succeeded
 from harness.waiting import wait_for
 from hostvisor.api.client import ServerError, connect
 
 NOT_LEGAL_CHAIN = 262
-
-
-def _kill9(daemon: Any) -> None:
-    os.kill(daemon.pid, signal.SIGKILL)
-    assert daemon.process.wait(timeout=10) == -signal.SIGKILL
 
 
 def _report(cli: Any, dc: DataCenter, volumes: dict[str, str]) -> dict[str, Any]:
@@ -51,25 +43,6 @@ def _report(cli: Any, dc: DataCenter, volumes: dict[str, str]) -> dict[str, Any]
     }
 
 
-def _gated_qemu_img(directory: Path) -> dict[str, str]:
-    """A PATH whose `qemu-img create` waits forever before running the real qemu-img.
-
-    The gate is a FIFO nobody writes to: a volume creation stops exactly between its
-    ILLEGAL metadata and its data, so the kill below lands mid-create every time.
-    """
-    gate = directory / "gate"
-    os.mkfifo(gate)
-    real = shutil.which("qemu-img")
-    assert real is not None
-    wrapper = directory / "bin" / "qemu-img"
-    wrapper.parent.mkdir()
-    wrapper.write_text(
-        f'#!/bin/sh\nif [ "$1" = create ]; then read _ < "{gate}"; fi\nexec {real} "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    return {"PATH": f"{wrapper.parent}:{os.environ['PATH']}"}
-
-
 @pytest.mark.slow
 @pytest.mark.libvirt
 def test_pool_domains_and_volumes_survive_kill_9(agent: Agent, tmp_path: Path):
@@ -83,7 +56,7 @@ def test_pool_domains_and_volumes_survive_kill_9(agent: Agent, tmp_path: Path):
         succeeded(cli, dc.create_volume(cli, img, base, fmt=RAW))
         succeeded(cli, dc.create_volume(cli, img, top, fmt=COW, parent=base))
         before = _report(cli, dc, {base: img, top: img})
-    _kill9(first)
+    kill9(first)
 
     agent.start_ready()
     with connect("127.0.0.1", agent.port, timeout=60) as cli:
@@ -106,7 +79,7 @@ def test_a_volume_killed_mid_create_is_illegal_after_restart(agent: Agent, tmp_p
     directory = tmp_path / "sd"
     directory.mkdir()
     dc = DataCenter({"id": new_id(), "connection": str(directory)}, LOCALFS)
-    first = agent.start_ready(env=_gated_qemu_img(tmp_path))
+    first = agent.start_ready(env=gated_qemu_img(tmp_path)[1])
     img, vol = new_id(), new_id()
     with connect("127.0.0.1", agent.port, timeout=60) as cli:
         dc.setup(cli)
@@ -124,7 +97,7 @@ def test_a_volume_killed_mid_create_is_illegal_after_restart(agent: Agent, tmp_p
             "qemu-img held at the gate",
         )
     assert "LEGALITY=ILLEGAL" in meta.read_text()
-    _kill9(first)
+    kill9(first)
     for process in held:  # the agent's own child, by its pid
         process.kill()
 

@@ -12,37 +12,19 @@ finished and aborted (code 411) by the agent's death, its rollback not run
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
-from harness.agent import Agent
+from harness.agent import Agent, gated_qemu_img, kill9
 from harness.engine import LOCALFS, RAW, DataCenter, new_id
 from harness.waiting import wait_for
 from hostvisor.api.client import ServerError, connect
 
 ABORTED = 411
 UNKNOWN_TASK = 401
-
-
-def _gate(directory: Path) -> tuple[Path, dict[str, str]]:
-    """A PATH whose `qemu-img create` waits for a line on a FIFO, and that FIFO."""
-    gate = directory / "gate"
-    os.mkfifo(gate)
-    real = shutil.which("qemu-img")
-    assert real is not None
-    wrapper = directory / "bin" / "qemu-img"
-    wrapper.parent.mkdir()
-    wrapper.write_text(
-        f'#!/bin/sh\nif [ "$1" = create ]; then read _ < "{gate}"; fi\nexec {real} "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    return gate, {"PATH": f"{wrapper.parent}:{os.environ['PATH']}"}
 
 
 def _stored(tasks: Path, task_id: str) -> dict[str, Any] | None:
@@ -59,7 +41,7 @@ def test_an_spm_task_killed_mid_way_is_reported_with_its_true_state(agent: Agent
     directory = tmp_path / "sd"
     directory.mkdir()
     dc = DataCenter({"id": new_id(), "connection": str(directory)}, LOCALFS)
-    gate, env = _gate(tmp_path)
+    gate, env = gated_qemu_img(tmp_path)
     first = agent.start_ready(env=env)
     tasks = directory / dc.sd / "master" / "tasks"
     img = new_id()
@@ -100,8 +82,7 @@ def test_an_spm_task_killed_mid_way_is_reported_with_its_true_state(agent: Agent
         )
         assert cli.Task.getStatus(taskID=held_task)["taskState"] == "running"
 
-    os.kill(first.pid, signal.SIGKILL)
-    assert first.process.wait(timeout=10) == -signal.SIGKILL
+    kill9(first)
     for process in held:
         process.kill()
 

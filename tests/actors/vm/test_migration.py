@@ -17,7 +17,7 @@ import libvirt
 import pytest
 
 from harness.guests import Guests
-from harness.twohosts import AGENT_PORT, TestHost, two_hosts
+from harness.twohosts import TestHost, engine_migration_params, two_hosts, vm_statuses
 from harness.waiting import wait_for
 from hostvisor.api.client import ServerError
 
@@ -37,41 +37,8 @@ def guests(tmp_path_factory: pytest.TempPathFactory, accelerator: Any) -> Guests
     return Guests(tmp_path_factory.mktemp("shared-disks"), accelerator.domain_type)
 
 
-def engine_params(destination: TestHost, vm_id: str, **changes: Any) -> dict[str, Any]:
-    """VM.migrate's params as MigrateBrokerVDSCommand.createMigrationInfo puts them."""
-    params: dict[str, Any] = {
-        "vmId": vm_id,
-        "src": "198.51.100.1",
-        "dst": f"{destination.address}:{AGENT_PORT}",
-        "method": "online",
-        "tunneled": "false",
-        "abortOnError": "true",
-        "autoConverge": "true",
-        "compressed": "false",
-        "encrypted": False,
-        "maxBandwidth": 500,
-        "enableGuestEvents": True,
-        "incomingLimit": 2,
-        "outgoingLimit": 2,
-        "convergenceSchedule": {
-            "init": [{"name": "setDowntime", "params": ["100"]}],
-            "stalling": [
-                {"limit": 1, "action": {"name": "setDowntime", "params": ["150"]}},
-                {"limit": -1, "action": {"name": "abort", "params": []}},
-            ],
-        },
-    }
-    params.update(changes)
-    return params
-
-
-def statuses(host: TestHost) -> dict[str, dict[str, Any]]:
-    with host.connect() as cli:
-        return {vm["vmId"]: vm for vm in cli.Host.getAllVmStats()}
-
-
 def status_of(host: TestHost, vm_id: str) -> str | None:
-    vm = statuses(host).get(vm_id)
+    vm = vm_statuses(host).get(vm_id)
     return None if vm is None else vm["status"]
 
 
@@ -102,12 +69,14 @@ def test_a_running_guest_migrates_and_keeps_running(
     with source.connect() as watcher, source.connect() as cli:
         watcher.subscribe(EVENTS, events)
         watcher.Host.ping()
-        assert cli.VM.migrate(vmID=vm_id, params=engine_params(destination, vm_id)) is True
+        assert (
+            cli.VM.migrate(vmID=vm_id, params=engine_migration_params(destination, vm_id)) is True
+        )
         wait_for(
             lambda: status_of(destination, vm_id) == "Up", 60, "the guest Up on the destination"
         )
         wait_for(lambda: status_of(source, vm_id) == "Down", 30, "the source VM Down")
-        down = statuses(source)[vm_id]
+        down = vm_statuses(source)[vm_id]
         assert down["exitReason"] == 4  # MIGRATION_SUCCEEDED
         assert down["exitCode"] == 0
         migration = cli.VM.getMigrationStatus(vmID=vm_id)
@@ -139,7 +108,7 @@ def test_a_destination_that_cannot_be_reached_leaves_the_guest_up_on_the_source(
     source, _destination = hosts
     vm_id = start_guest(source, guests, "stayer")
     with source.connect() as cli:
-        params = engine_params(_destination, vm_id, dst="198.51.100.99:54321")
+        params = engine_migration_params(_destination, vm_id, dst="198.51.100.99:54321")
         cli.VM.migrate(vmID=vm_id, params=params)
         wait_for(
             lambda: cli.VM.getMigrationStatus(vmID=vm_id)["status"]["code"] == 10,
@@ -166,7 +135,9 @@ def test_migrate_refuses_bad_params_and_changes_nothing(
             {"maxBandwidth": "fast"},
         ):
             with pytest.raises(ServerError) as refused:
-                cli.VM.migrate(vmID=vm_id, params=engine_params(destination, vm_id, **bad))
+                cli.VM.migrate(
+                    vmID=vm_id, params=engine_migration_params(destination, vm_id, **bad)
+                )
             assert refused.value.code == 91
         with pytest.raises(ServerError) as refused:
             cli.VM.migrateCancel(vmID=vm_id)
@@ -176,7 +147,7 @@ def test_migrate_refuses_bad_params_and_changes_nothing(
         assert refused.value.code in (1, 91)
         assert status_of(source, vm_id) == "Up"
         cli.VM.destroy(vmID=vm_id)
-    assert vm_id not in statuses(destination)
+    assert vm_id not in vm_statuses(destination)
 
 
 def test_migration_create_refuses_what_it_cannot_receive(
@@ -201,4 +172,4 @@ def test_migration_create_refuses_what_it_cannot_receive(
         assert refused.value.code == 4  # exists already
         # The source gave up: it destroys what the destination made.
         assert cli.VM.destroy(vmID=vm_id) is True
-    assert vm_id not in statuses(destination)
+    assert vm_id not in vm_statuses(destination)

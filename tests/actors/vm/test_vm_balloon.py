@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from harness.guests import Guests
-from harness.hosts import VM_TEST_SETTINGS, embedded_host
+from harness.hosts import VM_TEST_SETTINGS, client_destroying_vms, embedded_host
 from harness.waiting import wait_for
 from hostvisor.actors.container.actor import ContainerActor
 from hostvisor.actors.vm.actor import VmActor
@@ -87,16 +87,8 @@ def host(tmp_path_factory: pytest.TempPathFactory, embed_root: Path) -> Iterator
 
 @pytest.fixture
 def cli(host: EmbeddedHost) -> Iterator[Client]:
-    with host.client() as client:
-        try:
-            yield client
-        finally:  # the embed root is shared by every test of the process
-            for vm_id in client.Host.getVMList():
-                try:
-                    client.VM.destroy(vmID=vm_id)
-                except ServerError as error:
-                    if error.code != NO_VM:
-                        raise
+    with client_destroying_vms(host) as client:  # the embed root is shared by every test
+        yield client
 
 
 @pytest.fixture

@@ -203,7 +203,6 @@ def test_a_guest_with_qemu_ga_reports_its_facts_as_vdsm_does(
 def _guest_exec(vm: Any, command: str) -> None:
     """Run `command` with sh in the guest through qemu-ga's guest-exec; wait for it."""
     import json  # noqa: PLC0415
-    import time  # noqa: PLC0415
 
     import libvirt_qemu  # type: ignore[import-untyped]  # noqa: PLC0415
 
@@ -214,11 +213,10 @@ def _guest_exec(vm: Any, command: str) -> None:
     }
     pid = json.loads(libvirt_qemu.qemuAgentCommand(domain, json.dumps(request), 10, 0))
     status = {"execute": "guest-exec-status", "arguments": {"pid": pid["return"]["pid"]}}
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def exited() -> dict[str, Any] | None:
         answer = json.loads(libvirt_qemu.qemuAgentCommand(domain, json.dumps(status), 10, 0))
-        if answer["return"]["exited"]:
-            assert answer["return"].get("exitcode") == 0, answer
-            return
-        time.sleep(0.1)
-    pytest.fail(f"guest-exec {command!r} did not finish")
+        return answer if answer["return"]["exited"] else None
+
+    answer = wait_for(exited, 20, f"guest-exec {command!r} to finish", step=0.1)
+    assert answer["return"].get("exitcode") == 0, answer
