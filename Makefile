@@ -35,7 +35,7 @@ APT_PACKAGES := \
 	sanlock python3-sanlock libsanlock-dev \
 	docker.io busybox-static iptables iproute2 \
 	mount e2fsprogs \
-	fence-agents openssh-server lldpd prometheus \
+	fence-agents openssh-server lldpd prometheus sosreport libvirt-sanlock \
 	systemd
 
 .PHONY: all deps venv test unit lint types typecheck-tree pytest run bench clean

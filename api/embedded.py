@@ -26,12 +26,18 @@ from hostvisor.api.http.images import ImageTransfers
 from hostvisor.api.metrics.recorder import ApiRecorder
 from hostvisor.api.peers import peer_connector
 from hostvisor.api.rpc.admin_verbs import AdminApi, admin_verbs
+from hostvisor.api.rpc.blockjob_verbs import blockjob_verbs
+from hostvisor.api.rpc.copy_verbs import copy_verbs
+from hostvisor.api.rpc.device_verbs import device_verbs
 from hostvisor.api.rpc.domain_verbs import domain_verbs
 from hostvisor.api.rpc.host_verbs import HostApi, host_verbs
+from hostvisor.api.rpc.hotplug_verbs import hotplug_verbs
+from hostvisor.api.rpc.lease_verbs import lease_verbs
 from hostvisor.api.rpc.migration_verbs import migration_verbs
 from hostvisor.api.rpc.network_verbs import NetworkApi, network_verbs
 from hostvisor.api.rpc.pool_verbs import pool_verbs
 from hostvisor.api.rpc.sdm_verbs import sdm_verbs
+from hostvisor.api.rpc.snapshot_verbs import snapshot_verbs
 from hostvisor.api.rpc.storage_api import StorageApi
 from hostvisor.api.rpc.task_verbs import TaskApi, task_verbs
 from hostvisor.api.rpc.verbs import VerbTable
@@ -73,6 +79,12 @@ def verb_table(tree: HostTree) -> VerbTable:
         sdm_verbs(storage),
         task_verbs(TaskApi(tree.registry)),
         admin_verbs(AdminApi(tree.registry)),
+        snapshot_verbs(vms, storage),
+        blockjob_verbs(vms, storage),
+        hotplug_verbs(vms, storage),
+        device_verbs(vms, storage),
+        lease_verbs(vms, storage),
+        copy_verbs(vms, storage),
     )
 
 
