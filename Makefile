@@ -36,6 +36,7 @@ APT_PACKAGES := \
 	docker.io busybox-static iptables iproute2 \
 	mount e2fsprogs \
 	fence-agents openssh-server lldpd prometheus sosreport libvirt-sanlock \
+	python3-cryptography \
 	systemd
 
 .PHONY: all deps venv test unit lint types typecheck-tree pytest run bench clean
@@ -136,3 +137,9 @@ clean:
 	rm -rf $(VENV) $(TYPECHECK) $(STAMPS) .tox build dist *.egg-info \
 		.pytest_cache .mypy_cache .ruff_cache
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+# Debian's sos finds a plugin by its file in its plugins package (`sos report -o hostvisor`).
+SOS_PLUGINS ?= $(shell /usr/bin/python3 -c 'import sos.report.plugins as p; print(p.__path__[0])' 2>/dev/null)
+.PHONY: install-sos-plugin
+install-sos-plugin:
+	install -D -m 0644 contrib/sos/hostvisor.py $(DESTDIR)$(SOS_PLUGINS)/hostvisor.py

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import logging.handlers
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,8 @@ from hostvisor.api.admin import logs
 from hostvisor.api.admin.logs import LOG_FORMAT as LOG_FORMAT  # noqa: PLC0414 - re-export
 from hostvisor.api.embedded import offline_verb_table
 from hostvisor.api.server import check_config, serve
+from hostvisor.api.tools.collect import add_arguments as collect_arguments
+from hostvisor.api.tools.collect import main as collect_main
 from hostvisor.supervision.config import load_config
 
 EXIT_USAGE = 2
@@ -36,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     console.add_argument("--once", action="store_true", help="print one snapshot and exit")
     console.add_argument("--json", action="store_true", help="with --once: as JSON")
     console.add_argument("--interval", type=float, default=1.0, help="refresh period (s)")
+    collect = commands.add_parser("collect-logs", help="write one archive of logs and state")
+    collect_arguments(collect)
     return parser
 
 
@@ -48,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "console":
         return console_main(args)
+    if args.command == "collect-logs":
+        return collect_main(args)
     try:
         level = args.log_level.upper() if args.log_level else None
         config = load_config(args.config, state_dir=args.state_dir, log_level=level)
@@ -57,8 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     logs.install()
     logging.basicConfig(level=config.log_level, format=LOG_FORMAT, stream=sys.stderr)
+    if config.log_file is not None:
+        log_to_file(config.log_file, config.log_level)
     malloc.tune()  # before the tree's threads: freed memory goes back to the kernel
     return serve(config)
+
+
+def log_to_file(path: Path, level: str) -> None:
+    """Also log to `path` (VDSM's vdsm.log), reopened when logrotate moves it (main thread)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setLevel(level)
+    logging.getLogger().addHandler(handler)
 
 
 def console_main(args: argparse.Namespace) -> int:

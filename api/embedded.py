@@ -77,7 +77,7 @@ def verb_table(tree: HostTree) -> VerbTable:
         domain_verbs(storage),
         volume_verbs(storage),
         sdm_verbs(storage),
-        task_verbs(TaskApi(tree.registry)),
+        task_verbs(TaskApi(tree.registry, vms=vms)),
         admin_verbs(AdminApi(tree.registry)),
         snapshot_verbs(vms, storage),
         blockjob_verbs(vms, storage),

@@ -113,6 +113,8 @@ class RpcFront(Actor):
                 limits=Limits(max_body=config.max_frame_bytes),
                 detect_timeout=config.detect_timeout,
                 frame_timeout=config.frame_timeout,
+                connection_budget=max(config.connection_memory_bytes, config.max_frame_bytes),
+                memory_budget=config.api_memory_bytes,
             ),
             ssl_context=context,
             http=self._http,

@@ -53,6 +53,8 @@ class Config:
     stop_timeout: float = 10.0
     """Seconds the whole tree may take to stop before it is abandoned."""
     log_level: str = "INFO"
+    log_file: Path | None = None
+    """Where the agent also writes its log (VDSM's /var/log/vdsm/vdsm.log); None: stderr only."""
     allow_plain_remote: bool = False
     """Plain STOMP on a non-loopback address: refused unless forced."""
     max_pending_requests: int = 64
@@ -64,6 +66,11 @@ class Config:
     """Seconds a new API connection has to finish TLS and send its first frame."""
     frame_timeout: float = 60.0
     """Seconds a started API frame may take to arrive whole (a dripped frame is cut off)."""
+    connection_memory_bytes: int = 32 * 1024 * 1024
+    """Bytes one API connection may hold (partial frame, requests being answered, unsent
+    replies) before it reads nothing more; at least one frame (`max_frame_bytes`)."""
+    api_memory_bytes: int = 96 * 1024 * 1024
+    """Bytes all API connections together may hold before busy ones are paused."""
     vm_operation_timeout: float = 30.0
     """Seconds VM.pause, cont, reset and shutdown wait for libvirt before "timed out"."""
     net_namespace: str = ""
@@ -93,6 +100,10 @@ class Config:
     """Seconds between two looks at a migration's progress (and its schedule's steps)."""
     migration_destination_timeout: float = 21600.0
     """Seconds a destination VM waits for its guest to arrive (VDSM's default)."""
+    hooks_dir: Path = Path("/usr/libexec/vdsm/hooks")
+    """VDSM's hooks directory: one directory of executable scripts per hook point."""
+    hook_timeout: float = 120.0
+    """Seconds one hook script may run before it is killed (and counts as failed)."""
 
     @property
     def migration_over_tls(self) -> bool:
@@ -172,11 +183,14 @@ _KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("hostvisor", "start_timeout"): ("start_timeout", _positive(float)),
     ("hostvisor", "stop_timeout"): ("stop_timeout", _positive(float)),
     ("hostvisor", "log_level"): ("log_level", _level),
+    ("hostvisor", "log_file"): ("log_file", Path),
     ("hostvisor", "allow_plain_remote"): ("allow_plain_remote", _bool),
     ("hostvisor", "max_pending_requests"): ("max_pending_requests", _positive(int)),
     ("hostvisor", "max_frame_bytes"): ("max_frame_bytes", _positive(int)),
     ("hostvisor", "detect_timeout"): ("detect_timeout", _positive(float)),
     ("hostvisor", "frame_timeout"): ("frame_timeout", _positive(float)),
+    ("hostvisor", "connection_memory_bytes"): ("connection_memory_bytes", _positive(int)),
+    ("hostvisor", "api_memory_bytes"): ("api_memory_bytes", _positive(int)),
     ("hostvisor", "vm_powering_up_seconds"): ("vm_powering_up_seconds", float),
     ("hostvisor", "vm_operation_timeout"): ("vm_operation_timeout", _positive(float)),
     ("hostvisor", "net_namespace"): ("net_namespace", str),
@@ -192,12 +206,16 @@ _KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
         "migration_destination_timeout",
         _positive(float),
     ),
+    ("hostvisor", "hooks_dir"): ("hooks_dir", Path),
+    ("hostvisor", "hook_timeout"): ("hook_timeout", _positive(float)),
     ("irs", "repository"): ("repository", Path),
     ("irs", "sd_health_check_delay"): ("storage_check_interval", _positive(float)),
 }
 
 
-_PATH_FIELDS = frozenset({"state_dir", "key_file", "cert_file", "ca_file", "repository"})
+_PATH_FIELDS = frozenset(
+    {"state_dir", "key_file", "cert_file", "ca_file", "repository", "log_file", "hooks_dir"}
+)
 
 
 def load_config(path: Path | None = None, **overrides: Any) -> Config:

@@ -293,8 +293,13 @@ class ContainerActor(GuestActor):
         """Restart the container at once (SIGKILL, then start), like a reset button."""
         return self._restart("reset", timeout=0)
 
-    def shutdown(self, *, timeout: float, reboot: bool = False) -> CallbackFuture:
-        """Send the container its stop signal; kill it after `timeout` seconds.
+    def shutdown(
+        self, *, timeout: float, reboot: bool = False, force: bool = False
+    ) -> CallbackFuture:
+        """Send the container its stop signal; after `timeout` seconds kill it, if `force`.
+
+        Without `force` a container that ignores its stop signal keeps running and is
+        reported Up again, as a guest that ignores ACPI (VDSM's powerdown).
 
         With `reboot`, restart it instead (stop signal, `timeout`, start); the
         future settles once the restart is under way, as a guest's reboot does.
@@ -307,6 +312,7 @@ class ContainerActor(GuestActor):
             under_way.set(None)
             return under_way
         self._stop_requested = True
+        self._shutdown_force = force
         self._shutdown_attempt += 1
         self.guest.set_status(VmStatus.POWERING_DOWN)
         signal = self._stop_signal
@@ -315,9 +321,15 @@ class ContainerActor(GuestActor):
         return future
 
     def _on_shutdown_timeout(self, attempt: int) -> None:
-        if attempt == self._shutdown_attempt and self.guest.status is VmStatus.POWERING_DOWN:
+        if attempt != self._shutdown_attempt or self.guest.status is not VmStatus.POWERING_DOWN:
+            return
+        if self._shutdown_force:
             log.info("VM %s did not shut down in time; killing its container", self.vm_id)
             self._operate("force off", lambda e, c: e.kill(c, "SIGKILL"))
+            return
+        log.warning("VM %s did not shut down in time; it keeps running", self.vm_id)
+        self._stop_requested = False
+        self.guest.set_status(VmStatus.UP)
 
     def destroy(self) -> CallbackFuture:
         """Kill the container if it runs and delete it. The actor is removed afterwards.

@@ -44,12 +44,10 @@ MIGRATION_METHODS = frozenset({"migrate", "migrate_cancel", "migration_status"})
 BALLOON_METHODS = frozenset({"set_balloon_target"})
 """The VM actor methods behind the balloon verbs (a container VM has no balloon)."""
 
-UNSUPPORTED_VERBS = frozenset(
-    {"migrate", "snapshot", "hotplugDisk", "hotunplugDisk", "hotplugNic", "hotunplugNic"}
-    | MIGRATION_METHODS
-    | BALLOON_METHODS
-)
-"""VM verbs the API sends to a guest's actor that no runtime here implements yet."""
+UNSUPPORTED_VERBS = frozenset({"snapshot"} | MIGRATION_METHODS | BALLOON_METHODS)
+"""VM verbs a runtime other than libvirt declares unsupported (code 75). Any other
+method of a libvirt VM's actor that such a runtime lacks is answered 75 too
+(`_no_such_method`)."""
 
 
 class ActorGone(Unavailable):
@@ -171,8 +169,15 @@ class GuestActor(Actor):
             self.guest.post_if_changed()
 
     def _no_such_method(self, path: tuple[str, ...]) -> Later:
-        """Fail the ask with an AttributeError (not a HostvisorError: a bug, -32603)."""
+        """Fail the ask: code 75 from a runtime that lacks a libvirt VM's verb, else a bug.
+
+        A VM verb a libvirt VM has and this runtime (docker) does not is unsupported
+        here (75). For a libvirt VM a missing method is a bug: an AttributeError
+        (not a HostvisorError: -32603).
+        """
         name = ".".join(path)
+        if self.guest_runtime is not None and len(path) == 1 and _libvirt_vm_verb(name):
+            raise UnsupportedOperation(vmId=self.vm_id, operation=name, runtime=self.guest_runtime)
         error = AttributeError(f"{type(self).__name__} has no method {name!r}")
         log.error("VM %s was asked %r, which it does not have", self.vm_id, name)
         answer = Later()
@@ -267,6 +272,13 @@ class GuestActor(Actor):
             return error
         runtime = {"runtime": self.guest_runtime} if self.guest_runtime else {}
         return VmOperationFailed(vmId=self.vm_id, operation=op, **runtime, reason=str(error))
+
+
+def _libvirt_vm_verb(name: str) -> bool:
+    """Whether `name` is a public method of a libvirt VM's actor (what a VM verb calls)."""
+    from hostvisor.actors.vm.actor import VmActor  # noqa: PLC0415 - vm builds on guest
+
+    return not name.startswith("_") and callable(getattr(VmActor, name, None))
 
 
 def _has_method(actor: Actor, path: tuple[str, ...]) -> bool:

@@ -150,6 +150,7 @@ class HostActor(Actor):
         vm_counts: Callable[[], Mapping[str, int]] = dict,
         network: HostNetwork | None = None,
         mom_status: Callable[[], str] = _no_mom,
+        hooks: Callable[[], Mapping[str, Any]] = dict,
     ) -> None:
         """Remember collaborators; read the machine in `on_start`."""
         super().__init__()
@@ -160,6 +161,7 @@ class HostActor(Actor):
         self._vm_counts = vm_counts
         self._network = network or HostNetwork()
         self._mom_status = mom_status
+        self._hooks = hooks  # the installed VDSM hooks, read on the caps worker
         self._disks = disk_paths(state_dir)
         self._facts: HostFacts | None = None
         self._started_at = 0.0
@@ -345,7 +347,7 @@ class HostActor(Actor):
         """Read the capabilities on a worker for `asks` (actor thread)."""
         self._caps_reading = asks
         connection, containers, network = self._connection, self._containers, self._network
-        host_id = self.facts().host_uuid
+        host_id, hooks = self.facts().host_uuid, self._hooks
 
         def read() -> dict[str, Any]:
             return capabilities(
@@ -354,6 +356,7 @@ class HostActor(Actor):
                 software_version=SOFTWARE_VERSION,
                 containers=containers(),
                 network=network.caps(),
+                hooks=hooks(),
             )
 
         self.run_off(read, self._caps_read, name="capabilities")

@@ -73,6 +73,7 @@ def capabilities(
     software_version: str,
     containers: bool,
     network: Mapping[str, Any] | None = None,
+    hooks: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return VDSM's `getCapabilities` result for this host.
 
@@ -87,6 +88,8 @@ def capabilities(
         containers: whether this host runs containers (VDSM 2016-2018, §6).
         network: the network capabilities of the namespace the host manages; None:
             read this process's own namespace now.
+        hooks: the installed hooks, `{point: {script: {"checksum": sha256}}}` as
+            `Hooks.installed()` reads them (VDSM's `hooks.installed()`); None: none.
 
     Returns:
         The complete capabilities dictionary, ready to be sent as JSON.
@@ -103,6 +106,7 @@ def capabilities(
     caps.update(network if network is not None else network_caps())
     caps.update(FEATURE_FLAGS)
     caps.update(
+        hooks=dict(hooks or {}),
         uuid=host_uuid,
         containers=containers,
         vmTypes=["kvm"],

@@ -48,7 +48,8 @@ from hostvisor.actors.errors import (
     NotFound,
     Unavailable,
 )
-from hostvisor.actors.network import apply, netinfo, rollback
+from hostvisor.actors.hooks import NO_HOOKS, Hooks
+from hostvisor.actors.network import apply, nethooks, netinfo, rollback
 from hostvisor.actors.network.actor import Reconfigured
 from hostvisor.actors.network.errors import ConnectivityLost, NetworkBusy
 from hostvisor.actors.network.model import NetConfig, NetworkAttrs, Request, parse_request
@@ -83,12 +84,16 @@ class NetworkChildren:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """Tell (from the writer): the transaction ended; `outcome` or `error`."""
+    """Tell (from the writer): the transaction ended; `outcome` or `error`.
+
+    `request`: what a before_network_setup hook made of the request, if it ran.
+    """
 
     txid: int
     outcome: apply.Outcome | None
     links: Mapping[str, LinkState]
     error: BaseException | None
+    request: Request | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,7 @@ class NetworkConfigurator(Actor):
         netns: the managed namespace (None: the process's own).
         store: the persisted configuration.
         children: how to start, tell and stop the network actors.
+        hooks: the host's VDSM hooks (before/after_network_setup run on the writer).
 
     Connectivity checks run on the tree's timer service and clock (`self.runtime`).
     """
@@ -139,9 +145,11 @@ class NetworkConfigurator(Actor):
         netns: str | None,
         store: NetStore,
         children: NetworkChildren,
+        hooks: Hooks = NO_HOOKS,
     ) -> None:
         """Remember collaborators; read the configuration and the kernel in `on_start`."""
         super().__init__()
+        self._hooks = hooks
         self._netns = netns or None
         self._store = store
         self._children = children
@@ -252,6 +260,9 @@ class NetworkConfigurator(Actor):
         Returns at once. The future settles once the change is in force (and, with a
         connectivity check, confirmed), or fails with the error after a rollback.
 
+        The future fails with HookFailed (code 78) when a before_network_setup hook
+        fails, before anything is touched.
+
         Raises:
             NetworkBusy: another change is running or waits for its confirmation.
             NetworkError: the request is malformed (nothing was touched).
@@ -259,6 +270,7 @@ class NetworkConfigurator(Actor):
         if self._busy is not None:
             raise NetworkBusy(reason="another setupNetworks is in progress")
         request = parse_request(networks, bondings, options)
+        hooks, data = self._hooks, nethooks.hook_data(networks, bondings, options)
         transaction = _Transaction(
             txid=next(self._txids),
             request=request,
@@ -273,17 +285,24 @@ class NetworkConfigurator(Actor):
         def record(image: rollback.Image) -> None:
             store.write_pending(Pending(before=running, image=image))
 
-        def run(ipr: IPRoute) -> tuple[apply.Outcome, Mapping[str, LinkState]]:
-            outcome = apply.transact(ipr, running, request, before_steps=record)
-            return outcome, _link_states(ipr)
+        def run(ipr: IPRoute) -> tuple[apply.Outcome, Mapping[str, LinkState], Request | None]:
+            hooked = nethooks.before(hooks, data)  # may change the request, or veto it
+            applied, left = (request, data) if hooked is None else hooked
+            try:
+                outcome = apply.transact(ipr, running, applied, before_steps=record)
+            except BaseException:
+                nethooks.after(hooks, "after_network_setup_fail", left)
+                raise
+            nethooks.after(hooks, "after_network_setup", left)
+            return outcome, _link_states(ipr), None if hooked is None else applied
 
         def done(future: CallbackFuture) -> None:
             try:
-                outcome, links = future.get(timeout=0)
+                outcome, links, hooked = future.get(timeout=0)
             except BaseException as error:  # noqa: BLE001 - handed to the actor's thread
                 _tell(ref, Applied(transaction.txid, None, {}, error))
             else:
-                _tell(ref, Applied(transaction.txid, outcome, links, None))
+                _tell(ref, Applied(transaction.txid, outcome, links, None, hooked))
 
         assert self._writer is not None  # noqa: S101 - set in on_start
         self._writer.submit(run).add_done_callback(done)
@@ -353,6 +372,8 @@ class NetworkConfigurator(Actor):
                 raise error  # a bug: crash; the restarted actor re-reads the kernel and files
             return
         transaction.outcome, transaction.links = applied.outcome, applied.links
+        if applied.request is not None:  # what the before_network_setup hook left
+            transaction.request = applied.request
         request = transaction.request
         if not request.connectivity_check or self._confirmed_at >= transaction.started:
             self._commit(transaction)

@@ -175,6 +175,7 @@ class FileVolumes:
         initial_size: int | None = None,
         legal: bool = True,
         progress: Progress | None = None,
+        illegal_parent: bool = False,
     ) -> None:
         """Create a volume, crash-safely (see the module docstring); blocks until done.
 
@@ -183,6 +184,8 @@ class FileVolumes:
         `parent_image` names the parent's image when it is a template in another
         image. `initial_size` is only for preallocated raw volumes: how much to
         allocate now. `progress` gets fractions 0..1 while the data is written.
+        `illegal_parent` lets a copy lay out a chain whose volumes all stay
+        ILLEGAL until their data is in (actors/storage/copying.py).
 
         Raises:
             VolumeAlreadyExists: `vol` is already in the image.
@@ -202,7 +205,9 @@ class FileVolumes:
             raise VolumeAlreadyExists(volUUID=vol, imgUUID=img)
         parent_meta = None
         if parent != BLANK_UUID:
-            parent_meta = self._check_parent(img, parent, parent_image or img, fmt)
+            parent_meta = self._check_parent(
+                img, parent, parent_image or img, fmt, illegal_parent=illegal_parent
+            )
         capacity = _capacity(size, parent_meta)
         allocation = _allocation(fmt, prealloc, capacity, initial_size)
         meta = {
@@ -247,7 +252,13 @@ class FileVolumes:
             raise VolumeCreationError(volUUID=vol, imgUUID=img, reason=str(error)) from None
 
     def _check_parent(
-        self, img: str, parent: str, parent_image: str, fmt: VolumeFormat
+        self,
+        img: str,
+        parent: str,
+        parent_image: str,
+        fmt: VolumeFormat,
+        *,
+        illegal_parent: bool = False,
     ) -> dict[str, str]:
         """The metadata of a snapshot's parent, after checking it can have a child."""
         if fmt is not VolumeFormat.COW:
@@ -255,7 +266,7 @@ class FileVolumes:
         meta = self._read_meta(parent_image, parent)
         if not self.volume_path(parent_image, parent).exists():
             raise VolumeDoesNotExist(volUUID=parent, imgUUID=parent_image)
-        if meta.get("LEGALITY") != Legality.LEGAL:
+        if meta.get("LEGALITY") != Legality.LEGAL and not (illegal_parent and parent_image == img):
             raise IllegalVolumeSnapshot(volUUID=parent, imgUUID=parent_image)
         if parent_image != img and meta.get("VOLTYPE") != VolumeRole.SHARED:
             raise StorageInvalidParameter(
@@ -650,3 +661,29 @@ def _is_uuid(name: str) -> bool:
     except InvalidArgument:
         return False
     return True
+
+
+# -- merging (chain and metadata changes of a merge: actors/storage/merging.py) -------------
+
+
+def volume_meta(volumes: FileVolumes, img: str, vol: str) -> dict[str, str]:
+    """A volume's metadata, as its `.meta` says (a worker thread; blocks on the disk).
+
+    Raises:
+        ImageDoesNotExistInSD / VolumeDoesNotExist: no such image or volume.
+    """
+    return volumes._read_meta(img, vol)  # noqa: SLF001 - this module's own helper
+
+
+def update_volume_meta(volumes: FileVolumes, img: str, vol: str, **changes: str) -> None:
+    """Change some keys of a volume's metadata, atomically (a worker thread; blocks).
+
+    Raises:
+        ImageDoesNotExistInSD / VolumeDoesNotExist: no such image or volume.
+    """
+    volumes._update_meta(img, vol, **changes)  # noqa: SLF001 - this module's own helper
+
+
+def volume_children(volumes: FileVolumes, img: str, vol: str) -> list[str]:
+    """The volumes of the image whose parent is `vol` (a worker thread; blocks)."""
+    return volumes._children(img, vol)  # noqa: SLF001 - this module's own helper

@@ -98,10 +98,19 @@ def convert(  # noqa: PLR0913 - qemu-img's own parameters, all keyword-only
     src_fmt: str,
     dst_fmt: str,
     preallocation: str | None = None,
+    backing: str | None = None,
+    backing_fmt: str | None = None,
+    existing: bool = False,
     progress: Callable[[float], None] | None = None,
     abort: threading.Event | None = None,
 ) -> None:
-    """Copy `src` into a new image `dst` (`qemu-img convert -p`), reporting progress.
+    """Copy `src` into the image `dst` (`qemu-img convert -p`), reporting progress.
+
+    `dst` is made anew (truncated if it exists: same inode, same mode) unless
+    `existing`, which writes into the image already there (`-n`). With
+    `backing` (a file name relative to `dst`'s directory) the target gets that
+    backing file and only what `src`'s top layer holds is copied (`-B`): one
+    layer of a chain whose parent was copied before it.
 
     `progress` is called on this thread with fractions from 0.0 to 1.0 as
     qemu-img prints them. When `abort` is set the qemu-img process is terminated
@@ -113,11 +122,17 @@ def convert(  # noqa: PLR0913 - qemu-img's own parameters, all keyword-only
         TaskAborted: `abort` was set before qemu-img finished.
     """
     command = [QEMU_IMG, "convert", "-p", "-f", src_fmt, "-O", dst_fmt]
-    options = ["compat=1.1"] if dst_fmt == "qcow2" else []
-    if preallocation is not None:
+    options = ["compat=1.1"] if dst_fmt == "qcow2" and not existing else []
+    if preallocation is not None and not existing:
         options.append(f"preallocation={preallocation}")
     if options:
         command += ["-o", ",".join(options)]
+    if existing:
+        command.append("-n")
+    if backing is not None:
+        command += ["-B", backing]
+        if backing_fmt is not None:
+            command += ["-F", backing_fmt]
     command += [str(src), str(dst)]
     with subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -130,6 +145,49 @@ def convert(  # noqa: PLR0913 - qemu-img's own parameters, all keyword-only
         raise QemuImgError(command=" ".join(command), rc=code, stderr=stderr)
     if progress is not None:
         progress(1.0)
+
+
+def measure(
+    path: Path | str,
+    *,
+    fmt: str,
+    out_fmt: str,
+    backing: bool = True,
+    base: tuple[str, str] | None = None,
+) -> dict[str, int]:
+    """`qemu-img measure`: {"required", "fully-allocated"} bytes to copy `path` as `out_fmt`.
+
+    Runs with `--force-share`, so it also works on an image a VM has open. With
+    `backing` False only this layer is measured; with `base` (the backing file's
+    path and format) only this layer and that one (VDSM's sub-chain).
+
+    Raises:
+        QemuImgError: qemu-img failed (a missing file, a bad format...).
+    """
+    node: dict[str, Any] = {"driver": fmt, "file": {"driver": "file", "filename": str(path)}}
+    if fmt == "qcow2" and not backing:
+        node["backing"] = None
+    elif fmt == "qcow2" and base is not None:
+        base_node: dict[str, Any] = {
+            "driver": base[1],
+            "file": {"driver": "file", "filename": base[0]},
+        }
+        if base[1] == "qcow2":
+            base_node["backing"] = None
+        node["backing"] = base_node
+    command = [QEMU_IMG, "measure", "--output", "json", "--force-share", "-O", out_fmt]
+    command.append(f"json:{json.dumps(node)}")
+    answer = json.loads(_run(command))
+    return {key: int(answer[key]) for key in ("required", "fully-allocated")}
+
+
+def amend(path: Path | str, *, compat: str) -> None:
+    """Change a qcow2 image's compat level in place (`qemu-img amend`).
+
+    Raises:
+        QemuImgError: qemu-img refused (a downgrade the image's features forbid...).
+    """
+    _run([QEMU_IMG, "amend", "-f", "qcow2", "-o", f"compat={compat}", str(path)])
 
 
 def _follow(

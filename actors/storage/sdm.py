@@ -7,11 +7,16 @@ a domain's writer), with qemu-img's progress readable in `Host.getJobs`. The
 recipe, every step a typed message to the domain that owns the volume:
 
     source ── VolumeData (read) ──▶ path, format, capacity (chain checked, LEGAL)
-    dest   ── VolumeData (read, ILLEGAL allowed) ──▶ path, format, capacity
-    dest   ── SetLegality(ILLEGAL) (write) ──▶ an interrupted copy is never mistaken
+    dest   ── ReadFacts (read, ILLEGAL allowed) ──▶ path, format, capacity, parent
+    dest   ── Begin (write) ──▶ its generation checked (the endpoint's `generation`),
+                                ILLEGAL: an interrupted copy is never mistaken
     qemu-img convert (progress, abortable) ──▶ fsync the destination
-    dest   ── SetLegality(LEGAL) (write) ──▶ only once the data is on disk, and
-                                               only if the Engine's `legal` is true
+    dest   ── End (write) ──▶ generation + 1, and LEGAL only once the data is on
+                              disk, and only if the Engine's `legal` is true
+
+A destination with a parent (one layer of a chain copied volume by volume, as
+the Engine's CopyImageGroupVolumesData does) keeps its parent as backing file and
+gets only the source's top layer, as VDSM's copy_data does.
 
 No deadline on the copy itself: it reports progress and stops when aborted. Each
 wait for a domain is event-driven (the domain answers, or fails its queued work
@@ -28,8 +33,9 @@ import pykka
 
 from hostvisor.actors.errors import InvalidArgument, Unavailable
 from hostvisor.actors.storage import qemuimg
-from hostvisor.actors.storage.domain_ops import SetLegality, VolumeData
-from hostvisor.actors.storage.model import Legality, check_uuid
+from hostvisor.actors.storage.copying import MAX_GENERATION, Begin, End, ReadFacts
+from hostvisor.actors.storage.domain_ops import VolumeData
+from hostvisor.actors.storage.model import BLANK_UUID, check_uuid
 from hostvisor.actors.storage.proxy import StorageClient
 from hostvisor.actors.storage.tasks import TaskContext
 
@@ -44,20 +50,34 @@ class Endpoint:
     sd: str
     img: str
     vol: str
+    generation: int | None = None
+    """The generation the caller expects the volume to have (None: any)."""
 
     @classmethod
     def from_wire(cls, wire: Any, name: str) -> Endpoint:
-        """Check the wire form `{endpoint_type: "div", sd_id, img_id, vol_id}`.
+        """Check the wire form `{endpoint_type: "div", sd_id, img_id, vol_id, generation?}`.
+
+        `endpoint_type` may be left out (VDSM's VolumeInfo, the `vol_info` of
+        update_volume, amend_volume and sparsify_volume, has none).
 
         Raises:
-            InvalidArgument: not a "div" endpoint, or an id is not a UUID.
+            InvalidArgument: not a "div" endpoint, an id is not a UUID, or the
+                generation is not an int in 0..999.
         """
         if not isinstance(wire, dict) or wire.get("endpoint_type", "div") != "div":
             raise InvalidArgument(param=name, reason="only 'div' endpoints are supported")
+        generation = wire.get("generation")
+        if generation is not None and (
+            isinstance(generation, bool)
+            or not isinstance(generation, int)
+            or not 0 <= generation <= MAX_GENERATION
+        ):
+            raise InvalidArgument(param=f"{name}.generation", value=repr(generation))
         return cls(
             sd=check_uuid(wire.get("sd_id", ""), f"{name}.sd_id"),
             img=check_uuid(wire.get("img_id", ""), f"{name}.img_id"),
             vol=check_uuid(wire.get("vol_id", ""), f"{name}.vol_id"),
+            generation=generation,
         )
 
 
@@ -79,39 +99,45 @@ class CopyData:
     def __call__(self, ctx: TaskContext) -> None:
         """Run the recipe (a worker thread; blocks for the copy's length)."""
         src, dst, client = self.source, self.destination, self.client
-        src_path, src_fmt, src_cap = _await(
+        src_path, src_fmt, src_cap = answer(
             client.read(src.sd, VolumeData(img=src.img, vol=src.vol)), ctx, src.sd
         )
-        dst_path, dst_fmt, dst_cap = _await(
-            client.read(dst.sd, VolumeData(img=dst.img, vol=dst.vol, allow_illegal=True)),
-            ctx,
-            dst.sd,
-        )
-        if dst_cap < src_cap:
+        dest = answer(client.read(dst.sd, ReadFacts(img=dst.img, vol=dst.vol)), ctx, dst.sd)
+        if dest.capacity < src_cap:
             raise InvalidArgument(
-                destination=dst.vol, reason="smaller than the source", size=dst_cap
+                destination=dst.vol, reason="smaller than the source", size=dest.capacity
             )
-        self._legality(Legality.ILLEGAL, ctx)
+        backing = None
+        if dest.parent != BLANK_UUID:
+            parent = answer(
+                client.read(dst.sd, ReadFacts(img=dst.img, vol=dest.parent)), ctx, dst.sd
+            )
+            backing = (dest.parent, parent.qemu_format)
+        begin = Begin(img=dst.img, vol=dst.vol, generation=dst.generation)
+        answer(client.write(dst.sd, begin), ctx, dst.sd)
         qemuimg.convert(
             src_path,
-            dst_path,
+            dest.path,
             src_fmt=src_fmt,
-            dst_fmt=dst_fmt,
+            dst_fmt=dest.qemu_format,
+            backing=backing[0] if backing else None,
+            backing_fmt=backing[1] if backing else None,
             progress=ctx.progress,
             abort=ctx.aborted,
         )
-        flush(dst_path)  # durable before it is called LEGAL
-        if self.legal:
-            self._legality(Legality.LEGAL, ctx)
-
-    def _legality(self, legality: Legality, ctx: TaskContext) -> None:
-        dst = self.destination
-        change = SetLegality(img=dst.img, vol=dst.vol, legality=legality)
-        _await(self.client.write(dst.sd, change), ctx, dst.sd)
+        flush(dest.path)  # durable before it is called LEGAL
+        end = End(img=dst.img, vol=dst.vol, legal=self.legal)
+        answer(client.write(dst.sd, end), ctx, dst.sd)
 
 
-def _await(future: pykka.Future[Any], ctx: TaskContext, what: str) -> Any:
-    """Wait for a domain's answer until it comes, or the job is aborted."""
+def answer(future: pykka.Future[Any], ctx: TaskContext, what: str) -> Any:
+    """Wait for a domain's answer until it comes, or the job is aborted (a worker; blocks).
+
+    Raises:
+        TaskAborted: the work was asked to stop meanwhile.
+        Unavailable: the domain's actor died.
+        HostvisorError: the domain's own answer was an error.
+    """
     while True:
         try:
             return future.get(timeout=POLL)

@@ -247,6 +247,14 @@ class TaskContext:
         """Run `undo()` if the work fails or is stopped; the last added runs first."""
         self._rollbacks.append(undo)
 
+    def clear_rollbacks(self) -> None:
+        """Forget the rollback steps: the work is past the point where undoing is right.
+
+        As VDSM's `clearRecoveries`: Image.move calls it once the copy is complete,
+        before it removes the source.
+        """
+        self._rollbacks.clear()
+
     def roll_back(self) -> bool:
         """Run the rollback steps, newest first; return False if one raised (logged)."""
         clean = True

@@ -41,9 +41,6 @@ import libvirt
 from hostvisor.actors.actor import CallbackFuture
 from hostvisor.actors.errors import HostvisorError, InvalidArgument
 from hostvisor.actors.guest.actor import (
-    BALLOON_METHODS,
-    MIGRATION_METHODS,
-    UNSUPPORTED_VERBS,
     ActorGone,
     GuestActor,
     PoweringUpOver,
@@ -52,18 +49,22 @@ from hostvisor.actors.guest.actor import (
 from hostvisor.actors.guest.entry import VmEntry
 from hostvisor.actors.guest.model import Publish, TellBoard, no_board
 from hostvisor.actors.guest.status import Exit, ExitReason, PauseCode, VmStatus
+from hostvisor.actors.hooks import NO_HOOKS, HookError, Hooks, VmHooks
 from hostvisor.actors.hypervisor.events import DomainLifecycle
-from hostvisor.actors.vm import domxml, guestagent, hostpaths, reported
+from hostvisor.actors.vm import balloon, domxml, guestagent, hostpaths, reported
+from hostvisor.actors.vm.blockjob_merge import Chains
+from hostvisor.actors.vm.blockjobs import BlockJobs
+from hostvisor.actors.vm.devices import DeviceEditor
 from hostvisor.actors.vm.errors import BalloonError, NoSuchVm
+from hostvisor.actors.vm.hotplug import Hotplugger
 from hostvisor.actors.vm.lifecycle import pause_code, status_of_state, stopped_exit
 from hostvisor.actors.vm.migrating import MigrationSlots, no_peers
 from hostvisor.actors.vm.migrator import (
-    IncomingTimedOut,
     MigrationSettings,
-    MigrationTick,
     Migrator,
 )
 from hostvisor.actors.vm.sampling import BulkSample
+from hostvisor.actors.vm.snapshots import Snapshotter
 from hostvisor.actors.vm.stats import BalloonConfig, VmSample, vm_stats
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,9 @@ class VmServices:
         publish: sends an event up to the event bus (never blocks).
         board: tells the board a VM's entries (a `Post` or a `Forget`).
         migration: how VMs of this host migrate (peers, slots, transport).
+        hooks: the host's VDSM hooks (`hostvisor.actors.hooks`).
+        chains: the VMs' reach into storage for block jobs (a merge resumed after a
+            restart needs it before any verb brings it); None: no storage here.
     """
 
     connection: Callable[[], Any]
@@ -96,6 +100,8 @@ class VmServices:
     migration: MigrationSettings = field(
         default_factory=lambda: MigrationSettings(peers=no_peers, slots=MigrationSlots())
     )
+    hooks: Hooks = NO_HOOKS
+    chains: Chains | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +155,7 @@ class AgentPolling:
     timeout: int = 2
 
 
-class VmActor(GuestActor, Migrator):
+class VmActor(GuestActor, Migrator, Snapshotter, BlockJobs, Hotplugger, DeviceEditor):
     """Owns one VM. Runs on the scheduler; its blocking calls run on the work facility.
 
     Args:
@@ -167,8 +173,10 @@ class VmActor(GuestActor, Migrator):
         agent: how the guest's qemu agent is polled (`AgentPolling`).
     """
 
-    UNSUPPORTED: ClassVar[frozenset[str]] = UNSUPPORTED_VERBS - MIGRATION_METHODS - BALLOON_METHODS
-    """What a libvirt VM does not do yet (it migrates and balloons)."""
+    UNSUPPORTED: ClassVar[frozenset[str]] = (
+        Snapshotter.NOT_YET | BlockJobs.NOT_YET | Hotplugger.NOT_YET | DeviceEditor.NOT_YET
+    )
+    """What a libvirt VM does not do yet: each part (the mixins) says its own."""
 
     def __init__(  # noqa: PLR0913 - the collaborators and settings of one VM
         self,
@@ -204,6 +212,7 @@ class VmActor(GuestActor, Migrator):
         self._pause_code = PauseCode.NOERR
         self._shutdown_requested = False
         self._shutdown_attempt = 0
+        self._shutdown_force = False
         self._host_signalled = False  # libvirt: SHUTDOWN event, detail HOST (SIGTERM)
         self._last_sample: VmSample | None = None
         self._agent = agent or AgentPolling()
@@ -212,9 +221,13 @@ class VmActor(GuestActor, Migrator):
         self._reported = reported.Reported()  # read in on_start, off the spawner's thread
         self._launching = False  # createXML in flight: status events wait for it
         self._pending: VmStatus | None = None  # the status libvirt gave meanwhile
-        self._balloon_target: int | None = None  # the last target set (None: the current size)
+        # the last target set, kept in the domain's metadata (None: the current size)
+        self._balloon_target: int | None = balloon.target_of(spec.xml)
         self._balloon_of: str | None = None  # the XML `_balloon_device` was read from
         self._balloon_device = False
+        self._balloon_min = 0  # the guaranteed memory, KiB (balloonInfo.balloon_min)
+        self.hooks: VmHooks = services.hooks.for_vm(spec.vm_id, spec.custom)
+        self._blockjob_chains = services.chains
 
     # -- life ---------------------------------------------------------------------------
 
@@ -225,6 +238,7 @@ class VmActor(GuestActor, Migrator):
             self._await_incoming()
         elif self._recover:
             self._adopt()
+            self._snapshot_recover()  # a snapshot the last agent died in: finish or report it
         else:
             self._launch()
         if self._first_post is not None:
@@ -254,10 +268,13 @@ class VmActor(GuestActor, Migrator):
             if live is not None:
                 self._set_xml(live.xml)
                 started = live.start_time
+                self._balloon_target = balloon.target_of(live.xml)
         clock = self.clock
         self.mark_started(clock.monotonic() - (clock.time() - started if started else 0.0))
         if self.guest.down:
             self.guest.go_down(Exit.of(ExitReason.LOST_QEMU_CONNECTION), publish=False)
+        else:
+            self._find_migration()
 
     def _lookup(self) -> Any:
         """The running domain, or None if libvirt no longer has it (blocks briefly)."""
@@ -270,10 +287,12 @@ class VmActor(GuestActor, Migrator):
         self._launching = True
         xml = domxml.with_start_time(self.spec.xml, self.clock.time())
         flags = libvirt.VIR_DOMAIN_START_PAUSED if self.spec.launch_paused else 0
+        hooks = self.hooks
 
         def launch() -> tuple[int, str]:
             conn = self._connection()
-            domain = conn.createXML(hostpaths.prepare(conn, xml), flags)
+            ready = hostpaths.prepare(conn, hooks.run("before_vm_start", xml))  # may edit it
+            domain = conn.createXML(ready, flags)
             try:
                 state: int = domain.state()[0]
                 live: str = domain.XMLDesc(0)
@@ -288,6 +307,7 @@ class VmActor(GuestActor, Migrator):
     def _launched(self, launched: tuple[int, str]) -> None:
         state, xml = launched
         self._set_xml(xml)
+        self._notify_hook("after_vm_start", xml)
         if self.guest.started is None:
             self.mark_started(self.clock.monotonic())
         self._launching = False
@@ -302,6 +322,8 @@ class VmActor(GuestActor, Migrator):
             return
         if pending is not None:  # it runs: libvirt failed after starting it
             self.guest.set_status(pending)
+        elif isinstance(error, HookError):  # before_vm_start vetoed it (VDSM: GENERIC_ERROR)
+            self.guest.go_down(Exit.of(ExitReason.GENERIC_ERROR, str(error)))
         else:
             self.guest.go_down(Exit.of(ExitReason.LIBVIRT_START_FAILED, str(error)))
 
@@ -332,15 +354,23 @@ class VmActor(GuestActor, Migrator):
                 self._on_shutdown_timeout(attempt)
             case PollGuestAgent():
                 self._poll_guest_agent()
-            case MigrationTick():
-                self._on_migration_tick(message)
-            case IncomingTimedOut():
-                self._incoming_timed_out()
             case SetBalloonTarget(target):
                 self._told_balloon_target(target)
+            case _ if self._parts_receive(message):
+                pass
             case _:
                 return super().on_receive(message)
         return None
+
+    def _parts_receive(self, message: Any) -> bool:
+        """Let each part (migration, snapshots, block jobs, hotplug, devices) handle its own."""
+        return (
+            self._migration_receive(message)
+            or self._snapshot_receive(message)
+            or self._blockjob_receive(message)
+            or self._hotplug_receive(message)
+            or self._device_receive(message)
+        )
 
     def on_stop(self) -> None:
         """Give back migration slots, then what every guest actor does."""
@@ -355,6 +385,7 @@ class VmActor(GuestActor, Migrator):
     def _on_lifecycle(self, event: DomainLifecycle) -> None:
         kind, detail = event.event, event.detail
         guest = self.guest
+        self._pause_hooks(kind, detail)
         if guest.started is None and kind in _RUNNING_EVENTS:
             # At launch libvirt reports RESUMED before STARTED, and both may come before
             # createXML has returned: the first of them starts the clock.
@@ -384,13 +415,28 @@ class VmActor(GuestActor, Migrator):
         elif kind == libvirt.VIR_DOMAIN_EVENT_CRASHED:
             guest.go_down(Exit.of(ExitReason.LOST_QEMU_CONNECTION))
 
+    def _pause_hooks(self, kind: int, detail: int) -> None:
+        """VDSM's after_vm_pause (a pause or an I/O error) and after_vm_cont (a resume)."""
+        if kind == libvirt.VIR_DOMAIN_EVENT_SUSPENDED and detail in _PAUSED_DETAILS:
+            self._notify_hook("after_vm_pause", self.guest.xml)
+        elif (
+            kind == libvirt.VIR_DOMAIN_EVENT_RESUMED
+            and detail == libvirt.VIR_DOMAIN_EVENT_RESUMED_UNPAUSED
+            and self.guest.status is VmStatus.PAUSED
+        ):
+            self._notify_hook("after_vm_cont", self.guest.xml)
+
     def _on_sample(self, sample: BulkSample, record: dict[str, Any] | None) -> None:
         if record is None:
             self.guest.unresponsive()
             return
         current = VmSample(taken_at=sample.taken_at, record=record)
-        balloon = BalloonConfig(enabled=self._has_balloon(), target_kib=self._balloon_target)
-        figures = vm_stats(current, self._last_sample, balloon=balloon)
+        config = BalloonConfig(
+            enabled=self._has_balloon(),
+            minimum_kib=self._balloon_min,  # read with the device (VDSM: the guaranteed memory)
+            target_kib=self._balloon_target,
+        )
+        figures = vm_stats(current, self._last_sample, balloon=config)
         # Whether the CPU figures come from two samples. VDSM's schema says a boolean;
         # VDSM's code sends it through convertToStr (vmstats.translate): "True"/"False".
         figures["cpuActual"] = str(_cpu_measured(self._last_sample, current))
@@ -401,20 +447,33 @@ class VmActor(GuestActor, Migrator):
 
     def pause(self) -> CallbackFuture:
         """Suspend the guest's vCPUs; the status is Paused once the future settles."""
-        return self._operate("pause", lambda domain: domain.suspend(), then=VmStatus.PAUSED)
+        hooks = self.hooks  # before_vm_pause may refuse it (HookError, VDSM's 1500)
+        return self._operate(
+            "pause", lambda d: _vetted(hooks, "before_vm_pause", d).suspend(), then=VmStatus.PAUSED
+        )
 
     def cont(self) -> CallbackFuture:
         """Resume a paused guest; the status is Up once the future settles."""
-        return self._operate("cont", lambda domain: domain.resume(), then=VmStatus.UP)
+        hooks = self.hooks  # before_vm_cont may refuse it (HookError, VDSM's 1500)
+        return self._operate(
+            "cont", lambda d: _vetted(hooks, "before_vm_cont", d).resume(), then=VmStatus.UP
+        )
 
     def reset(self) -> CallbackFuture:
         """Reset the guest, like pressing its reset button."""
         return self._operate("reset", lambda domain: domain.reset(0))
 
-    def shutdown(self, *, timeout: float, reboot: bool = False) -> CallbackFuture:
-        """Ask the guest to shut down (ACPI); force it off after `timeout` seconds."""
+    def shutdown(
+        self, *, timeout: float, reboot: bool = False, force: bool = False
+    ) -> CallbackFuture:
+        """Ask the guest to shut down (ACPI); after `timeout` seconds force it off, if `force`.
+
+        As VDSM's powerdown: without `force` a guest that ignores the request keeps
+        running, and is reported Up again once `timeout` has passed.
+        """
         self.guest.require_running("shutdown")
         self._shutdown_requested = not reboot
+        self._shutdown_force = force
         self._shutdown_attempt += 1
         attempt = self._shutdown_attempt
         self.guest.set_status(VmStatus.REBOOT_IN_PROGRESS if reboot else VmStatus.POWERING_DOWN)
@@ -425,24 +484,45 @@ class VmActor(GuestActor, Migrator):
         return future
 
     def _on_shutdown_timeout(self, attempt: int) -> None:
-        if attempt == self._shutdown_attempt and self.guest.status is VmStatus.POWERING_DOWN:
+        if attempt != self._shutdown_attempt or self.guest.status is not VmStatus.POWERING_DOWN:
+            return
+        if self._shutdown_force:
             log.info("VM %s did not shut down in time; forcing it off", self.spec.vm_id)
             self._operate("force off", lambda domain: domain.destroy())
+            return
+        log.warning("VM %s did not shut down in time; it keeps running", self.spec.vm_id)
+        self._shutdown_requested = False
+        self.guest.set_status(VmStatus.UP)
 
     def destroy(self) -> CallbackFuture:
-        """Kill the guest if it runs. Its VmActor is removed by the caller afterwards."""
+        """Kill the guest if it runs. Its VmActor is removed by the caller afterwards.
+
+        The before_vm_destroy and after_vm_destroy hooks run around it (never failing
+        it, as VDSM's), also for a VM already Down: the future settles after them.
+        """
+        hooks, xml = self.hooks, self.guest.xml
         if self.guest.down:
-            done = CallbackFuture()
-            done.set(None)
-            return done
+            if not hooks.enabled:
+                done = CallbackFuture()
+                done.set(None)
+                return done
+
+            def released() -> None:
+                hooks.notify("before_vm_destroy")
+                hooks.notify("after_vm_destroy", xml)
+
+            return self.operation("destroy", released, then=lambda _r: None)
         self._shutdown_requested = True
 
         def kill() -> None:
+            hooks.notify("before_vm_destroy")
             try:
                 self._connection().lookupByUUIDString(self.spec.vm_id).destroy()
             except libvirt.libvirtError as error:
-                if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                # Gone, or shut off and going (a guest that has just migrated away).
+                if error.get_error_code() not in _ALREADY_GONE:
                     raise
+            hooks.notify("after_vm_destroy", xml)
 
         return self.operation("destroy", kill, then=lambda _r: self._destroyed())
 
@@ -457,8 +537,10 @@ class VmActor(GuestActor, Migrator):
 
         As VDSM: a VM whose XML has no balloon (`<memballoon model='none'>`, or
         none at all) succeeds doing nothing; otherwise libvirt sets the live
-        memory (`setMemoryFlags(..., AFFECT_LIVE)`, on a worker) and VM stats'
-        `balloonInfo.balloon_target` reports the target from the next sample on.
+        memory (`setMemoryFlags(..., AFFECT_LIVE)`, on a worker), the target is kept
+        in the domain's `ovirt-vm` metadata (`balloonTarget`, as VDSM keeps it, so a
+        restarted agent reports it too) and VM stats' `balloonInfo.balloon_target`
+        reports it from the next sample on.
 
         Raises:
             InvalidArgument: `target_kib` is not a non-negative integer.
@@ -486,6 +568,10 @@ class VmActor(GuestActor, Migrator):
                 if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     raise NoSuchVm(vmId=vm_id) from None
                 raise BalloonError(vmId=vm_id, reason=str(error)) from None
+            try:
+                balloon.persist_target(domain, target_kib)
+            except libvirt.libvirtError as error:  # set, but a restart will not know it
+                log.warning("VM %s: balloon target not kept in metadata: %s", vm_id, error)
             return target_kib
 
         def set_target(target: int) -> None:
@@ -514,6 +600,7 @@ class VmActor(GuestActor, Migrator):
         xml = self.guest.xml
         if self._balloon_of is not xml:
             self._balloon_of, self._balloon_device = xml, _balloon_device(xml)
+            self._balloon_min = balloon.guaranteed_kib(xml)
         return self._balloon_device
 
     # -- the guest agent ------------------------------------------------------------------
@@ -566,6 +653,12 @@ class VmActor(GuestActor, Migrator):
 
     # -- answers --------------------------------------------------------------------------
 
+    def _notify_hook(self, name: str, data: Any = None) -> None:
+        """Run hook point `name` for this VM on a worker, its failure only logged (at once)."""
+        hooks = self.hooks
+        if hooks.enabled:
+            self.run_off(lambda: hooks.notify(name, data), lambda _o: None, name=f"hook:{name}")
+
     def _set_xml(self, xml: str) -> None:
         """The domain XML is now `xml`: report it, and what it says (hash, displayInfo)."""
         self.guest.xml = xml
@@ -577,8 +670,7 @@ class VmActor(GuestActor, Migrator):
             "acpiEnable": "true",
             "pauseCode": self._pause_code.value,
             "clientIp": "",  # nobody is connected to the console (VDSM's value then)
-            # VDSM reports {} once it knows no block job runs: none ever does here.
-            "vmJobs": {},
+            "vmJobs": self._vm_jobs(),
             **self._reported.fields(),
             **guestagent.DEFAULTS,
             **self._facts.fields,
@@ -610,7 +702,25 @@ class VmActor(GuestActor, Migrator):
         return self.operation(op, run, then=done)
 
 
+_ALREADY_GONE = (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID)
+"""libvirt's errors for a destroy that finds nothing left to kill."""
+
 _CPU_KEYS = ("cpu.time", "cpu.user", "cpu.system")
+_PAUSED_DETAILS = (
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED,
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR,
+)
+
+
+def _vetted(hooks: VmHooks, name: str, domain: Any) -> Any:
+    """Run vetoing hook point `name` on the domain's live XML; return the domain (blocks).
+
+    Raises:
+        HookError: a script refused.
+    """
+    if hooks.enabled and hooks.has(name):  # read the XML only for a script
+        hooks.run(name, domain.XMLDesc(0))
+    return domain
 
 
 def _cpu_measured(previous: VmSample | None, current: VmSample) -> bool:

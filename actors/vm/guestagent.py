@@ -47,6 +47,7 @@ from typing import Any
 import libvirt
 
 from hostvisor.actors.vm.domxml import OVIRT_VM
+from hostvisor.actors.vm.metadata_lock import editing
 
 log = logging.getLogger(__name__)
 
@@ -316,15 +317,18 @@ def write_disk_mapping(domain: Any, xml: str, mapping: Mapping[str, str]) -> str
     Raises:
         libvirt.libvirtError: libvirt refused the metadata or the domain is gone.
     """
-    metadata = mapped_metadata(xml, mapping)
-    if metadata is None:
-        return None
-    domain.setMetadata(
-        libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-        metadata,
-        "ovirt-vm",
-        OVIRT_VM,
-        libvirt.VIR_DOMAIN_AFFECT_LIVE,
-    )
+    if mapped_metadata(xml, mapping) is None:
+        return None  # as `xml` says, already mapped: no write, no lock
+    with editing(domain):  # `xml` may be seconds old (agent calls): read it again
+        metadata = mapped_metadata(domain.XMLDesc(0), mapping)
+        if metadata is None:
+            return None
+        domain.setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+            metadata,
+            "ovirt-vm",
+            OVIRT_VM,
+            libvirt.VIR_DOMAIN_AFFECT_LIVE,
+        )
     live: str = domain.XMLDesc(0)
     return live

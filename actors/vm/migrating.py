@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import libvirt
 
 from hostvisor.actors.errors import CallerError, HostvisorError
+from hostvisor.actors.vm.errors import VmCreateError
 from hostvisor.actors.vm.migration import (
     ABORT,
     POSTCOPY,
@@ -163,6 +164,11 @@ class MigrationSlots:
                 )
             self._taken[direction] += 1
 
+    def hold(self, direction: str) -> None:
+        """Count a migration found already running (after a restart), whatever the bound."""
+        with self._lock:
+            self._taken[direction] += 1
+
     def give_back(self, direction: str) -> None:
         """Return a slot taken with `take`."""
         with self._lock:
@@ -270,6 +276,7 @@ def prepare_destination(
     Raises:
         NoConnectionToPeer: the agent cannot be reached.
         MigrationLimitExceeded: it runs as many incoming migrations as it allows.
+        VmCreateError: it cannot make the VM (VDSM's createErr, passed on as VDSM does).
         MigrationError: it refused for another reason (its message included).
     """
     try:
@@ -287,6 +294,8 @@ def prepare_destination(
     except PeerRefused as refused:
         if refused.code == MigrationLimitExceeded.code:
             raise MigrationLimitExceeded(destination=request.dst_host) from None
+        if refused.code == VmCreateError.code:  # it cannot make the VM (a disk, the XML)
+            raise VmCreateError(destination=request.dst_host, reason=refused.message) from None
         raise MigrationError(destination=request.dst_host, reason=refused.message) from None
     except OSError as error:
         raise NoConnectionToPeer(dst=request.dst_host, reason=str(error)) from None
@@ -439,3 +448,16 @@ def graphics_of(xml: str) -> str | None:
     if "<graphics type='vnc'" in xml or '<graphics type="vnc"' in xml:
         return "vnc"
     return None
+
+
+def make_transient(domain: Any) -> None:
+    """Drop a running domain's persistent definition (its NVRAM and TPM state stay)."""
+    if not domain.isPersistent():
+        return
+    keep_nvram = getattr(libvirt, "VIR_DOMAIN_UNDEFINE_KEEP_NVRAM", 0)
+    try:
+        domain.undefineFlags(keep_nvram | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_KEEP_TPM", 0))
+    except libvirt.libvirtError as error:
+        if error.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
+            raise
+        domain.undefineFlags(keep_nvram)  # a libvirt older than KEEP_TPM (8.9)

@@ -31,9 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 import libvirt
 
+from hostvisor.actors.actor import CallbackFuture
 from hostvisor.actors.errors import HostvisorError
 from hostvisor.actors.events import Event
 from hostvisor.actors.guest.status import Exit, ExitReason, VmStatus
+from hostvisor.actors.hooks import HookError, HookFailed
 from hostvisor.actors.timers import Timer
 from hostvisor.actors.vm.migrating import (
     MigrationCancelFailed,
@@ -47,6 +49,7 @@ from hostvisor.actors.vm.migrating import (
     apply,
     graphics_of,
     job_stats,
+    make_transient,
     perform,
     prepare_destination,
 )
@@ -55,6 +58,7 @@ from hostvisor.actors.vm.migration import Action, MigrationRequest, Progress, ou
 if TYPE_CHECKING:
     from hostvisor.actors.clock import Clock
     from hostvisor.actors.guest.model import GuestModel
+    from hostvisor.actors.hooks import VmHooks
     from hostvisor.actors.vm.domxml import DomainSpec
 
 log = logging.getLogger(__name__)
@@ -110,6 +114,24 @@ class IncomingTimedOut:
     """Tell (the timer service): the awaited guest has not arrived."""
 
 
+@dataclass(frozen=True, slots=True)
+class FoundJobTick:
+    """Tell (the timer service): look again at a migration found running after a restart."""
+
+
+@dataclass(frozen=True, slots=True)
+class FoundJob:
+    """What libvirt says of an adopted domain's job (read off the turn).
+
+    Attributes:
+        direction: "outgoing" or "incoming" while a migration runs, else None.
+        state: the domain's state, read when asked for (else None).
+    """
+
+    direction: str | None
+    state: int | None = None
+
+
 class Migrator:
     """Migration for a VM actor (mixed into VmActor; its turn only)."""
 
@@ -130,11 +152,28 @@ class Migrator:
     tick_every: Callable[..., Timer]
     tell_later: Callable[..., Timer]
     mark_started: Callable[[float], None]
+    hooks: VmHooks
+    _notify_hook: Callable[..., None]
 
     _migration: OutgoingMigration | None = None
+    _incoming_ready: CallbackFuture | None = None  # before_vm_migrate_destination's outcome
     _migration_serial: int = 0
     _monitor: Timer | None = None
     _incoming: bool = False
+    _found_outgoing: bool = False  # a migration libvirt ran on while the agent was down
+
+    def _migration_receive(self, message: Any) -> bool:
+        """Handle the migration's own timer messages; say whether `message` was one."""
+        match message:
+            case MigrationTick():
+                self._on_migration_tick(message)
+            case IncomingTimedOut():
+                self._incoming_timed_out()
+            case FoundJobTick():
+                self._on_found_job_tick()
+            case _:
+                return False
+        return True
 
     # -- source: the verbs ----------------------------------------------------------------
 
@@ -145,7 +184,7 @@ class Migrator:
             InvalidArgument: bad params. MigrationInProgress: already migrating.
             VmIsDown: the VM does not run. MigrationLimitExceeded: no outgoing slot.
         """
-        if self._migration is not None and self._migration.active:
+        if (self._migration is not None and self._migration.active) or self._found_outgoing:
             raise MigrationInProgress(vmId=self.vm_id)
         self.guest.require_running("migrate")
         request = MigrationRequest.from_params(self.vm_id, params)
@@ -157,7 +196,13 @@ class Migrator:
         machine = self._machine_params(request)
         log.info("VM %s: migrating to %s", self.vm_id, request.dst_host)
 
+        hooks, xml = self.hooks, self.guest.xml
+
         def prepare() -> Any:
+            try:
+                hooks.run("before_vm_migrate_source", xml)
+            except HookError as error:  # the migration fails, as VDSM's: migrateErr
+                raise MigrationError(reason=str(error)) from None
             return prepare_destination(settings.peers, request, machine)
 
         self.run_off(
@@ -170,6 +215,9 @@ class Migrator:
         Raises:
             MigrationCancelFailed: no migration is under way.
         """
+        if self._found_outgoing:  # started before a restart: libvirt's job is all there is
+            self._on_domain(lambda domain: domain.abortJob(), "migration:cancel")
+            return
         migration = self._migration
         if migration is None or not migration.active:
             raise MigrationCancelFailed(vmId=self.vm_id)
@@ -274,6 +322,7 @@ class Migrator:
         migration.succeeded(outcome)
         self._publish_migration(migration)
         log.info("VM %s: migrated to %s", self.vm_id, migration.request.dst_host)
+        self._notify_hook("after_vm_migrate_source", self.guest.xml)
         if not self.guest.down:
             self.guest.go_down(Exit.of(ExitReason.MIGRATION_SUCCEEDED, "Migration succeeded"))
 
@@ -334,6 +383,49 @@ class Migrator:
         self._incoming = True
         self.guest.set_status(VmStatus.MIGRATION_DESTINATION, publish=False)
         self.tell_later(self._migration_settings.incoming_timeout, IncomingTimedOut())
+        self._incoming_ready = ready = CallbackFuture()
+        hooks, xml = self.hooks, self.spec.xml
+        if not hooks.enabled:
+            ready.set(None)
+            return
+        self.run_off(
+            lambda: hooks.run("before_vm_migrate_destination", xml),
+            self._incoming_hooked,
+            name="hook:before_vm_migrate_destination",
+        )
+
+    def incoming_ready(self) -> CallbackFuture:
+        """A future that settles once this destination may receive its guest.
+
+        It fails with `HookFailed` (VDSM's code 78: "Destination hook failed") when a
+        before_vm_migrate_destination hook failed; the VM is then Down
+        (MIGRATION_FAILED). VM.migrationCreate awaits it before answering the source,
+        as VDSM's `waitForMigrationDestinationPrepare`. Actor thread; returns at once.
+        """
+        if self._incoming_ready is None:
+            done = CallbackFuture()
+            done.set(None)
+            return done
+        return self._incoming_ready
+
+    def _incoming_hooked(self, outcome: Any) -> None:
+        ready = self._incoming_ready
+        if ready is None:
+            return
+        if not isinstance(outcome, BaseException):
+            ready.set(None)
+            return
+        if isinstance(outcome, HookError):
+            error = HookFailed.of(outcome)
+        else:
+            error = HookFailed(hook="before_vm_migrate_destination", err=str(outcome))
+        log.warning("VM %s: destination hook failed: %s", self.vm_id, error)
+        if self._incoming and not self.guest.down:
+            self._incoming = False
+            self._migration_settings.slots.give_back("incoming")
+            message = f"Destination hook failed: {error}"
+            self.guest.go_down(Exit.of(ExitReason.MIGRATION_FAILED, message))
+        ready.set_exception(exc_info=(type(error), error, None))
 
     def _incoming_timed_out(self) -> None:
         if not self._incoming or self.guest.down:
@@ -349,11 +441,84 @@ class Migrator:
         if self._incoming:
             self._incoming = False
             slots.give_back("incoming")
+        if self._found_outgoing:
+            self._found_outgoing = False
+            self._stop_monitor()
+            slots.give_back("outgoing")
         migration = self._migration
         if migration is not None and migration.active:
             self._stop_monitor()
             migration.phase = Phase.FAILED
             slots.give_back("outgoing")
+
+    # -- after a restart: a migration libvirt ran on ---------------------------------------
+
+    def _find_migration(self) -> None:
+        """Ask libvirt, off the turn, whether the adopted domain is migrating (VmActor._adopt).
+
+        libvirt migrates peer to peer: a migration goes on while the agent that asked
+        for it is dead. Found outgoing, the VM is "Migration Source" until libvirt's
+        job ends (Down when the guest has left, Up again when it failed); found
+        incoming, "Migration Destination" until the guest arrives. A domain that was
+        Paused when recovery read it is read again: its guest may have arrived since.
+        """
+        vm_id, paused = self.vm_id, self.guest.status is VmStatus.PAUSED
+
+        def read() -> FoundJob:
+            domain = self._connection().lookupByUUIDString(vm_id)
+            return _found_job(domain, state=paused)
+
+        self.run_off(read, self._found_migration, name="migration:recover")
+
+    def _found_migration(self, outcome: FoundJob | BaseException) -> None:
+        if isinstance(outcome, BaseException) or self.guest.down:
+            return  # the domain is gone: its STOPPED event says how
+        slots = self._migration_settings.slots
+        if outcome.direction == "outgoing" and not self._found_outgoing:
+            log.info("VM %s: found migrating away; following libvirt's job", self.vm_id)
+            slots.hold("outgoing")
+            self._found_outgoing = True
+            self.guest.set_status(VmStatus.MIGRATION_SOURCE)
+            interval = self._migration_settings.monitor_interval
+            self._monitor = self.tick_every(interval, FoundJobTick())
+        elif outcome.direction == "incoming" and not self._incoming:
+            log.info("VM %s: found arriving by migration", self.vm_id)
+            slots.hold("incoming")
+            self._incoming = True
+            self.guest.set_status(VmStatus.MIGRATION_DESTINATION)
+        elif outcome.state == libvirt.VIR_DOMAIN_RUNNING and self.guest.status is VmStatus.PAUSED:
+            # It arrived between recovery's read and now (its RESUMED looked like a
+            # migration's own): Up, and transient as every VM here.
+            self.guest.set_status(VmStatus.UP)
+            self._on_domain(make_transient, "migration:transient")
+
+    def _on_found_job_tick(self) -> None:
+        if not self._found_outgoing:
+            return
+        vm_id = self.vm_id
+
+        def read() -> FoundJob:
+            return _found_job(self._connection().lookupByUUIDString(vm_id), state=True)
+
+        self.run_off(read, self._found_job_read, name="migration:monitor")
+
+    def _found_job_read(self, outcome: FoundJob | BaseException) -> None:
+        if not self._found_outgoing or (
+            not isinstance(outcome, BaseException) and outcome.direction == "outgoing"
+        ):
+            return  # still migrating (or a failed read: look again at the next tick)
+        if isinstance(outcome, BaseException):
+            return
+        self._found_outgoing = False
+        self._stop_monitor()
+        self._migration_settings.slots.give_back("outgoing")
+        if self.guest.down:
+            return
+        if outcome.state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED):
+            log.warning("VM %s: the migration found after a restart did not finish", self.vm_id)
+            self.guest.set_status(
+                VmStatus.UP if outcome.state == libvirt.VIR_DOMAIN_RUNNING else VmStatus.PAUSED
+            )
 
     # -- lifecycle events (from VmActor._on_lifecycle) -------------------------------------
 
@@ -363,6 +528,7 @@ class Migrator:
             if kind == libvirt.VIR_DOMAIN_EVENT_RESUMED:
                 self._incoming = False
                 self._migration_settings.slots.give_back("incoming")
+                self._notify_hook("after_vm_migrate_destination", self.guest.xml)
                 if self.guest.started is None:
                     # The source's start time travels in the XML's metadata: the guest
                     # keeps its age, and is not "Powering up" again on this host.
@@ -373,7 +539,7 @@ class Migrator:
                 # libvirt defined it here (VIR_MIGRATE_PERSIST_DEST): keep it running
                 # but transient, as every VM this agent starts, so that the Engine's
                 # destroy leaves no shut-off definition behind.
-                self._on_domain(_make_transient, "migration:transient")
+                self._on_domain(make_transient, "migration:transient")
                 return True
             if kind in (libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED):
                 return True  # the guest is arriving: still Migration Destination
@@ -384,21 +550,35 @@ class Migrator:
         return detail in _MIGRATION_DETAILS.get(kind, ())
 
 
+def _found_job(domain: Any, *, state: bool) -> FoundJob:
+    """Read the domain's migration job, and its state if asked (blocks briefly).
+
+    libvirt refuses job statistics for an incoming migration ("available only on the
+    source host", VIR_ERR_OPERATION_UNSUPPORTED): that refusal for a paused domain is
+    how a destination's arriving guest is told from one paused by its user.
+    """
+    direction = None
+    try:
+        stats = job_stats(domain) or {}
+    except libvirt.libvirtError as error:
+        if error.get_error_code() != libvirt.VIR_ERR_OPERATION_UNSUPPORTED:
+            raise
+        if domain.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+            return FoundJob("incoming", libvirt.VIR_DOMAIN_PAUSED)
+        stats = {}
+    if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) != libvirt.VIR_DOMAIN_JOB_NONE:
+        direction = _DIRECTIONS.get(stats.get("operation"))
+    return FoundJob(direction, domain.state()[0] if state or direction is None else None)
+
+
+_DIRECTIONS = {
+    libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT: "outgoing",
+    libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN: "incoming",
+}
+
+
 def _apply_to(action: Action, domain: Any) -> None:
     apply(domain, action)
-
-
-def _make_transient(domain: Any) -> None:
-    """Drop a running domain's persistent definition (its NVRAM and TPM state stay)."""
-    if not domain.isPersistent():
-        return
-    keep_nvram = getattr(libvirt, "VIR_DOMAIN_UNDEFINE_KEEP_NVRAM", 0)
-    try:
-        domain.undefineFlags(keep_nvram | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_KEEP_TPM", 0))
-    except libvirt.libvirtError as error:
-        if error.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
-            raise
-        domain.undefineFlags(keep_nvram)  # a libvirt older than KEEP_TPM (8.9)
 
 
 def _try_apply(domain: Any, action: Action, vm_id: str) -> None:

@@ -27,8 +27,9 @@ from hostvisor.actors.guest.entry import VmEntry
 Rendering = Literal["brief", "info", "stats", "definition"]
 """The answers every VM actor and the board render from an entry."""
 
-UnsupportedVerb = Literal["snapshot", "hotplugDisk", "hotunplugDisk", "hotplugNic", "hotunplugNic"]
-"""VM verbs no runtime here implements yet: the VM's actor answers them code 75."""
+UnsupportedVerb = Literal["snapshot"]
+"""VM verbs a libvirt VM has and a container VM does not, sent by name before their params
+are checked: the container's actor answers them code 75."""
 
 Operation = pykka.Future[None]
 """Settles once the guest's runtime has done the work (or fails with its error)."""
@@ -86,9 +87,11 @@ class VmProxy:
         """Reset the guest."""
         return call(self.ref, "reset")
 
-    def shutdown(self, *, timeout: float, reboot: bool = False) -> pykka.Future[Operation]:
-        """Shut the guest down (ACPI) or reboot it; forced off after `timeout` seconds."""
-        return call(self.ref, "shutdown", timeout=timeout, reboot=reboot)
+    def shutdown(
+        self, *, timeout: float, reboot: bool = False, force: bool = False
+    ) -> pykka.Future[Operation]:
+        """Shut the guest down (ACPI) or reboot it; forced off after `timeout` s if `force`."""
+        return call(self.ref, "shutdown", timeout=timeout, reboot=reboot, force=force)
 
     def destroy(self) -> pykka.Future[Operation]:
         """Kill the guest if it runs (idempotent)."""

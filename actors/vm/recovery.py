@@ -21,6 +21,7 @@ import libvirt
 from hostvisor.actors.errors import AlreadyExists, HostvisorError, InvalidArgument
 from hostvisor.actors.vm import domxml
 from hostvisor.actors.vm.domxml import DomainSpec
+from hostvisor.actors.vm.migrating import make_transient
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,12 @@ def managed_domains(connection: Any) -> list[Found]:
     truth is docker (`actors/container/recovery`).
     """
     specs = []
+    persistent = {
+        domain.UUIDString()
+        for domain in connection.listAllDomains(
+            libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE | libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT
+        )
+    }
     for domain in connection.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
         try:
             spec = domxml.parse(domain.XMLDesc(0))
@@ -52,8 +59,23 @@ def managed_domains(connection: Any) -> list[Found]:
             continue
         if spec.container_type:
             continue
+        if spec.vm_id in persistent:
+            _drop_definition(domain)
         specs.append((spec, state))
     return specs
+
+
+def _drop_definition(domain: Any) -> None:
+    """Make a running domain transient, as every VM this agent runs (blocks briefly).
+
+    Only a live migration's destination gets a definition (VIR_MIGRATE_PERSIST_DEST),
+    which its VM drops once the guest has arrived; an agent killed before then leaves
+    it, and the Engine's destroy would leave a shut-off domain behind.
+    """
+    try:
+        make_transient(domain)
+    except libvirt.libvirtError as error:
+        log.warning("domain %s: its definition could not be dropped: %s", domain.name(), error)
 
 
 def recover_vms(*, connection: Any, start: StartChildren) -> int:

@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from hostvisor.actors.errors import AlreadyExists, InvalidArgument
+from hostvisor.actors.errors import AlreadyExists, HostvisorError, InvalidArgument
+from hostvisor.actors.hooks import HookFailed
 from hostvisor.actors.vm import domxml
 from hostvisor.actors.vm.addresses import VM_GUESTS
 from hostvisor.actors.vm.errors import NoSuchVm, UnsupportedOperation, VmCreateError, VmExists
+from hostvisor.actors.vm.hookcalls import incoming_ready
 from hostvisor.actors.vm.migrating import (
     MigrationCancelFailed,
     MigrationInProgress,
@@ -86,11 +88,25 @@ class MigrationHandlers:
         """The outgoing migration's status and progress (and downtime once done)."""
         return await self.api.retried(vm_id, lambda vm: vm.migration_status(), reads=True)
 
+    async def _prepared(self, xml: str) -> str:
+        """The source's XML with this host's paths of its storage disks (prepared here).
+
+        A disk this host cannot prepare (its domain or pool not connected here) refuses
+        the migration before anything is made, with VDSM's createErr (9), which
+        VDSM's migrationCreate answers when its VM could not get ready.
+        """
+        try:
+            return await self.api.prepared_xml(xml)
+        except VmCreateError:
+            raise
+        except HostvisorError as error:
+            raise VmCreateError(reason=f"a disk cannot be prepared on this host: {error}") from None
+
     @verb(
         "VM",
         "migrationCreate",
         returns="{migrationPort, params}",
-        errors=(VmExists, VmCreateError, MigrationLimitExceeded),
+        errors=(VmExists, VmCreateError, MigrationLimitExceeded, HookFailed),
         timeout=60.0,
     )
     async def migration_create(
@@ -116,6 +132,7 @@ class MigrationHandlers:
             raise InvalidArgument(param="vmID", reason="differs from the domain XML's <uuid>")
         if self.api.guest(vm_id) is not None:
             raise VmExists(vmId=vm_id)
+        spec = domxml.parse_untrusted(await self._prepared(xml))
         self.slots.take("incoming", incoming_limit)
         try:
             await settled(
@@ -129,5 +146,8 @@ class MigrationHandlers:
         except BaseException:
             self.slots.give_back("incoming")
             raise
+        # A before_vm_migrate_destination hook may refuse the guest: HookFailed (78),
+        # its VM Down, and the source destroys it (VDSM's migrationCreate answers so).
+        await settled(await self.api.retried(vm_id, incoming_ready))
         info = await self.api.rendered("info", vm_id)
         return {"migrationPort": 0, "params": info}

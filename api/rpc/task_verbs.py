@@ -24,7 +24,9 @@ from hostvisor.actors.storage.errors import TaskNotFinished, UnknownTask
 from hostvisor.actors.storage.proxy import StorageClient, TaskProxy
 from hostvisor.api.rpc.bridge import settled
 from hostvisor.api.rpc.declare import Arg, verb, verbs_of
+from hostvisor.api.rpc.snapshot_verbs import virt_jobs
 from hostvisor.api.rpc.verbs import Verb
+from hostvisor.api.rpc.vm_verbs import VmApi
 from hostvisor.supervision.registry import Registry
 
 SPM_TAG = "spm"
@@ -33,9 +35,11 @@ TaskId = Annotated[str, Arg("the task's id", wire="taskID")]
 
 @dataclass(frozen=True, slots=True)
 class TaskApi:
-    """What the task verbs reach: the registry that finds the task manager."""
+    """What the task verbs reach: the registry that finds the task manager, and the VMs."""
 
     registry: Registry
+    vms: VmApi | None = None
+    """The VMs, whose virt jobs (snapshots) Host.getJobs lists too; None: none here."""
 
     def manager(self) -> TaskProxy:
         """Return the task manager's client, or raise Unavailable."""
@@ -138,14 +142,17 @@ class TaskHandlers:
     @verb(
         "Host",
         "getJobs",
-        doc="The SDM jobs of this host, with their progress (percent).",
+        doc="The SDM jobs and the VMs' virt jobs of this host, with their progress (percent).",
         returns="{jobID: {id, status, description, job_type, progress?, error?}}",
     )
-    def jobs(
+    async def jobs(
         self,
         *,
-        job_type: Annotated[str, Arg("storage or v2v")] = "",
+        job_type: Annotated[str, Arg("storage, virt or v2v")] = "",
         job_ids: Annotated[list[str], Arg("only these job ids", default=[])],
-    ) -> pykka.Future[Any]:
-        """Host.getJobs."""
-        return self.api.manager().jobs(job_type or None, job_ids or ())
+    ) -> dict[str, Any]:
+        """Host.getJobs: the SDM jobs, and the snapshots the VMs run (VirtJobCallback polls)."""
+        found = dict(await settled(self.api.manager().jobs(job_type or None, job_ids or ())))
+        if self.api.vms is not None:
+            found.update(await virt_jobs(self.api.vms, job_type or None, job_ids or ()))
+        return found

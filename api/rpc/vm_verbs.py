@@ -60,7 +60,7 @@ from hostvisor.actors.vm.errors import (
     VmCreateError,
     VmExists,
 )
-from hostvisor.actors.vm.proxy import Operation, Rendering, UnsupportedVerb, VmBoardProxy, VmProxy
+from hostvisor.actors.vm.proxy import Operation, Rendering, VmBoardProxy, VmProxy
 from hostvisor.api.rpc.bridge import settled
 from hostvisor.api.rpc.declare import Arg, verb, verbs_of
 from hostvisor.api.rpc.verbs import Verb
@@ -72,6 +72,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 GATHER_TIMEOUT = 10.0
+_RESTORE_PARAMS = frozenset({"memoryDumpVolume", "memoryConfVolume", "hiberVolHandle"})
+"""VM.create's params that make it a restore (VDSM's `_getHibernationPaths`)."""
+SHUTDOWN_TIMEOUT = 120.0
+"""Seconds a graceful shutdown is given (VDSM's sys_shutdown_timeout)."""
 RESTART_WAIT = 3.0
 """Seconds a verb waits for a VM's actor that is down (restarting) before answering 99."""
 _GUESTS = (
@@ -288,12 +292,6 @@ def _operation_timeout(handlers: VmHandlers) -> float:
     return handlers.api.operation_timeout
 
 
-_UNSUPPORTED = "{}: not supported on this host yet (code 75)."
-_UNSUPPORTED_ERRORS = (NoSuchVm, UnsupportedOperation)
-IgnoredParams = Annotated[dict[str, Any], Arg("ignored", wire="params", default={})]
-HotplugParams = Annotated[dict[str, Any], Arg("{vmId, xml}")]
-
-
 class VmHandlers:
     """The handlers of the VM verbs, over one `VmApi`. Each runs on the API loop."""
 
@@ -316,8 +314,14 @@ class VmHandlers:
     ) -> dict[str, Any]:
         """Create and start a VM from its domain XML.
 
-        Answers before the guest is up; the id is the XML's <uuid>.
+        Answers before the guest is up; the id is the XML's <uuid>. With memory volumes
+        (`memoryDumpVolume` and `memoryConfVolume`, or `hiberVolHandle`) it restores a
+        hibernated VM or a memory snapshot instead.
         """
+        if _RESTORE_PARAMS & vm_params.keys():
+            from hostvisor.api.rpc.snapshot_verbs import restore_vm  # noqa: PLC0415 - it builds on this module
+
+            return await restore_vm(self.api, vm_params)
         xml = vm_params.get("xml")
         if not isinstance(xml, str) or not xml.strip():
             raise VmCreateError(reason=XML_REQUIRED)
@@ -373,14 +377,30 @@ class VmHandlers:
         self,
         *,
         vm_id: VmId,
-        _delay: Annotated[float, Arg("ignored", wire="delay")] = 0,
+        delay: Annotated[
+            str | int | None,
+            Arg("seconds the guest's user is given; the Engine sends a string", wire="delay"),
+        ] = None,
         _message: Annotated[str, Arg("ignored", wire="message")] = "",
         reboot: Annotated[bool, Arg("reboot instead")] = False,
-        force_after: Annotated[float, Arg("seconds before forcing", wire="timeout")] = 120,
-        _force: Annotated[bool, Arg("ignored", wire="force")] = False,
+        grace: Annotated[
+            float, Arg("seconds the guest is given before shutdown gives up", wire="timeout")
+        ] = SHUTDOWN_TIMEOUT,
+        force: Annotated[bool, Arg("power the guest off if it has not shut down")] = False,
     ) -> str:
-        """Shut the guest down (ACPI), forced after timeout."""
-        await self.operate(vm_id, lambda vm: vm.shutdown(timeout=float(force_after), reboot=reboot))
+        """Shut the guest down (ACPI) or reboot it, as the Engine's DestroyVmVDSCommand asks.
+
+        Params as JsonRpcVdsServer.shutdown sends them (`delay` a string, no `timeout`
+        or `force`). As VDSM: without `force` a guest that ignores the request keeps
+        running (Up again after `timeout`); with it, it is powered off then.
+        """
+        if delay is not None and not _seconds(delay):
+            raise InvalidArgument(param="delay", reason="must be a number of seconds")
+        if grace < 0:
+            raise InvalidArgument(param="timeout", reason="must not be negative")
+        await self.operate(
+            vm_id, lambda vm: vm.shutdown(timeout=float(grace), reboot=reboot, force=force)
+        )
         return "Machine shutting down"
 
     @verb("VM", "pause", returns="{vmList: {}}", errors=(NoSuchVm,), timeout=_operation_timeout)
@@ -420,39 +440,6 @@ class VmHandlers:
         """
         await self.operate(vm_id, lambda vm: vm.set_balloon_target(target))
         return {"code": 0, "message": "Done"}
-
-    # -- verbs no runtime here implements yet: the VM's actor answers code 75 ---------------
-
-    async def unsupported(self, vm_id: str, name: UnsupportedVerb) -> Any:
-        """Send `name` to the VM's actor, which refuses it (code 75); NoSuchVm without one."""
-        return await self.api.retried(vm_id, lambda vm: vm.unsupported(name))
-
-    @verb("VM", "snapshot", doc=_UNSUPPORTED.format("snapshot"), errors=_UNSUPPORTED_ERRORS)
-    async def snapshot(self, *, vm_id: VmId, _params: IgnoredParams) -> Any:
-        """VM.snapshot (code 75)."""
-        return await self.unsupported(vm_id, "snapshot")
-
-    @verb("VM", "hotplugDisk", doc=_UNSUPPORTED.format("hotplugDisk"), errors=_UNSUPPORTED_ERRORS)
-    async def hotplug_disk(self, *, params: HotplugParams) -> Any:
-        """VM.hotplugDisk (code 75); the VM id comes inside `params`."""
-        return await self.unsupported(_vm_in(params), "hotplugDisk")
-
-    @verb(
-        "VM", "hotunplugDisk", doc=_UNSUPPORTED.format("hotunplugDisk"), errors=_UNSUPPORTED_ERRORS
-    )
-    async def hotunplug_disk(self, *, params: HotplugParams) -> Any:
-        """VM.hotunplugDisk (code 75)."""
-        return await self.unsupported(_vm_in(params), "hotunplugDisk")
-
-    @verb("VM", "hotplugNic", doc=_UNSUPPORTED.format("hotplugNic"), errors=_UNSUPPORTED_ERRORS)
-    async def hotplug_nic(self, *, params: HotplugParams) -> Any:
-        """VM.hotplugNic (code 75)."""
-        return await self.unsupported(_vm_in(params), "hotplugNic")
-
-    @verb("VM", "hotunplugNic", doc=_UNSUPPORTED.format("hotunplugNic"), errors=_UNSUPPORTED_ERRORS)
-    async def hotunplug_nic(self, *, params: HotplugParams) -> Any:
-        """VM.hotunplugNic (code 75)."""
-        return await self.unsupported(_vm_in(params), "hotunplugNic")
 
     # -- answers ------------------------------------------------------------------------------
 
@@ -501,11 +488,13 @@ class VmHandlers:
         return {entry["vmId"]: entry["xml"] for entry in entries}
 
 
-def _vm_in(params: dict[str, Any]) -> str:
-    """The VM id the hotplug verbs send inside `params` (`params.vmId`)."""
-    return str(params.get("vmId", ""))
-
-
 def _in(vm_id: str, wanted: list[str]) -> bool:
     """Whether `vm_id` is wanted (an empty list wants every VM)."""
     return not wanted or vm_id in wanted
+
+
+def _seconds(value: str | int) -> bool:
+    """Whether `value` (a string from the Engine, or a number) is a count of seconds."""
+    if isinstance(value, int):
+        return value >= 0
+    return value.strip().isdigit()

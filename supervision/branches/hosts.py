@@ -42,6 +42,7 @@ def build(
             vm_counts=lambda: {"vmCount": len(vms.refs()) + len(containers.refs())},
             network=networks.host_network(),
             mom_status=admin.mom_status(ctx),
+            hooks=vms.services.hooks.installed,
         ),
     )
     vmstats = ChildSpec(

@@ -20,6 +20,7 @@ from typing import Any
 import pykka
 
 from hostvisor.actors.errors import HostvisorError, Timeout, Unavailable
+from hostvisor.actors.hooks import Hooks
 from hostvisor.actors.host.actor import HostNetwork
 from hostvisor.actors.network.actor import NetworkActor
 from hostvisor.actors.network.addresses import NETCONF, NETS, NETS_ID, NETWORKS, network_path
@@ -143,6 +144,7 @@ class NetworksBranch:
                 netns=netns,
                 store=store,
                 children=self.children(),
+                hooks=Hooks(directory=config.hooks_dir, timeout=config.hook_timeout),
             ),
             start_timeout=config.start_timeout,
         )

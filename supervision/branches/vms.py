@@ -22,7 +22,10 @@ from hostvisor.actors.container.addresses import CONTAINER_GUESTS
 from hostvisor.actors.errors import NotFound
 from hostvisor.actors.guest.board import Forget, Post, PostMany, Settle
 from hostvisor.actors.guest.entry import VmEntry
+from hostvisor.actors.hooks import Hooks
 from hostvisor.actors.hypervisor.events import DomainLifecycle
+from hostvisor.actors.storage.merging import VolumeChains
+from hostvisor.actors.storage.proxy import StorageClient
 from hostvisor.actors.vm.actor import VmActor, VmServices
 from hostvisor.actors.vm.addresses import GUESTS_ID, VM_BOARD, VM_GUESTS, VMS, vm_path
 from hostvisor.actors.vm.domxml import DomainSpec
@@ -72,6 +75,8 @@ class VmsBranch:
                 monitor_interval=config.migration_monitor_interval,
                 incoming_timeout=config.migration_destination_timeout,
             ),
+            hooks=Hooks(directory=config.hooks_dir, timeout=config.hook_timeout),
+            chains=VolumeChains(StorageClient(ctx.registry.get)),
         )
 
     def tell_board(self, message: Post | PostMany | Forget | Settle) -> None:

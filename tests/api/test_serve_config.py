@@ -130,3 +130,16 @@ def test_serve_itself_refuses_a_bad_config_with_exit_2(
     assert serve(config) == EXIT_BAD_CONFIG
     assert "plain STOMP only on loopback" in caplog.text
     assert not (tmp_path / "state").exists()
+
+
+def test_the_api_memory_budgets_are_read_from_the_config(tmp_path: Path):
+    conf = tmp_path / "vdsm.conf"
+    conf.write_text("[hostvisor]\nconnection_memory_bytes = 4194304\napi_memory_bytes = 8388608\n")
+    config = load_config(conf)
+    assert (config.connection_memory_bytes, config.api_memory_bytes) == (4 << 20, 8 << 20)
+    defaults = load_config()
+    assert (defaults.connection_memory_bytes, defaults.api_memory_bytes) == (32 << 20, 96 << 20)
+    conf.write_text("[hostvisor]\napi_memory_bytes = lots\n")
+    with pytest.raises(InvalidArgument) as bad:
+        load_config(conf)
+    assert "api_memory_bytes" in str(bad.value)

@@ -23,14 +23,32 @@ import pytest
 HALT_SECTOR = bytes([0xFA, 0xF4, 0xEB, 0xFD])  # cli; hlt; jmp -1 (back to hlt)
 
 
+DIRTYING_SECTOR = bytes.fromhex("FAFC31C0BB00108EC331FFB90080F3AB81C3001081FB009075ED40EBE7")
+"""A boot sector that rewrites 512 KiB of RAM (0x10000-0x8FFFF) with a new word, forever:
+
+    cli; cld; xor ax,ax
+    outer: mov bx,0x1000
+    again: mov es,bx; xor di,di; mov cx,0x8000; rep stosw   ; 64 KiB of ax
+           add bx,0x1000; cmp bx,0x9000; jne again
+           inc ax; jmp outer
+
+Every one of those 128 pages is dirty again at once, whatever a migration sends.
+"""
+
+
 def make_halting_base(directory: Path) -> Path:
     """Write a 1 MiB raw image with the halting boot sector; return it as qcow2."""
-    raw = directory / "halt.raw"
+    return make_boot_base(directory, HALT_SECTOR, "halt")
+
+
+def make_boot_base(directory: Path, code: bytes, name: str) -> Path:
+    """Write a 1 MiB raw image whose boot sector is `code`; return it as qcow2."""
+    raw = directory / f"{name}.raw"
     sector = bytearray(512)
-    sector[: len(HALT_SECTOR)] = HALT_SECTOR
+    sector[: len(code)] = code
     sector[510:512] = b"\x55\xaa"
     raw.write_bytes(bytes(sector) + bytes(1024 * 1024 - 512))
-    base = directory / "halt.qcow2"
+    base = directory / f"{name}.qcow2"
     subprocess.run(
         ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(base)], check=True
     )

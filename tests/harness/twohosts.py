@@ -304,6 +304,27 @@ def vm_statuses(host: TestHost) -> dict[str, dict[str, Any]]:
         return {vm["vmId"]: vm for vm in cli.Host.getAllVmStats()}
 
 
+def status_of(host: TestHost, vm_id: str) -> str | None:
+    """The VM's status as `host`'s agent reports it; None if it reports no such VM."""
+    vm = vm_statuses(host).get(vm_id)
+    return None if vm is None else str(vm["status"])
+
+
+def domain_state(host: TestHost, vm_id: str) -> int | None:
+    """libvirt's state of the domain on `host`, None if that libvirt has no such domain."""
+    import libvirt  # noqa: PLC0415 - only where libvirt is installed
+
+    conn = libvirt.open(host.libvirt_uri)
+    try:
+        state: int = conn.lookupByUUIDString(vm_id).state()[0]
+    except libvirt.libvirtError:
+        return None
+    else:
+        return state
+    finally:
+        conn.close()
+
+
 @contextlib.contextmanager
 def two_hosts(directory: Path, **agent_settings: Any) -> Iterator[tuple[TestHost, TestHost]]:
     """Bring up two test hosts with their libvirtd and agent; tear everything down after."""

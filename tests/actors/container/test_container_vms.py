@@ -250,7 +250,7 @@ def test_unsupported_operations_fail_with_code_75_naming_docker(cli: Client, hos
     events = StatusEvents(cli)
     vm_id, _first = _create(cli, events)
     ref = host.registry.lookup(container_path(vm_id))
-    for operation in ("migrate", "snapshot", "hotplugDisk", "hotplugNic"):
+    for operation in ("migrate", "snapshot", "hotplugDisk", "hotplugNic", "freeze", "merge"):
         with pytest.raises(UnsupportedOperation) as raised:
             call(ref, operation, params={}).get(timeout=5)
         assert raised.value.code == UNSUPPORTED
@@ -258,7 +258,7 @@ def test_unsupported_operations_fail_with_code_75_naming_docker(cli: Client, hos
         assert operation in str(raised.value)
     # Only verbs the runtime declares unsupported answer 75: any other is a caller's
     # bug (an internal error on the wire), and the actor carries on.
-    for misspelt in ("hotplug_disk", "freeze"):
+    for misspelt in ("hotplug_disk", "fly"):
         with pytest.raises(AttributeError) as wrong:
             call(ref, misspelt, params={}).get(timeout=5)
         assert misspelt in str(wrong.value)
@@ -389,12 +389,24 @@ def test_reboot_restarts_the_container_through_reboot_in_progress(
     assert _container(dockerd, vm_id).attrs["State"]["StartedAt"] != started
 
 
-def test_shutdown_kills_a_container_that_ignores_its_stop_signal_after_the_timeout(
+def test_shutdown_without_force_leaves_a_container_that_ignores_its_stop_signal_running(
     cli: Client, dockerd: PrivateDockerd
 ):
     events = StatusEvents(cli)
     vm_id, _first = _create(cli, events, image=f"{IMAGE}:stubborn")
     cli.VM.shutdown(vmID=vm_id, timeout=1)
+    assert events.next(vm_id)[0]["status"] == "Powering down"
+    assert events.next(vm_id, timeout=15)[0]["status"] == "Up"
+    assert _container(dockerd, vm_id).attrs["State"]["Running"] is True
+    cli.VM.destroy(vmID=vm_id)
+
+
+def test_shutdown_kills_a_container_that_ignores_its_stop_signal_after_the_timeout(
+    cli: Client, dockerd: PrivateDockerd
+):
+    events = StatusEvents(cli)
+    vm_id, _first = _create(cli, events, image=f"{IMAGE}:stubborn")
+    cli.VM.shutdown(vmID=vm_id, timeout=1, force=True)
     assert events.next(vm_id)[0]["status"] == "Powering down"
     down = events.until(vm_id, "Down", timeout=15)[-1]
     assert (down["exitCode"], down["exitReason"]) == (0, 6)  # asked for: the admin's

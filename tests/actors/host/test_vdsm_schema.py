@@ -466,7 +466,7 @@ def test_vm_stats_and_events_have_vdsms_types(host, tmp_path_factory, accelerato
         cli.VM.create(vmID=vm_id, vmParams={"xml": xml})
         try:
             wait_for(lambda: cli.VM.getStats(vmID=vm_id)[0]["status"] == "Up", 30, "Up")
-            cli.VM.shutdown(vmID=vm_id, timeout=0.5)
+            cli.VM.shutdown(vmID=vm_id, timeout=0.5, force=True)
             down = wait_for(
                 lambda: (s := cli.VM.getStats(vmID=vm_id)[0])["status"] == "Down" and s, 30, "Down"
             )

@@ -258,7 +258,8 @@ class Watched:
         return [event.params[self.vm_id] for event in self.events]
 
     def shutdown(self, timeout: float = 1.0) -> dict[str, Any]:
-        operation = call(self.actor, "shutdown", timeout=timeout).get(timeout=10)
+        """Shut the guest down, forced off after `timeout` s if it ignores ACPI."""
+        operation = call(self.actor, "shutdown", timeout=timeout, force=True).get(timeout=10)
         operation.get(timeout=30)
         return self.wait_status("Down", timeout=30)
 

@@ -17,7 +17,13 @@ import libvirt
 import pytest
 
 from harness.guests import Guests
-from harness.twohosts import TestHost, engine_migration_params, two_hosts, vm_statuses
+from harness.twohosts import (
+    TestHost,
+    engine_migration_params,
+    status_of,
+    two_hosts,
+    vm_statuses,
+)
 from harness.waiting import wait_for
 from hostvisor.api.client import ServerError
 
@@ -35,11 +41,6 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestHost, 
 @pytest.fixture(scope="module")
 def guests(tmp_path_factory: pytest.TempPathFactory, accelerator: Any) -> Guests:
     return Guests(tmp_path_factory.mktemp("shared-disks"), accelerator.domain_type)
-
-
-def status_of(host: TestHost, vm_id: str) -> str | None:
-    vm = vm_statuses(host).get(vm_id)
-    return None if vm is None else vm["status"]
 
 
 def start_guest(host: TestHost, guests: Guests, name: str) -> str:

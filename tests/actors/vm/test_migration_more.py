@@ -22,8 +22,30 @@ from typing import Any
 import libvirt
 import pytest
 
-from harness.guests import Guests
-from harness.twohosts import TestHost, engine_migration_params, two_hosts, vm_statuses
+from harness.engine import (
+    RAW,
+    MiB,
+    engine_vm_xml,
+    local_data_center,
+    new_id,
+    succeeded,
+    write_halting_boot_sector,
+)
+from harness.guests import (
+    DIRTYING_SECTOR,
+    Guests,
+    domain_xml,
+    make_boot_base,
+    make_overlay,
+)
+from harness.twohosts import (
+    TestHost,
+    domain_state,
+    engine_migration_params,
+    status_of,
+    two_hosts,
+    vm_statuses,
+)
 from harness.waiting import wait_for
 from hostvisor.api.client import Client, ServerError
 
@@ -33,6 +55,7 @@ EVENTS = "jms.queue.events"
 MIGRATION_CANCELLED = 47  # VDSM's migCancelErr, "Migration canceled"
 MIGRATION_LIMIT = 82  # VDSM's migrateLimit, "Incoming migration limit exceeded"
 UNSUPPORTED = 75
+CREATE_ERROR = 9  # VDSM's createErr: migrationCreate's VM could not get ready
 SLOW_GUEST_MIB = 4096
 """A halting guest this big, at 1 MiB/s, keeps libvirt's job running for ~17 s."""
 
@@ -48,30 +71,12 @@ def guests(tmp_path_factory: pytest.TempPathFactory, accelerator: Any) -> Guests
     return Guests(tmp_path_factory.mktemp("shared-disks"), accelerator.domain_type)
 
 
-def status_of(host: TestHost, vm_id: str) -> str | None:
-    vm = vm_statuses(host).get(vm_id)
-    return None if vm is None else vm["status"]
-
-
 def start_guest(host: TestHost, guests: Guests, name: str, **options: Any) -> str:
     vm_id, xml = guests.xml(name, **options)
     with host.connect() as cli:
         cli.VM.create(vmID=vm_id, vmParams={"xml": xml, "vmId": vm_id})
     wait_for(lambda: status_of(host, vm_id) == "Up", 60, f"{name} Up")
     return vm_id
-
-
-def domain_state(host: TestHost, vm_id: str) -> int | None:
-    """libvirt's state of the domain on `host`, None if that libvirt has no such domain."""
-    conn = libvirt.open(host.libvirt_uri)
-    try:
-        state: int = conn.lookupByUUIDString(vm_id).state()[0]
-    except libvirt.libvirtError:
-        return None
-    else:
-        return state
-    finally:
-        conn.close()
 
 
 def next_event(
@@ -171,6 +176,137 @@ def test_a_destination_at_its_incoming_limit_refuses_and_the_guest_stays_up(
     with destination.connect() as there:
         assert there.VM.destroy(vmID=vm_id) is True
     assert domain_state(destination, vm_id) is None, "destroy left the domain defined"
+
+
+def test_a_destination_that_cannot_prepare_the_disk_refuses_and_the_guest_stays_up(
+    hosts: tuple[TestHost, TestHost], tmp_path: Path, accelerator: Any
+) -> None:
+    """The guest's disk is a volume of a data center only the source is connected to."""
+    source, destination = hosts
+    dc = local_data_center(tmp_path / "local-sd")
+    img, vol, vm_id = new_id(), new_id(), new_id()
+    with source.connect() as cli:
+        dc.setup(cli)
+        succeeded(cli, dc.create_volume(cli, img, vol, fmt=RAW, size=MiB))
+        write_halting_boot_sector(dc.prepare(cli, img, vol))
+        xml = engine_vm_xml(
+            name="unprepared", vm_id=vm_id, dc=dc, img=img, vol=vol, kind=accelerator.domain_type
+        )
+        cli.VM.create(vmID=vm_id, vmParams={"xml": xml, "vmId": vm_id})
+        wait_for(lambda: status_of(source, vm_id) == "Up", 60, "the guest Up")
+        assert cli.VM.migrate(vmID=vm_id, params=engine_migration_params(destination, vm_id))
+        status = wait_for(
+            lambda: (s := cli.VM.getMigrationStatus(vmID=vm_id))["status"]["code"] != 0 and s,
+            60,
+            "the destination to refuse",
+        )
+        assert status["status"]["code"] == CREATE_ERROR, status  # what migrationCreate said
+        assert status["progress"] == 0
+        assert status_of(source, vm_id) == "Up"
+        assert domain_state(source, vm_id) == libvirt.VIR_DOMAIN_RUNNING
+        assert vm_id not in vm_statuses(destination)
+        assert domain_state(destination, vm_id) is None
+        assert cli.VM.destroy(vmID=vm_id) is True
+
+
+def dirtying_guest(host: TestHost, directory: Path, domain_type: str) -> str:
+    """Start a 64 MiB guest that keeps 512 KiB of its RAM dirty (DIRTYING_SECTOR)."""
+    base = make_boot_base(directory, DIRTYING_SECTOR, "dirtying")
+    vm_id = str(uuid.uuid4())
+    disk = make_overlay(base, directory / f"dirtying-{vm_id[:8]}.qcow2")
+    xml = domain_xml(
+        name="dirtying", uuid=vm_id, disk=disk, domain_type=domain_type, ovirt_metadata=True
+    )
+    with host.connect() as cli:
+        cli.VM.create(vmID=vm_id, vmParams={"xml": xml, "vmId": vm_id})
+    wait_for(lambda: status_of(host, vm_id) == "Up", 60, "the dirtying guest Up")
+    # Up comes with QEMU's start; the firmware runs for seconds before the boot sector.
+    wait_for(lambda: dirtied_word(host, vm_id) != 0, 60, "the guest writing its memory")
+    return vm_id
+
+
+def dirtied_word(host: TestHost, vm_id: str) -> int:
+    """The first word the dirtying loop writes (its pass count, 0 before it starts)."""
+    conn = libvirt.open(host.libvirt_uri)
+    try:
+        domain = conn.lookupByUUIDString(vm_id)
+        return int.from_bytes(domain.memoryPeek(0x10000, 2, libvirt.VIR_MEMORY_PHYSICAL), "little")
+    finally:
+        conn.close()
+
+
+def test_a_guest_that_dirties_memory_converges_only_through_the_schedule(
+    hosts: tuple[TestHost, TestHost], tmp_path: Path, accelerator: Any
+) -> None:
+    """At 1 MiB/s, 512 KiB always dirty needs ~0.5 s of downtime: 30 ms never does."""
+    source, destination = hosts
+    vm_id = dirtying_guest(source, tmp_path, accelerator.domain_type)
+    abort = {"name": "abort", "params": []}
+    flat = {
+        "init": [{"name": "setDowntime", "params": ["30"]}],
+        "stalling": [{"limit": 3, "action": abort}],
+    }
+    stepping = {
+        "init": [{"name": "setDowntime", "params": ["30"]}],
+        "stalling": [
+            {"limit": 1, "action": {"name": "setDowntime", "params": ["200"]}},
+            {"limit": 2, "action": {"name": "setDowntime", "params": ["1000"]}},
+            {"limit": 3, "action": {"name": "setDowntime", "params": ["3000"]}},
+            {"limit": -1, "action": abort},
+        ],
+    }
+    events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+    with source.connect() as watcher, source.connect() as cli:
+        watcher.subscribe(EVENTS, events)
+        watcher.Host.ping()
+
+        def migrate(schedule: dict[str, Any]) -> dict[str, Any]:
+            params = engine_migration_params(
+                destination,
+                vm_id,
+                maxBandwidth=1,
+                autoConverge="false",
+                convergenceSchedule=schedule,
+            )
+            assert cli.VM.migrate(vmID=vm_id, params=params) is True
+            return wait_for(
+                lambda: (
+                    (
+                        (s := cli.VM.getMigrationStatus(vmID=vm_id))["status"]["code"] != 0
+                        or (s["progress"] == 100 and status_of(source, vm_id) == "Down")
+                    )
+                    and s
+                ),
+                120,
+                "the migration to end",
+            )
+
+        # Without a growing downtime the guest never converges: the schedule aborts it.
+        failed = migrate(flat)
+        assert failed["status"]["code"] != 0, failed
+        wait_for(lambda: status_of(source, vm_id) == "Up", 30, "the source VM Up again")
+        wait_for(lambda: vm_id not in vm_statuses(destination), 30, "nothing on the destination")
+        # Stepped up by the schedule, the same guest moves.
+        while not events.empty():
+            events.get_nowait()
+        done = migrate(stepping)
+        assert done["status"]["code"] == 0, done
+        assert done["progress"] == 100
+        wait_for(lambda: status_of(destination, vm_id) == "Up", 30, "the guest Up there")
+        assert domain_state(destination, vm_id) == libvirt.VIR_DOMAIN_RUNNING
+        # The events showed it going: progress reports, then 100.
+        reports = []
+        while not events.empty():
+            name, params = events.get_nowait()
+            if name == f"|virt|VM_migration_status|{vm_id}":
+                reports.append(params[vm_id]["progress"])
+        assert len(reports) >= 3, reports
+        assert reports[-1] == 100, reports
+        assert reports[:-1] == sorted(reports[:-1]), reports
+        assert isinstance(done["downtime"], int), done
+        assert cli.VM.destroy(vmID=vm_id) is True
+    with destination.connect() as there:
+        assert there.VM.destroy(vmID=vm_id) is True
 
 
 # -- a container VM does not migrate --------------------------------------------------------

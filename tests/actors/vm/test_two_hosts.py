@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from harness.guests import Guests
-from harness.twohosts import TestHost, two_hosts, vm_statuses
+from harness.twohosts import TestHost, status_of, two_hosts
 from harness.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.libvirt]
@@ -31,10 +31,6 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestHost, 
 @pytest.fixture(scope="module")
 def guests(tmp_path_factory: pytest.TempPathFactory, accelerator: Any) -> Guests:
     return Guests(tmp_path_factory.mktemp("shared-disks"), accelerator.domain_type)
-
-
-def status_of(host: TestHost, vm_id: str) -> str | None:
-    return vm_statuses(host).get(vm_id, {}).get("status")
 
 
 def test_each_agent_is_its_own_host(hosts: tuple[TestHost, TestHost]) -> None:

@@ -104,9 +104,9 @@ def test_a_vm_lives_from_create_to_destroy(cli: Client, guests: Guests):
     assert entry["status"] == "Up"
     _assert_status_event(entry, params, vm_id)
 
-    # The halting guest ignores ACPI: after `timeout` seconds it is forced off.
+    # The halting guest ignores ACPI: after `timeout` seconds it is forced off (`force`).
     asked = time.monotonic()
-    assert cli.VM.shutdown(vmID=vm_id, timeout=1) == "Machine shutting down"
+    assert cli.VM.shutdown(vmID=vm_id, timeout=1, force=True) == "Machine shutting down"
     entry, params = events.next(vm_id)
     assert entry["status"] == "Powering down"
     entry, params = events.next(vm_id)

@@ -4,6 +4,9 @@
 before they were declared from typed handler signatures (issue 11): same methods,
 params (names, types, order, defaults, docs), results, errors and timeouts.
 Issue 14 moved VM.migrate out, to the migration verbs (api/rpc/migration_verbs.py).
+Issue 15 moved VM.snapshot and the hotplug verbs out, to api/rpc/snapshot_verbs.py and
+api/rpc/hotplug_verbs.py; VM.shutdown gained VDSM's `force` (and `delay` as the Engine
+sends it, a string), and Host.ping confirms connectivity at most once a second.
 """
 
 from __future__ import annotations

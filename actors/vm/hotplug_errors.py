@@ -1,0 +1,101 @@
+"""The errors of the hotplug verbs, with VDSM's codes (lib/vdsm/common/exception.py).
+
+Each is what VDSM's `vm.py` answers for the same failure: a libvirt refusal of a
+plug is the verb's own code (45, 46, 49, 50, 60, 70, 85); a bad size 58; a CD that
+cannot be changed 41; a CD image that cannot be prepared 1630.
+"""
+
+from __future__ import annotations
+
+from hostvisor.actors.errors import CallerError, HostvisorError
+
+
+class HotplugDiskFailed(HostvisorError):
+    """libvirt refused to attach the disk (VDSM's hotplugDisk)."""
+
+    code = 45
+    message = "Failed to hotplug disk"
+
+
+class HotunplugDiskFailed(HostvisorError):
+    """The disk was not detached, or the guest did not release it in time."""
+
+    code = 46
+    message = "Failed to hotunplug disk"
+
+
+class HotplugNicFailed(HostvisorError):
+    """libvirt refused to attach the NIC (VDSM's hotplugNic)."""
+
+    code = 49
+    message = "Failed to hotplug NIC"
+
+
+class HotunplugNicFailed(HostvisorError):
+    """The NIC was not detached, or the guest did not release it in time."""
+
+    code = 50
+    message = "Failed to hotunplug NIC"
+
+
+class UpdateDeviceFailed(HostvisorError):
+    """A live block resize failed (VDSM's diskSizeExtend answers `updateDevice`)."""
+
+    code = 56
+    message = "Failed to update device"
+
+
+class BadDiskResizeParameter(CallerError):
+    """The new size is not a number, or smaller than the disk (VDSM's `resizeErr`)."""
+
+    code = 58
+    message = "Wrong resize disk parameter"
+
+
+class SetNumberOfCpusFailed(HostvisorError):
+    """libvirt refused the vCPU count (VDSM's `setNumberOfCpusErr`)."""
+
+    code = 60
+    message = "Failed to set the number of cpus"
+
+
+class HotplugMemFailed(HostvisorError):
+    """libvirt refused the memory device (VDSM's `hotplugMem`)."""
+
+    code = 70
+    message = "Failed to hotplug memory"
+
+
+class HotunplugMemFailed(HostvisorError):
+    """libvirt refused to detach the memory device."""
+
+    code = 85
+    message = "Failed to hotunplug memory"
+
+
+class ChangeDiskFailed(HostvisorError):
+    """libvirt did not change the CD (VDSM's `changeDisk`)."""
+
+    code = 41
+    message = "Failed to change disk image"
+
+
+class ImageFileNotFound(CallerError):
+    """The VM has no such drive (VDSM's `imageErr`)."""
+
+    code = 13
+    message = "Drive image file could not be found"
+
+
+class CannotPrepareImage(HostvisorError):
+    """The CD's volume could not be prepared."""
+
+    code = 1630
+    message = "Failed to prepare image"
+
+
+class MissingParameter(CallerError):
+    """A key the verb needs is absent from its params (VDSM `validate.require_keys`)."""
+
+    code = 11
+    message = "Missing required parameter"

@@ -1,0 +1,1 @@
+"""Operators' tools: `hostvisor collect-logs` and `vdsm-tool`, and the PKI they make."""
