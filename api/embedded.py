@@ -61,6 +61,7 @@ def verb_table(tree: HostTree) -> VerbTable:
         tree.vms.child,
         operation_timeout=tree.config.vm_operation_timeout,
         prepare_disk=storage.prepare_disk,
+        lease_info=storage.lease_info,
         container_child=tree.containers.child,
     )
     networks = NetworkApi(tree.registry)

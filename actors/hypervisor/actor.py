@@ -22,7 +22,7 @@ from hostvisor.actors.hypervisor.connection import (
     open_connection,
     prepare_embed_root,
 )
-from hostvisor.actors.hypervisor.events import Deliver, unwatch, watch_lifecycle
+from hostvisor.actors.hypervisor.events import Deliver, unwatch, watch_devices, watch_lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +45,15 @@ class HypervisorActor(Actor):
     ) -> None:
         """Remember where to connect; connect in `on_start`.
 
-        `deliver` receives every domain lifecycle event, on libvirt's event thread.
+        `deliver` receives every domain's events (lifecycle, device removals, reboots,
+        console clients: `events.DomainEvent`), on libvirt's event thread.
         """
         super().__init__()
         self._uri = uri
         self._embed_root = embed_root
         self._deliver = deliver
         self._conn: Any = None
-        self._watch: int | None = None
+        self._watches: list[int] = []  # event callbacks on the connection
         self._info: HypervisorInfo | None = None
 
     def on_start(self) -> None:
@@ -62,7 +63,8 @@ class HypervisorActor(Actor):
         if uri.startswith("test:"):
             accelerator = Accelerator.TCG
         self._conn = open_connection(uri)
-        self._watch = watch_lifecycle(self._conn, self._deliver)
+        self._watches = [watch_lifecycle(self._conn, self._deliver)]
+        self._watches += watch_devices(self._conn, self._deliver)
         self._info = describe(self._conn, accelerator)
         log.info(
             "hypervisor connected: uri=%s driver=%s libvirt=%s accelerator=%s",
@@ -82,9 +84,9 @@ class HypervisorActor(Actor):
 
     def _close(self) -> None:
         if self._conn is not None:
-            if self._watch is not None:
-                unwatch(self._conn, self._watch)
-                self._watch = None
+            for watch in self._watches:
+                unwatch(self._conn, watch)
+            self._watches = []
             try:
                 self._conn.close()
             finally:

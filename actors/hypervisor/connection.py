@@ -23,6 +23,9 @@ _QEMU_CONF = """\
 # Written by Hostvisor for an embedded QEMU driver (qemu:///embed) rooted here.
 user = "root"
 group = "root"
+# swtpm (a VM's TPM) as root too: the embed root is 0700, `tss` could not enter it.
+swtpm_user = "root"
+swtpm_group = "root"
 security_driver = "none"
 # No virtlogd daemon runs beside an embedded driver: QEMU writes its log itself.
 stdio_handler = "file"

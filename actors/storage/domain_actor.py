@@ -25,6 +25,17 @@ outcome (code, delay, lastCheck, validity) to `Host.getStats.storageDomains` and
 `Host.getStorageRepoStats` without waiting. A check that hangs (a hung or vanished
 mount) is never doubled: half an interval after it started the domain turns
 invalid, its lastCheck growing, and the first check that ends again heals it.
+
+Host ids (actors/storage/clusterlock_ops.py): told `JoinLockspace(host_id)` by the
+pool (at connect, and again every few seconds while connected), the actor has a
+worker start sanlock's asynchronous join of the domain's lockspace on
+`dom_md/ids` and inquires until sanlock answers, each inquiry on a worker;
+`LeaveLockspace` (disconnect, deactivate) starts the asynchronous leave. Each
+check inquires again, and joins again a lockspace sanlock lost. At start the
+actor adopts the host id sanlock already holds for the domain (an agent restarted
+after `kill -9` is still in the lockspace: the lockspace is the daemon's, not the
+process's). `acquired` in the repo stats is the last answer. A domain a local lock
+protects (LOCALFS, or no sanlock daemon) has no lockspace.
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ import pykka
 
 from hostvisor.actors.actor import Actor, CallbackFuture
 from hostvisor.actors.errors import HostvisorError, Unavailable
+from hostvisor.actors.storage import clusterlock_ops as lockspace
 from hostvisor.actors.storage.addresses import TASKS
 from hostvisor.actors.storage.domain_ops import DomainRead, DomainTask, DomainWrite
 from hostvisor.actors.storage.errors import StorageError
@@ -59,6 +71,10 @@ CHECK_INTERVAL = 10.0
 """VDSM's domain monitor checks every 10 s."""
 OVERDUE = 0.5
 """A check still running this many intervals after it started marks the domain invalid."""
+POLL = 0.1
+"""Seconds between two inquiries of a lockspace sanlock is still joining."""
+UNKNOWN = "unknown"
+"""The lockspace state before a worker has asked sanlock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,12 +144,21 @@ class StorageDomainActor(Actor):
         self._queued_tasks: dict[str, TaskContext] = {}
         self._pending: set[CallbackFuture] = set()
         """Answers waiting for a worker (reads, task checks): failed if this actor stops."""
+        self._host_id: int | None = None
+        """The host id this host wants in the domain's lockspace (None: not a member)."""
+        self._lockspace: bool | str | None = UNKNOWN
+        """What sanlock said last: True joined, None joining, False not, LOCAL no lockspace
+        (a local lock protects the domain), UNKNOWN not asked yet."""
+        self._inquiring = False
 
     def on_start(self) -> None:
         """Make the writer's queue and start the periodic check (the first one now)."""
         self._writer = Serial(self.run_off, f"sd:{self.domain.sd_uuid}")
         self._born = self.clock.monotonic()
         self.tick_every(self._check_interval, Check(), first=0)
+        self.run_off(
+            functools.partial(lockspace.discover, self.domain), self._discovered, name="lockspace"
+        )
 
     def on_stop(self) -> None:
         """Answer what is queued; a write in progress finishes on its worker."""
@@ -163,6 +188,13 @@ class StorageDomainActor(Actor):
                 self._overdue(message)
             case TaskOpened():
                 self._task_opened(message)
+            case lockspace.JoinLockspace(host_id):
+                self._join(host_id)
+            case lockspace.LeaveLockspace():
+                self._leave()
+            case lockspace.PollLockspace(host_id):
+                if host_id == self._host_id:
+                    self._inquire(join=False)
             case _:
                 raise TypeError(f"{type(self).__name__} got an unexpected message: {message!r}")
         return None
@@ -265,6 +297,8 @@ class StorageDomainActor(Actor):
     # -- health -----------------------------------------------------------------------------
 
     def _check(self) -> None:
+        if self._host_id is not None and self._lockspace is not lockspace.LOCAL:
+            self._inquire(join=True)  # joins again a lockspace sanlock lost
         if self._check_started is not None:
             return  # the last check still runs: Overdue marks it, its age shows in lastCheck
         self._seq += 1
@@ -315,6 +349,10 @@ class StorageDomainActor(Actor):
         VDSM's StorageException) while `lastCheck` goes on growing; before the first
         check ends the entry is VDSM's placeholder (valid, not actual).
 
+        `acquired` is sanlock's word for a shared domain this host joined (its lockspace
+        on `dom_md/ids`, inquired at every check); a domain a local lock protects
+        (LOCALFS, or no sanlock daemon) holds its host id while it is a member.
+
         Args:
             member: whether the domain belongs to the pool this host is connected to;
                 only then is its host id held (`acquired`), never for an ISO domain.
@@ -336,15 +374,91 @@ class StorageDomainActor(Actor):
         else:
             code = last.error.code if last.error is not None else 0
         valid = code == 0
+        if self._host_id is not None and self._lockspace not in (lockspace.LOCAL, UNKNOWN):
+            acquired = self._lockspace is True and last is not None and not last.iso  # sanlock's
+        else:
+            acquired = member and valid and last is not None and not last.iso
         return {
             "code": code,
             "lastCheck": f"{now - (last.at if last else self._born):.1f}",
             "delay": f"{last.delay:.6f}" if last else "0",
             "valid": valid,
             "version": last.version if last else -1,
-            "acquired": member and valid and last is not None and not last.iso,
+            "acquired": acquired,
             "actual": True,
         }
+
+    # -- the lockspace (host ids; actors/storage/clusterlock_ops.py) ------------------------
+
+    def _discovered(self, outcome: lockspace.Lockspace | BaseException) -> None:
+        """What sanlock held for this domain when the actor started (a restart keeps it)."""
+        if isinstance(outcome, BaseException):
+            log.warning("storage domain %s: no lockspace state: %s", self.domain.sd_uuid, outcome)
+            return
+        if self._host_id is None and outcome.host_id is not None:
+            self._host_id = outcome.host_id
+        if outcome.host_id == self._host_id or outcome.state == lockspace.LOCAL:
+            state = outcome.state
+            self._lockspace = False if isinstance(state, BaseException) else state
+
+    def _join(self, host_id: int) -> None:
+        """Join the lockspace with `host_id` (off this thread; sanlock's add is slow)."""
+        if self._host_id == host_id and self._lockspace in (True, lockspace.LOCAL):
+            return
+        self._host_id = host_id
+        self._inquire(join=True)
+
+    def _inquire(self, *, join: bool) -> None:
+        host_id = self._host_id
+        if host_id is None or self._inquiring:
+            return
+        self._inquiring = True
+        work = functools.partial(lockspace.ensure_joined, self.domain, host_id, join=join)
+        self.run_off(work, functools.partial(self._inquired, host_id), name="lockspace")
+
+    def _inquired(self, host_id: int, outcome: Any) -> None:
+        self._inquiring = False
+        self._lockspace_seen(lockspace.Lockspace(host_id=host_id, state=outcome))
+
+    def _leave(self) -> None:
+        host_id, self._host_id = self._host_id, None
+        if host_id is None or self._lockspace is lockspace.LOCAL:
+            return
+        self._lockspace = False
+        self.run_off(
+            functools.partial(lockspace.leave, self.domain, host_id),
+            functools.partial(self._left, host_id),
+            name="leave lockspace",
+        )
+
+    def _left(self, host_id: int, outcome: Any) -> None:
+        """Log how leaving went (sanlock leaves asynchronously; the id is no longer ours)."""
+        if isinstance(outcome, BaseException):
+            log.warning(
+                "storage domain %s: leaving host id %d: %s", self.domain.sd_uuid, host_id, outcome
+            )
+        elif self._host_id is None:
+            log.info("storage domain %s: host id %d released", self.domain.sd_uuid, host_id)
+
+    def _lockspace_seen(self, message: lockspace.Lockspace) -> None:
+        if message.host_id != self._host_id:
+            return  # asked for another id, or left meanwhile
+        state = message.state
+        if isinstance(state, BaseException):
+            log.warning(
+                "storage domain %s: host id %s: %s", self.domain.sd_uuid, message.host_id, state
+            )
+            state = False
+        if state != self._lockspace and state is not None:
+            log.info(
+                "storage domain %s: host id %s %s",
+                self.domain.sd_uuid,
+                message.host_id,
+                {True: "acquired", False: "not held", lockspace.LOCAL: "local"}.get(state, state),
+            )
+        self._lockspace = state
+        if state is None and message.host_id is not None:
+            self.tell_later(POLL, lockspace.PollLockspace(message.host_id))
 
     def statistics(self) -> dict[str, int]:
         """Counts for introspection: queued writes, queued tasks, claims."""

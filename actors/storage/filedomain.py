@@ -3,8 +3,8 @@
 The layout is VDSM's version 5 file domain (reference/vdsm-wire.md §8)::
 
     <root>/<sdUUID>/dom_md/metadata   KEY=VALUE lines + _SHA_CKSUM (metadata.py)
-                          /ids        sanlock lockspace, empty until a host joins
-                          /leases     SPM/SDM leases, empty until a pool is made
+                          /ids        sanlock lockspace (written at creation on shared types)
+                          /leases     the SDM lease at 1 x ALIGNMENT (likewise)
                           /inbox      SPM mailbox, 16 MiB sparse
                           /outbox     SPM mailbox, 16 MiB sparse
                           /xleases    external leases: an empty index at ALIGNMENT
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Final, final
 
 from hostvisor.actors.errors import InvalidArgument
+from hostvisor.actors.storage import clusterlock
 from hostvisor.actors.storage.errors import (
     StorageDomainAccessError,
     StorageDomainAlreadyExists,
@@ -147,6 +148,28 @@ class FileDomain(FileVolumes):
         """The domain's directory, `<root>/<sdUUID>`."""
         return self._path
 
+    def lock_areas(self) -> clusterlock.Areas | None:
+        """The domain's sanlock areas, or None when a local lock protects it (blocking).
+
+        A local lock protects a LOCALFS domain, any domain while no sanlock daemon
+        answers, and a shared domain made without one (its `ids` never written).
+        """
+        meta = self.metadata()
+        if not clusterlock.uses_sanlock(meta.get("TYPE", "")):
+            return None
+        try:
+            if (self._path / MD_DIR / "ids").stat().st_size == 0:
+                return None
+        except OSError:
+            return None
+        return clusterlock.Areas(
+            sd_uuid=self._sd_uuid,
+            md_dir=self._path / MD_DIR,
+            alignment=int(meta.get("ALIGNMENT", str(MiB))),
+            block_size=int(meta.get("BLOCK_SIZE", "512")),
+            io_timeout=clusterlock.io_timeout(meta),
+        )
+
     @property
     def metadata_path(self) -> Path:
         """`dom_md/metadata`."""
@@ -217,6 +240,13 @@ class FileDomain(FileVolumes):
                 "ALIGNMENT": str(alignment),
             }
             _build_layout(building, sd_uuid, values, alignment, block_size)
+            if clusterlock.uses_sanlock(domain_type.name):  # VDSM's initLock (not LOCALFS)
+                clusterlock.Areas(
+                    sd_uuid=sd_uuid,
+                    md_dir=building / MD_DIR,
+                    alignment=alignment,
+                    block_size=block_size,
+                ).format()
             for extra in _class_dirs(domain_class):
                 (building / extra).mkdir(parents=True, mode=0o755)
             building.rename(final_path)

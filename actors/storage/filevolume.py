@@ -21,6 +21,7 @@ directory, as VDSM does.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import time
@@ -35,6 +36,7 @@ from hostvisor.actors.storage.errors import (
     ImageDeleteError,
     ImageDoesNotExistInSD,
     ImageIsNotLegalChain,
+    StorageError,
     StorageInvalidParameter,
     VolumeAlreadyExists,
     VolumeCreationError,
@@ -55,6 +57,8 @@ from hostvisor.actors.storage.model import (
     VolumeRole,
     check_uuid,
 )
+
+log = logging.getLogger(__name__)
 
 IMAGES_DIR: Final = "images"
 META_EXT: Final = ".meta"
@@ -240,7 +244,7 @@ class FileVolumes:
                     backing=backing,
                     progress=progress,
                 )
-                _touch(img_dir / f"{vol}{LEASE_EXT}")
+                self._make_lease(vol, img_dir / f"{vol}{LEASE_EXT}")
                 if parent_meta is not None and parent_meta.get("IMAGE") == img:
                     self._update_meta(img, parent, VOLTYPE=VolumeRole.INTERNAL.value)
                     undo.callback(self._restore_leaf, img, parent)
@@ -348,13 +352,35 @@ class FileVolumes:
             info["status"] = Legality.ILLEGAL.value
         lease = self.volume_path(img, vol).with_name(f"{vol}{LEASE_EXT}")
         if lease.exists():
-            info["lease"] = {
-                "path": str(lease),
-                "offset": LEASE_OFFSET,
-                "owners": [],
-                "version": None,
-            }
+            info["lease"] = self._lease_info(vol, lease)
         return info
+
+    def lock_areas(self) -> Any:
+        """The domain's sanlock areas (`clusterlock.Areas`), None under a local lock."""
+        return None  # FileDomain's says
+
+    def _make_lease(self, vol: str, lease: Path) -> None:
+        """Make the volume's `.lease` (blocking).
+
+        On a shared domain it is a free sanlock resource (VDSM's `newVolumeLease`);
+        under a local lock, an empty file.
+        """
+        _touch(lease)
+        areas = self.lock_areas()
+        if areas is not None:
+            areas.format_volume_lease(vol, lease)
+
+    def _lease_info(self, vol: str, lease: Path) -> dict[str, Any]:
+        """Volume.getInfo's `lease`: as sanlock reports it on a shared domain (blocking)."""
+        areas = self.lock_areas()
+        if areas is not None:
+            try:
+                found: dict[str, Any] = areas.volume_lease(vol, lease)
+            except StorageError as error:
+                log.warning("volume %s: its lease cannot be read: %s", vol, error)
+            else:
+                return found
+        return {"path": str(lease), "offset": LEASE_OFFSET, "owners": [], "version": None}
 
     def volume_size(self, img: str, vol: str) -> dict[str, str]:
         """Volume.getSize: file size and allocated bytes, as strings.

@@ -17,12 +17,21 @@ record a change starts from is the one the previous change left. The record is
 persisted on this actor's thread (a small local file, atomically), so an agent
 restarted after `kill -9` is connected to the same pool: `on_start` reads it back.
 
-SPM: only the host holding the pool's lock may change metadata. File domains here
-use a local lock (as VDSM's localfs domains do): an exclusive `flock` on the
-master domain's `dom_md/leases`, taken by the spmStart task's worker and handed to
-this actor. The kernel drops it when the process dies, so a killed agent is no
-longer SPM and the Engine elects again; the lease version (lver) goes on growing.
-A crash of this actor releases the lock too: the restarted actor is not SPM.
+SPM: only the host holding the pool's lock may change metadata. A shared master
+(NFS, POSIXFS, GLUSTERFS, with a sanlock daemon running) is locked as VDSM does:
+sanlock's `SDM` resource on `dom_md/leases`, acquired by the spmStart task's worker
+through a sanlock registration (actors/storage/clusterlock.py) that it hands to
+this actor. A second host's spmStart fails while it is held; sanlock releases it
+when this process dies (`kill -9`), so the other host's next spmStart succeeds.
+`getSpmStatus` reports sanlock's lease version and owner host id, from any host,
+as VDSM's memory backend does. Every LEASE_CHECK seconds this actor inquires its
+registration: a lease sanlock no longer holds (its lockspace failed or was
+removed) ends the SPM role here.
+
+A LOCALFS master uses a local lock (as VDSM's localfs domains do): an exclusive
+`flock` on `dom_md/leases`, handed over the same way. The kernel drops it when the
+process dies; the lease version (lver) goes on growing in the pool's record. A
+crash of this actor releases either lock: the restarted actor is not SPM.
 """
 
 from __future__ import annotations
@@ -31,13 +40,17 @@ import contextlib
 import functools
 import logging
 import os
-from dataclasses import replace
+import stat
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import pykka
+
 from hostvisor.actors.actor import CallbackFuture
 from hostvisor.actors.errors import HostvisorError, InvalidArgument
-from hostvisor.actors.storage import pool_admin, pool_work
+from hostvisor.actors.storage import clusterlock, clusterlock_ops, pool_admin, pool_work
+from hostvisor.actors.storage.clusterlock_ops import InspectSdm, JoinLockspace, LeaveLockspace
 from hostvisor.actors.storage.domain_ops import DomainRead, DomainTask, DomainWrite
 from hostvisor.actors.storage.errors import (
     CannotConnectMultiplePools,
@@ -55,7 +68,7 @@ from hostvisor.actors.storage.pool_model import (
     PoolRecord,
     take_spm_lock,
 )
-from hostvisor.actors.storage.proxy import PoolProxy, StorageClient, wait
+from hostvisor.actors.storage.proxy import PoolProxy, StorageClient, chain, wait
 from hostvisor.actors.storage.serial import SerialActor, done, settle
 
 __all__ = ["PoolRecord", "StoragePoolActor", "take_spm_lock"]
@@ -64,6 +77,13 @@ log = logging.getLogger(__name__)
 
 WAIT = 60.0
 """How long a pool change's worker waits for one domain's answer."""
+LEASE_CHECK = 2.0
+"""Seconds between two inquiries of the SDM lease this host holds through sanlock."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSpmLease:
+    """Tell (timer): is the SDM lease still held? Do the active domains hold our host id?"""
 
 
 class StoragePoolActor(SerialActor):
@@ -90,12 +110,33 @@ class StoragePoolActor(SerialActor):
         self._start_serial()
         if self._record is not None:
             log.info("connected to pool %s (persisted)", self._record.sp_uuid)
+        self.tick_every(LEASE_CHECK, CheckSpmLease())
+
+    def on_receive(self, message: Any) -> Any:
+        """Check the SDM lease held through sanlock; anything else is a bug."""
+        match message:
+            case CheckSpmLease():
+                record = self._record
+                if record is not None:  # joins again what a restart or sanlock lost
+                    active = [
+                        sd
+                        for sd, status in record.domains.items()
+                        if status == DomainStatus.ACTIVE.value
+                    ]
+                    self._tell_domains(active, JoinLockspace(record.host_id))
+                fd = self._lock_fd
+                if fd is not None and _is_sanlock(fd):
+                    work = functools.partial(clusterlock.held, fd)
+                    self.run_off(work, functools.partial(self._lease_checked, fd), name="lease")
+            case _:
+                return super().on_receive(message)
+        return None
 
     stopped = "the pool's actor stopped"
 
     def on_stop(self) -> None:
         """Release the SPM lock, if held; answer what is queued."""
-        self._release()
+        self._release(wait_release=False)
         super().on_stop()
 
     # -- the pool -------------------------------------------------------------------------
@@ -149,8 +190,9 @@ class StoragePoolActor(SerialActor):
         self._require(sp_uuid)
 
         def make() -> Any:
-            self._require(sp_uuid)
+            record = self._require(sp_uuid)
             self._release()
+            self._tell_domains(list(record.domains), LeaveLockspace())
             self._forget_pool()
             return lambda: None
 
@@ -159,9 +201,15 @@ class StoragePoolActor(SerialActor):
     def info(self, sp_uuid: str) -> CallbackFuture:
         """StoragePool.getInfo: {info, dominfo} (read from the domains on a worker)."""
         record = self._require(sp_uuid)
-        spm_id = self.spm_status(sp_uuid)["spmId"]
+        status = self.spm_status(sp_uuid)
         reply = CallbackFuture()
-        work = functools.partial(pool_work.pool_info, record, spm_id, self._client, self._wait)
+
+        def work() -> dict[str, Any]:
+            spm = wait(status, timeout=self._wait, what="SPM status")
+            return pool_work.pool_info(
+                record, spm["spmId"], self._client, self._wait, lver=spm["spmLver"]
+            )
+
         self.run_off(work, functools.partial(settle, reply, op="pool info"), name="pool info")
         return reply
 
@@ -307,6 +355,9 @@ class StoragePoolActor(SerialActor):
         def after(outcome: Any) -> None:
             if not isinstance(outcome, BaseException) and self._record is not None:
                 self._set_domain(sd_uuid, status)
+                active = status == DomainStatus.ACTIVE
+                change = JoinLockspace(self._record.host_id) if active else LeaveLockspace()
+                self._tell_domains([sd_uuid], change)
 
         return self._serial.add_made(make, op=f"set {sd_uuid} {status.value}", after=after)
 
@@ -352,26 +403,49 @@ class StoragePoolActor(SerialActor):
         """Whether this host holds the pool's lock."""
         return self._lock_fd is not None
 
-    def spm_status(self, sp_uuid: str) -> dict[str, Any]:
-        """StoragePool.getSpmStatus: {spmStatus, spmLver, spmId}."""
+    def spm_status(self, sp_uuid: str) -> CallbackFuture:
+        """StoragePool.getSpmStatus: {spmStatus, spmLver, spmId}.
+
+        `spmStatus` is this host's role ("SPM" or "Free"). On a sanlock master,
+        `spmLver` and `spmId` are the SDM lease's version and owner as sanlock reports
+        them (whoever holds it; -1 and -1 when free), read off this thread; on a
+        local lock they are the pool record's lver and this host's id while SPM.
+        """
         record = self._require(sp_uuid)
-        if self.is_spm:
-            return {"spmStatus": "SPM", "spmLver": record.lver, "spmId": record.host_id}
-        return {"spmStatus": "Free", "spmLver": record.lver, "spmId": -1}
+        role = "SPM" if self.is_spm else "Free"
+        local = {
+            "spmStatus": role,
+            "spmLver": record.lver,
+            "spmId": record.host_id if self.is_spm else -1,
+        }
+
+        def answer(inspected: tuple[int, int] | None) -> CallbackFuture:  # a worker
+            if inspected is None:
+                return done(value=local)
+            lver, owner = inspected
+            return done(value={"spmStatus": role, "spmLver": lver, "spmId": owner})
+
+        return chain(self._client.read(record.master_uuid, InspectSdm()), answer)
 
     def spm_start(self, sp_uuid: str) -> CallbackFuture:
-        """StoragePool.spmStart: a task that takes the pool's lock; settles with its id."""
+        """StoragePool.spmStart: a task that takes the pool's lock; settles with its id.
+
+        Already SPM: a task that succeeds at once (VDSM's startSpm returns silently).
+        """
         record = self._require(sp_uuid)
+        if self.is_spm:
+            return self._client.tasks().submit("spmStart", _already_spm)
         work = functools.partial(
             pool_work.become_spm,
             record.master_uuid,
             self._client,
             PoolProxy(self.actor_ref),
             self._wait,
+            record.host_id,
         )
         return self._client.tasks().submit("spmStart", work)
 
-    def became_spm(self, lock_fd: int) -> dict[str, Any]:
+    def became_spm(self, lock_fd: int) -> CallbackFuture:
         """Take the lock a spmStart task acquired; answer the new SPM status."""
         record = self._record
         if record is None or self._lock_fd is not None:
@@ -384,10 +458,15 @@ class StoragePoolActor(SerialActor):
         log.info("host %d is SPM of pool %s", record.host_id, record.sp_uuid)
         return self.spm_status(record.sp_uuid)
 
-    def spm_stop(self, sp_uuid: str) -> None:
-        """StoragePool.spmStop: give up the SPM role."""
+    def spm_stop(self, sp_uuid: str) -> CallbackFuture:
+        """StoragePool.spmStop: give up the SPM role; settles once the lease is released."""
         self._require(sp_uuid)
-        self._release()
+        return self._release()
+
+    def _lease_checked(self, fd: int, outcome: object) -> None:
+        if fd == self._lock_fd and outcome is False:
+            log.error("sanlock no longer holds this host's SDM lease: no longer SPM")
+            self._release()
 
     # -- helpers (this actor's thread) ------------------------------------------------------
 
@@ -419,6 +498,14 @@ class StoragePoolActor(SerialActor):
             domains[sd_uuid] = status.value
         self._set(replace(self._record, domains=domains))
 
+    def _tell_domains(self, domains: list[str], message: Any) -> None:
+        """Tell the running actors of `domains` a lockspace change (never blocks)."""
+        for sd in domains:
+            proxy = self._client.running_domain(sd)
+            if proxy is not None:
+                with contextlib.suppress(pykka.ActorDeadError):  # stopping: told again later
+                    proxy.ref.tell(message)
+
     def _set(self, record: PoolRecord) -> None:
         record.save(self._store)
         self._record = record
@@ -431,13 +518,50 @@ class StoragePoolActor(SerialActor):
         with contextlib.suppress(HostvisorError):
             self._client.tasks().use_store(None)
 
-    def _release(self) -> None:
+    def _release(self, *, wait_release: bool = True) -> CallbackFuture:
+        """Give the SPM lock up: this host is no longer SPM from now on.
+
+        A sanlock lease is released on a worker (sanlock writes the lease) and the
+        future settles then; a local lock is dropped at once.
+        """
+        reply = done(value=None)
         if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+            fd, self._lock_fd = self._lock_fd, None
+            if wait_release and _is_sanlock(fd) and self._record is not None:
+                reply = CallbackFuture()
+                master = self._record.master_uuid
+                work = functools.partial(_release_sdm, self._client, master, fd, self._wait)
+                self.run_off(work, functools.partial(settle, reply, op="spmStop"), name="spmStop")
+            else:
+                os.close(fd)
             if self._record is not None:
                 log.info(
                     "host %d is no longer SPM of pool %s",
                     self._record.host_id,
                     self._record.sp_uuid,
                 )
+        return reply
+
+
+def _is_sanlock(fd: int) -> bool:
+    """Whether `fd` is a sanlock registration (a socket) rather than a flock'd file."""
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def _release_sdm(client: StorageClient, master: str, fd: int, timeout: float) -> None:
+    """Release the SDM lease held through registration `fd`, then close it (a worker)."""
+    try:
+        areas = wait(client.read(master, clusterlock_ops.LockAreas()), timeout=timeout, what=master)
+        if areas is not None:
+            areas.release_sdm(fd)
+    except HostvisorError:
+        log.exception("the SDM lease is released by closing its registration")
+    finally:
+        os.close(fd)
+
+
+def _already_spm(_ctx: Any) -> None:
+    """The spmStart task of a host that is SPM already: nothing to do."""

@@ -7,12 +7,18 @@ most `timeout` seconds (`proxy.wait`). The pool actor runs them one at a time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import time
 from typing import Any, Protocol
 
+import pykka
+
 from hostvisor.actors.errors import HostvisorError
+from hostvisor.actors.storage import clusterlock
 from hostvisor.actors.storage.addresses import POOL, TASKS
+from hostvisor.actors.storage.clusterlock_ops import JoinLockspace, LockAreas
 from hostvisor.actors.storage.domain_ops import (
     Attach,
     Detach,
@@ -141,7 +147,7 @@ def connect_pool(request: ConnectPool, client: StorageClient, timeout: float) ->
             spUUID=sp, msdUUID=master, masterVersion=version, found=meta["MASTER_VERSION"]
         )
     domains = dict(request.domains) or _pool_domains(meta.get("POOL_DOMAINS", ""))
-    return PoolRecord(
+    record = PoolRecord(
         sp_uuid=sp,
         host_id=request.host_id,
         master_uuid=master,
@@ -151,6 +157,24 @@ def connect_pool(request: ConnectPool, client: StorageClient, timeout: float) ->
         },
         lver=int(meta.get("POOL_SPM_LVER", "-1")),
     )
+    active = [sd for sd, status in record.domains.items() if status == DomainStatus.ACTIVE.value]
+    tell_domains(client, active, JoinLockspace(request.host_id), timeout)
+    return record
+
+
+def tell_domains(client: StorageClient, domains: list[str], message: Any, timeout: float) -> None:
+    """Tell each domain's actor `message` (a lockspace change), adopting it if needed.
+
+    A domain no connected mount holds is skipped (its monitor reports it invalid).
+    """
+    for sd in domains:
+        try:
+            proxy = wait(client.domain(sd), timeout=timeout, what=sd)
+        except HostvisorError as error:
+            log.warning("domain %s: cannot tell it %r: %s", sd, message, error)
+            continue
+        with contextlib.suppress(pykka.ActorDeadError):  # restarting: the pool tells again
+            proxy.ref.tell(message)
 
 
 def _pool_domains(text: str) -> dict[str, str]:
@@ -158,9 +182,17 @@ def _pool_domains(text: str) -> dict[str, str]:
 
 
 def pool_info(
-    record: PoolRecord, spm_id: int, client: StorageClient, timeout: float
+    record: PoolRecord,
+    spm_id: int,
+    client: StorageClient,
+    timeout: float,
+    *,
+    lver: int | None = None,
 ) -> dict[str, Any]:
-    """StoragePool.getInfo's {info, dominfo}, read from the master and each domain."""
+    """StoragePool.getInfo's {info, dominfo}, read from the master and each domain.
+
+    `spm_id` and `lver` are getSpmStatus's (sanlock's, on a shared master).
+    """
     meta = wait(client.read(record.master_uuid, Metadata()), timeout=timeout, what="master")
     dominfo: dict[str, dict[str, Any]] = {}
     pool_prefix = ""
@@ -188,7 +220,7 @@ def pool_info(
         "type": meta.get("TYPE", ""),
         "master_uuid": record.master_uuid,
         "master_ver": record.master_version,
-        "lver": record.lver,
+        "lver": record.lver if lver is None else lver,
         "spm_id": spm_id,
         "domains": ",".join(f"{sd}:{status}" for sd, status in record.domains.items()),
         "isoprefix": pool_prefix,
@@ -214,15 +246,31 @@ def detach(sd: str, client: StorageClient, timeout: float) -> None:
 
 
 def become_spm(
-    master: str, client: StorageClient, pool: PoolProxy, timeout: float, _ctx: TaskContext
+    master: str,
+    client: StorageClient,
+    pool: PoolProxy,
+    timeout: float,
+    host_id: int,
+    _ctx: TaskContext,
 ) -> None:
-    """The spmStart task's work: take the lock on the master's leases, hand it to the pool.
+    """The spmStart task's work: take the master's SDM lease, hand it to the pool.
+
+    On a shared domain the lease is sanlock's `SDM` resource on `dom_md/leases`
+    (VDSM's acquireHostId, then acquireClusterLock): this host joins the master's
+    lockspace first if it has not yet (waiting for sanlock, up to VDSM's 180 s), and
+    another host holding the lease fails the task with AcquireLockFailure. A LOCALFS
+    master (or no sanlock daemon) is locked with a local `flock` instead.
 
     Then, as VDSM's spmStart: make the master tree (`master/vms`, `master/tasks`) and
     have the task manager read back, and from then on keep, the SPM tasks there.
     """
     path = wait(client.read(master, Where()), timeout=timeout, what=master)
-    fd = take_spm_lock(path / "dom_md" / "leases")
+    areas = wait(client.read(master, LockAreas()), timeout=timeout, what=master)
+    if areas is None:
+        fd = take_spm_lock(path / "dom_md" / "leases")
+    else:
+        _join_now(areas, host_id)
+        fd = areas.acquire_sdm()
     try:
         wait(pool.became_spm(fd), timeout=timeout, what=POOL)
     except BaseException:
@@ -230,3 +278,29 @@ def become_spm(
         raise
     wait(client.write(master, MakeMasterTree()), timeout=timeout, what=master)
     wait(client.tasks().use_store(tasks_dir(path)), timeout=timeout, what=TASKS)
+
+
+HOST_ID_WAIT = 180.0
+"""VDSM's ACQUIRE_HOST_ID_TIMEOUT: how long spmStart waits for sanlock to join."""
+
+
+def _join_now(areas: clusterlock.Areas, host_id: int) -> None:
+    """Join `areas`' lockspace and wait until sanlock holds the host id (a worker; blocks).
+
+    Raises:
+        AcquireHostIdFailure: sanlock refused, or did not join in time.
+    """
+    deadline = time.monotonic() + HOST_ID_WAIT
+    delay = 0.1
+    while True:
+        state = areas.joined(host_id)
+        if state is True:
+            return
+        if state is False:
+            areas.join(host_id)
+        if time.monotonic() > deadline:
+            raise clusterlock.AcquireHostIdFailure(
+                sdUUID=areas.sd_uuid, hostId=host_id, reason="sanlock did not join in time"
+            )
+        time.sleep(delay)  # polling sanlock's asynchronous join, on a worker
+        delay = min(delay * 2, 1.0)

@@ -669,11 +669,11 @@ class VmActor(GuestActor, Migrator, Snapshotter, BlockJobs, Hotplugger, DeviceEd
             "kvmEnable": "true" if self.spec.domain_type == "kvm" else "false",
             "acpiEnable": "true",
             "pauseCode": self._pause_code.value,
-            "clientIp": "",  # nobody is connected to the console (VDSM's value then)
             "vmJobs": self._vm_jobs(),
             **self._reported.fields(),
             **guestagent.DEFAULTS,
             **self._facts.fields,
+            **self._device_fields(),  # clientIp (the console's client), TPM/NVRAM hashes, vCPU QoS
         }
 
     # -- helpers --------------------------------------------------------------------------

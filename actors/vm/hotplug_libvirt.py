@@ -3,66 +3,29 @@
 Plain blocking functions: the VM actor runs each on the work facility. An unplug
 only asks the guest to let the device go (`detachDeviceFlags`); the guest's kernel
 releases it when it will, and libvirt then reports `VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED`
-with the device's alias (VDSM's `onDeviceRemoved`). `watch_removals` registers for
-that event on one domain, before the detach, so the event cannot be missed; the
-callback runs on libvirt's event thread and only hands a frozen `DeviceRemoved` on.
+with the device's alias (VDSM's `onDeviceRemoved`). The hypervisor actor keeps a
+host-wide watch for that event (`hypervisor.events.watch_devices`), so it reaches the
+VM's actor as a `DeviceRemoved` message whenever it comes: also for a removal that
+finishes after an agent restart.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import libvirt
 
 from hostvisor.actors.errors import HostvisorError
+from hostvisor.actors.hypervisor.events import DeviceRemoved
 from hostvisor.actors.vm.domxml import OVIRT_VM
 from hostvisor.actors.vm.errors import NoSuchVm
 
 log = logging.getLogger(__name__)
 
+__all__ = ["DeviceRemoved"]
+
 LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceRemoved:
-    """Tell (libvirt's event thread): the guest released the device `alias`."""
-
-    vm_id: str
-    alias: str
-
-
-def watch_removals(conn: Any, domain: Any, deliver: Callable[[DeviceRemoved], None]) -> int:
-    """Register for `domain`'s device-removed events; return the callback id (blocks briefly).
-
-    With `domain` None, every domain's (a host-wide watch, as the hypervisor actor
-    keeps for lifecycle events: a VM actor then also hears of removals it did not
-    ask for, such as those that finish after an agent restart).
-
-    Raises:
-        libvirt.libvirtError: libvirt refused the registration.
-    """
-
-    def on_removed(_conn: Any, dom: Any, alias: str, _opaque: Any) -> None:
-        try:
-            deliver(DeviceRemoved(dom.UUIDString(), alias))
-        except Exception:
-            log.exception("delivering a device removal failed")
-
-    callback_id: int = conn.domainEventRegisterAny(
-        domain, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, on_removed, None
-    )
-    return callback_id
-
-
-def unwatch(conn: Any, callback_id: int) -> None:
-    """Deregister a callback; one already gone (or a closed connection) is fine."""
-    try:
-        conn.domainEventDeregisterAny(callback_id)
-    except libvirt.libvirtError as error:
-        log.debug("deregistering device-removal callback %s: %s", callback_id, error)
 
 
 def domain_of(conn: Any, vm_id: str) -> Any:

@@ -1,9 +1,9 @@
 """Unplugging: detach a device, then wait for the guest to release it (DEVICE_REMOVED).
 
 `Unplugging` is the part of `Hotplugger` (and so of `VmActor`) that follows an unplug
-to its end. The detach runs on the work facility after registering, for this one
-domain, for libvirt's DEVICE_REMOVED (`hotplug_libvirt.watch_removals`), so the event
-cannot be missed; the event comes back to the actor as a `DeviceRemoved` message, and
+to its end. The detach runs on the work facility; libvirt's DEVICE_REMOVED reaches
+the actor as a `DeviceRemoved` message (the hypervisor actor watches every domain's,
+so it cannot be missed, even if it comes before the detach call returns), and
 the removal then forgets the device's metadata, reads the live XML (its devices hash
 changes) and settles the verb's future. A guest that does not let go within
 `UNPLUG_TIMEOUT` seconds fails the verb with its code (`UnplugTimedOut`). Everything
@@ -12,7 +12,6 @@ here runs on the VM actor's turn and never blocks it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -27,13 +26,10 @@ from hostvisor.actors.errors import HostvisorError
 from hostvisor.actors.vm import hotplug_xml as hx
 from hostvisor.actors.vm.hotplug_libvirt import (
     LIVE,
-    DeviceRemoved,
     domain_of,
     live_xml,
     refused,
     try_set_metadata,
-    unwatch,
-    watch_removals,
 )
 from hostvisor.actors.vm.metadata_lock import editing
 
@@ -67,7 +63,7 @@ class Removal:
     result: Any
     future: CallbackFuture | None
     """Settles once the device is gone (None: the verb answered already)."""
-    callback: int | None = None
+    detached: bool = False
     removed: bool = False
     timer: Timer | None = None
 
@@ -119,14 +115,10 @@ class Unplugging:
             raise removal.failure(vmId=self.vm_id, alias=alias, reason="already being unplugged")
         self._hp.removals[alias] = removal
         answer = removal.future or CallbackFuture()
-        vm_id, connection, ref = self.vm_id, self._connection, self.actor_ref
-
-        def deliver(event: DeviceRemoved) -> None:
-            with contextlib.suppress(pykka.ActorDeadError):
-                ref.tell(event)
+        vm_id, connection = self.vm_id, self._connection
 
         def detach() -> int:
-            return _detach(connection(), vm_id, device, removal.failure, deliver)
+            return _detach(connection(), vm_id, device, removal.failure)
 
         def detached(outcome: int | BaseException) -> None:
             if isinstance(outcome, BaseException):
@@ -136,7 +128,7 @@ class Unplugging:
                     error = removal.failure(vmId=vm_id, alias=alias, reason=str(error))
                 answer.set_exception(exc_info=(type(error), error, None))
                 return
-            removal.callback = outcome
+            removal.detached = True
             if removal.future is None:
                 answer.set(removal.result)
             if removal.removed:
@@ -154,20 +146,17 @@ class Unplugging:
             self._refresh_xml()
             return
         removal.removed = True
-        if removal.callback is not None:  # else `detached` finishes it
+        if removal.detached:  # else `detached` finishes it
             self._finish_removal(alias)
 
     def _finish_removal(self, alias: str) -> None:
         removal = self._hp.removals.pop(alias)
         if removal.timer is not None:
             removal.timer.cancel()
-        vm_id, connection, callback = self.vm_id, self._connection, removal.callback
+        vm_id, connection = self.vm_id, self._connection
 
         def forget() -> str:
-            conn = connection()
-            if callback is not None:
-                unwatch(conn, callback)
-            domain = domain_of(conn, vm_id)
+            domain = domain_of(connection(), vm_id)
             with editing(domain):
                 try_set_metadata(
                     domain, hx.metadata_without(live_xml(domain), removal.forget), vm_id
@@ -189,9 +178,6 @@ class Unplugging:
         removal = self._hp.removals.pop(alias, None)
         if removal is None:
             return
-        connection, callback = self._connection, removal.callback
-        if callback is not None:
-            self.run_off(lambda: unwatch(connection(), callback), lambda _o: None, name="unwatch")
         log.warning("VM %s: the guest did not release %s in time", self.vm_id, alias)
         if removal.future is not None:
             error = removal.failure(vmId=self.vm_id, alias=alias, reason="Timeout detaching")
@@ -214,27 +200,16 @@ class Unplugging:
         self.run_off(read, done, name="hotplug:refresh")
 
 
-def _detach(
-    conn: Any,
-    vm_id: str,
-    device: str,
-    failure: type[HostvisorError],
-    deliver: Callable[[DeviceRemoved], None],
-) -> int:
-    """Watch the domain's removals, then ask for `device`'s; return the callback id (blocks).
+def _detach(conn: Any, vm_id: str, device: str, failure: type[HostvisorError]) -> int:
+    """Ask libvirt to detach `device`; 0 once asked (blocks; the guest releases it later).
 
     Raises:
         NoSuchVm: no such domain. `failure`: libvirt refused the detach.
     """
     domain = domain_of(conn, vm_id)
-    callback = watch_removals(conn, domain, deliver)
     try:
         domain.detachDeviceFlags(device, LIVE)
     except libvirt.libvirtError as error:
-        unwatch(conn, callback)
         alias = hx.alias_of(ET.fromstring(device))  # noqa: S314 - our own XML
         raise refused(vm_id, error, failure, alias=alias) from None
-    except BaseException:
-        unwatch(conn, callback)
-        raise
-    return callback
+    return 0

@@ -415,7 +415,11 @@ class PoolHandlers:
         max_host_id: Annotated[int, Arg("ignored", wire="maxHostID")] = MAX_HOST_ID,  # noqa: ARG002
         dom_version: Annotated[str | int, Arg("ignored", wire="domVersion")] = "5",  # noqa: ARG002
     ) -> pykka.Future[Any]:
-        """StoragePool.spmStart: a task that takes the pool's lock."""
+        """StoragePool.spmStart (the Engine's SpmStartVDSCommand): a task taking the SDM lease.
+
+        sanlock's `SDM` resource on a shared master (AcquireLockFailure, 651, in the
+        task's status while another host holds it); a local lock on LOCALFS.
+        """
         return self.client.pool().spm_start(sp)
 
     @verb(
@@ -437,7 +441,11 @@ class PoolHandlers:
         errors=(StoragePoolUnknown,),
     )
     def spm_status(self, *, sp: SpId) -> pykka.Future[Any]:
-        """StoragePool.getSpmStatus: {spmStatus, spmLver, spmId}."""
+        """StoragePool.getSpmStatus (SpmStatusVDSCommand): {spmStatus, spmLver, spmId}.
+
+        On a sanlock master, `spmId` and `spmLver` are the SDM lease's owner and
+        version as sanlock reports them, on any host of the pool.
+        """
         return self.client.pool().spm_status(sp)
 
     @verb(

@@ -16,6 +16,7 @@ from typing import Any
 from hostvisor.actors.errors import HostvisorError, NotFound
 from hostvisor.actors.storage.domain_ops import VolumeData
 from hostvisor.actors.storage.errors import StorageError
+from hostvisor.actors.storage.leases import LeaseInfoRead
 from hostvisor.actors.storage.proxy import StorageClient
 from hostvisor.actors.vm.disks import DiskVolume, PreparedDisk
 from hostvisor.api.rpc.bridge import settled
@@ -100,6 +101,14 @@ class StorageApi:
         pool = self.client.pool()
         path, fmt, _capacity = await settled(pool.member_read(disk.pool_id, disk.domain_id, op))
         return PreparedDisk(path=path, format=fmt)
+
+    async def lease_info(self, sd: str, lease_id: str) -> dict[str, Any]:
+        """Lease.info of a VM lease: `{sd_id, lease_id, path, offset}` on this host.
+
+        Raises NoSuchLease, StorageDomainDoesNotExist, ...
+        """
+        info: dict[str, Any] = await settled(self.client.read(sd, LeaseInfoRead(lease_id=lease_id)))
+        return info
 
 
 def _aged(seen: _Seen, now: float) -> dict[str, Any]:

@@ -50,6 +50,7 @@ from hostvisor.actors.errors import (
 )
 from hostvisor.actors.guest.board import Drop
 from hostvisor.actors.recovery import RECOVERER_ID, recovering
+from hostvisor.actors.storage.leases_xml import fill_leases, leases_to_fill
 from hostvisor.actors.vm import domxml
 from hostvisor.actors.vm.addresses import VM_BOARD, VM_GUESTS, VMS, vm_path
 from hostvisor.actors.vm.disks import DiskVolume, PreparedDisk, disk_volumes, with_disk_paths
@@ -102,6 +103,9 @@ class VmApi:
     """Seconds pause, cont, reset and shutdown may take (config.vm_operation_timeout)."""
     prepare_disk: Callable[[DiskVolume], Awaitable[PreparedDisk]] | None = None
     """Prepares a disk the XML names by storage ids; None: such disks are refused."""
+    lease_info: Callable[[str, str], Awaitable[dict[str, Any]]] | None = None
+    """`lease_info(sd, lease_id)`: where a VM lease is on this host (Lease.info); None:
+    VMs with leases are refused."""
     container_child: Callable[..., ChildSpec] | None = None
     """`container_child(spec)` returns the child spec of a ContainerActor (a VM whose
     custom properties say `containerType`); None: such VMs are refused."""
@@ -136,7 +140,17 @@ class VmApi:
                     raise Recovering(vmId=vm_id, reason="the VM's actor keeps restarting") from None
 
     async def prepared_xml(self, xml: str) -> str:
-        """Return `xml` with each storage disk's path and format filled in by the host."""
+        """Return `xml` with this host's paths: of its storage disks, and of its VM leases.
+
+        A disk named by storage ids gets its prepared path and format; a `<lease>` whose
+        target holds the Engine's placeholders gets its path and offset (Lease.info).
+        """
+        leases = leases_to_fill(xml)
+        if leases:
+            if self.lease_info is None:
+                raise VmCreateError(reason="this host has no storage to find VM leases on")
+            infos = {(sd, lease): await self.lease_info(sd, lease) for sd, lease in leases}
+            xml = fill_leases(xml, infos)
         volumes = disk_volumes(xml)
         if not volumes:
             return xml

@@ -17,7 +17,7 @@ from hostvisor.actors.container.watcher import DockerActor
 from hostvisor.actors.events import EventBus
 from hostvisor.actors.hypervisor.actor import HypervisorActor
 from hostvisor.actors.hypervisor.addresses import HYPERVISOR_ID, INFRA
-from hostvisor.actors.hypervisor.events import DomainLifecycle
+from hostvisor.actors.hypervisor.events import DomainEvent
 from hostvisor.supervision.branches.context import TreeContext
 from hostvisor.supervision.spec import ChildSpec, Strategy, SupervisorFlags
 
@@ -27,7 +27,7 @@ INFRA_FLAGS = SupervisorFlags(strategy=Strategy.REST_FOR_ONE)
 def build(
     ctx: TreeContext,
     *,
-    deliver: Callable[[DomainLifecycle], None],
+    deliver: Callable[[DomainEvent], None],
     deliver_container: Callable[[ContainerEvent], None],
     docker_connected: Callable[[], None],
     docker_lost: Callable[[], None],

@@ -23,7 +23,7 @@ from hostvisor.actors.errors import NotFound
 from hostvisor.actors.guest.board import Forget, Post, PostMany, Settle
 from hostvisor.actors.guest.entry import VmEntry
 from hostvisor.actors.hooks import Hooks
-from hostvisor.actors.hypervisor.events import DomainLifecycle
+from hostvisor.actors.hypervisor.events import DomainEvent
 from hostvisor.actors.storage.merging import VolumeChains
 from hostvisor.actors.storage.proxy import StorageClient
 from hostvisor.actors.vm.actor import VmActor, VmServices
@@ -83,8 +83,8 @@ class VmsBranch:
         """Tell the VM board a VM's entry (or to forget it); dropped if the board is down."""
         self.ctx.tell(VM_BOARD, message)
 
-    def deliver(self, event: DomainLifecycle) -> None:
-        """Tell a lifecycle event to the VM that owns the domain (libvirt's thread)."""
+    def deliver(self, event: DomainEvent) -> None:
+        """Tell a domain's event to the VM that owns the domain (libvirt's thread)."""
         self.ctx.tell(vm_path(event.vm_id), event)
 
     def refs(self) -> dict[str, pykka.ActorRef[Any]]:

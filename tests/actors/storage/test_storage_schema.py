@@ -7,7 +7,8 @@ no doc gained one. Issue 13 changed it on purpose, to the Engine's wire: the ver
 StorageDomain.getFileStats, StoragePool.{destroy, reconstructMaster, switchMaster,
 upgrade, getBackedUpVmsInfo, updateVMs, removeVM}, Image.deleteVolumes and Task.revert;
 StoragePool.create's `name`; Image.teardown's `leafVolID`; SDM.copy_data's `legal`;
-the filters of Host.getStorageDomains.
+the filters of Host.getStorageDomains. Issue 15: Host.getJobs lists the VMs' virt jobs
+(snapshots) too.
 """
 
 from __future__ import annotations
