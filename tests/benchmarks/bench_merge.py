@@ -18,19 +18,20 @@ base:
   the base as the disk's source.
 
 Medians of --rounds rounds; the target is Hostvisor <= 1.2x libvirt. Not a test: it
-never gates CI. Until the tree wires storage into the VM actors (H2's report), the
-block-job tests' wiring (tests/actors/vm/blockjobs/lib) is applied first.
+never gates CI.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,6 @@ import libvirt
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))  # the tests' harness
-sys.path.insert(0, str(TESTS / "actors" / "vm" / "blockjobs" / "lib"))
-
-import blockjob_wiring  # noqa: E402
 
 from harness.engine import (  # noqa: E402
     COW,
@@ -155,16 +153,11 @@ def libvirt_round(conn: Any, directory: Path, size: int, data: int, kind: str, d
         domain.destroy()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--size", type=int, default=1024, help="disk size, MiB")
-    parser.add_argument("--data", type=int, default=1000, help="MiB in the active layer")
-    parser.add_argument("--no-kvm", action="store_true")
-    args = parser.parse_args()
-    blockjob_wiring.apply()
-    kind = "qemu" if args.no_kvm else detect_accelerator().domain_type
-    with tempfile.TemporaryDirectory(prefix="bm-") as temp:
+@contextlib.contextmanager
+def engine_host(prefix: str) -> Iterator[tuple[Any, Any, Any, Path]]:
+    """An embedded host with a LOCALFS data center (this host SPM), and a libvirt
+    connection to the same embedded driver: `(client, connection, dc, directory)`."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as temp:
         directory = Path(temp)
         root = directory / "embed"
         prepare_embed_root(root)
@@ -176,33 +169,46 @@ def main() -> None:
             vm_powering_up_seconds=0,
         )
         dc = local_data_center(directory / "sd")
-        hostvisor: list[float] = []
-        direct: list[float] = []
         with EmbeddedHost(config) as host, host.client(timeout=120) as cli:
             dc.setup(cli)
-            conn = open_connection(embed_uri(root))
-            for index in range(args.rounds):
-                order = ("hv", "lv") if index % 2 == 0 else ("lv", "hv")
-                for who in order:
-                    if who == "hv":
-                        hostvisor.append(hostvisor_round(cli, dc, args.size, args.data, kind))
-                    else:
-                        direct.append(
-                            libvirt_round(conn, directory, args.size, args.data, kind, dc)
-                        )
-                print(
-                    f"round {index + 1}: hostvisor {hostvisor[-1]:.3f} s, "
-                    f"libvirt {direct[-1]:.3f} s",
-                    flush=True,
-                )
-        ours, theirs = statistics.median(hostvisor), statistics.median(direct)
-        ratio = ours / theirs
+            yield cli, open_connection(embed_uri(root)), dc, directory
+
+
+def merge_half(args: argparse.Namespace, cli: Any, conn: Any, dc: Any, directory: Path) -> None:
+    """Live merges of a --size MiB disk: Hostvisor vs the same libvirt calls, printed."""
+    kind = "qemu" if args.no_kvm else detect_accelerator().domain_type
+    hostvisor: list[float] = []
+    direct: list[float] = []
+    for index in range(args.rounds):
+        order = ("hv", "lv") if index % 2 == 0 else ("lv", "hv")
+        for who in order:
+            if who == "hv":
+                hostvisor.append(hostvisor_round(cli, dc, args.size, args.data, kind))
+            else:
+                direct.append(libvirt_round(conn, directory, args.size, args.data, kind, dc))
         print(
-            f"live merge of a {args.size} MiB disk ({args.data} MiB in the active layer, "
-            f"{'TCG' if kind == 'qemu' else 'KVM'}): hostvisor median {ours:.3f} s, "
-            f"libvirt median {theirs:.3f} s, ratio {ratio:.2f}x "
-            f"(target <= {TARGET}x: {'met' if ratio <= TARGET else 'NOT met'})"
+            f"round {index + 1}: hostvisor {hostvisor[-1]:.3f} s, libvirt {direct[-1]:.3f} s",
+            flush=True,
         )
+    ours, theirs = statistics.median(hostvisor), statistics.median(direct)
+    ratio = ours / theirs
+    print(
+        f"live merge of a {args.size} MiB disk ({args.data} MiB in the active layer, "
+        f"{'TCG' if kind == 'qemu' else 'KVM'}): hostvisor median {ours:.3f} s, "
+        f"libvirt median {theirs:.3f} s, ratio {ratio:.2f}x "
+        f"(target <= {TARGET}x: {'met' if ratio <= TARGET else 'NOT met'})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--size", type=int, default=1024, help="disk size, MiB")
+    parser.add_argument("--data", type=int, default=1000, help="MiB in the active layer")
+    parser.add_argument("--no-kvm", action="store_true")
+    args = parser.parse_args()
+    with engine_host("bm-") as (cli, conn, dc, directory):
+        merge_half(args, cli, conn, dc, directory)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ import queue
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -44,51 +43,26 @@ import libvirt
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))  # the tests' harness
-sys.path.insert(0, str(TESTS / "actors" / "vm" / "snapshots" / "site"))
 
-import snapshot_wiring  # noqa: E402
+from bench_merge import engine_host, fill, merge_half, wait  # noqa: E402
 
 from harness.engine import (  # noqa: E402
     COW,
     RAW,
     MiB,
     engine_vm_xml,
-    local_data_center,
     new_id,
     succeeded,
     write_halting_boot_sector,
 )
 from hostvisor.actors.hypervisor.connection import (  # noqa: E402
     detect_accelerator,
-    embed_uri,
-    open_connection,
-    prepare_embed_root,
 )
 from hostvisor.actors.vm import snapshot_plan, snapshot_work  # noqa: E402
-from hostvisor.api.embedded import EmbeddedHost  # noqa: E402
-from hostvisor.supervision.config import load_config  # noqa: E402
 
 TARGET = 1.2
 TIMEOUT = 120.0
 EVENTS = "jms.queue.events"
-
-
-def fill(path: Path, data_mib: int) -> None:
-    """Write `data_mib` MiB of a pattern into a qcow2 layer (before its guest runs)."""
-    if data_mib > 0:
-        subprocess.run(
-            ["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a 1M {data_mib}M", str(path)],
-            capture_output=True,
-            check=True,
-        )
-
-
-def wait(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.05)
 
 
 class HostvisorGuest:
@@ -238,11 +212,6 @@ def snapshot_half(args: argparse.Namespace, cli: Any, conn: Any, dc: Any, direct
     )
 
 
-def merge_half(args: argparse.Namespace, cli: Any, conn: Any, dc: Any, directory: Path) -> None:
-    """Live merge: H2's half (see tests/benchmarks/bench_merge.py); not run from here yet."""
-    del args, cli, conn, dc, directory
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -250,24 +219,9 @@ def main() -> None:
     parser.add_argument("--data", type=int, default=64, help="MiB in the guest's layer")
     parser.add_argument("--no-kvm", action="store_true")
     args = parser.parse_args()
-    snapshot_wiring.wire()
-    with tempfile.TemporaryDirectory(prefix="bs-") as temp:
-        directory = Path(temp)
-        root = directory / "embed"
-        prepare_embed_root(root)
-        config = load_config(
-            state_dir=directory / "state",
-            libvirt_uri=embed_uri(root),
-            management_port=0,
-            vm_sample_interval=0.5,
-            vm_powering_up_seconds=0,
-        )
-        dc = local_data_center(directory / "sd")
-        with EmbeddedHost(config) as host, host.client(timeout=120) as cli:
-            dc.setup(cli)
-            conn = open_connection(embed_uri(root))
-            snapshot_half(args, cli, conn, dc, directory)
-            merge_half(args, cli, conn, dc, directory)
+    with engine_host("bs-") as (cli, conn, dc, directory):
+        snapshot_half(args, cli, conn, dc, directory)
+        merge_half(args, cli, conn, dc, directory)
 
 
 if __name__ == "__main__":

@@ -220,9 +220,7 @@ def test_an_engine_session_from_activation_to_teardown(  # noqa: PLR0915 - one s
         assert cli.VM.shutdown(vmID=vm_id, delay="30", message="going down") is not None
         assert events.until(vm_id, "Powering down")[-1]["status"] == "Powering down"
         assert cli.VM.destroy(vmID=vm_id) is True
-        wait_for(
-            lambda: vm_id not in {vm["vmId"] for vm in cli.Host.getAllVmStats()}, 30, "reaped"
-        )
+        wait_for(lambda: vm_id not in {vm["vmId"] for vm in cli.Host.getAllVmStats()}, 30, "reaped")
 
         # 6. DeleteImageGroupVDSCommand (a task); the ISO domain deactivated and
         # detached; SpmStop, DisconnectStoragePool, DisconnectStorageServer.

@@ -250,9 +250,7 @@ def test_host_lists_vms_with_status_definitions_and_xml(cli: Client, guests: Gue
     assert cli.Host.getStats()["vmCount"] == 2
 
 
-def test_shutdown_without_force_leaves_a_guest_that_ignores_it_running(
-    cli: Client, guests: Guests
-):
+def test_shutdown_without_force_leaves_a_guest_that_ignores_it_running(cli: Client, guests: Guests):
     """As VDSM's powerdown: only `force` powers off a guest that ignores ACPI."""
     vm_id, _xml = _up(cli, guests, "stubborn")
     events = StatusEvents(cli)

@@ -47,8 +47,6 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
         running.stop_all()
 
 
-
-
 class Guest:
     """A guest of the agent on a two-volume image, and the new leaf the Engine made."""
 
