@@ -84,20 +84,21 @@ def kill9(daemon: Daemon) -> None:
     assert daemon.process.wait(timeout=10) == -signal.SIGKILL
 
 
-def gated_qemu_img(directory: Path) -> tuple[Path, dict[str, str]]:
-    """A FIFO, and an environment whose `qemu-img create` waits for a line on it.
+def gated_qemu_img(directory: Path, verb: str = "create") -> tuple[Path, dict[str, str]]:
+    """A FIFO, and an environment whose `qemu-img <verb>` waits for a line on it.
 
-    A volume creation then stops exactly between its ILLEGAL metadata and its data:
-    a kill lands mid-create every time; writing a line to the FIFO lets it go on.
+    With "create", a volume creation stops exactly between its ILLEGAL metadata and
+    its data; with "convert", a copy stops after its destination was laid out, before
+    any data: a kill lands there every time; writing a line to the FIFO lets it go on.
     """
-    gate = directory / "gate"
+    gate = directory / f"{verb}-gate"
     os.mkfifo(gate)
     real = shutil.which("qemu-img")
     assert real is not None
     wrapper = directory / "bin" / "qemu-img"
     wrapper.parent.mkdir()
     wrapper.write_text(
-        f'#!/bin/sh\nif [ "$1" = create ]; then read _ < "{gate}"; fi\nexec {real} "$@"\n'
+        f'#!/bin/sh\nif [ "$1" = {verb} ]; then read _ < "{gate}"; fi\nexec {real} "$@"\n'
     )
     wrapper.chmod(0o755)
     return gate, {"PATH": f"{wrapper.parent}:{os.environ['PATH']}"}

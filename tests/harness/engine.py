@@ -8,6 +8,8 @@ Engine does, by polling Task.getStatus until the task has finished.
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -205,6 +207,19 @@ def local_data_center(directory: Path) -> DataCenter:
 
 
 @contextlib.contextmanager
+def data_center_of(kind: str, directory: Path) -> Iterator[DataCenter]:
+    """A data center on `kind` storage: "localfs" (a directory) or "posixfs" (an ext4
+    file system on a loop device, mounted by the host), under `directory`."""
+    if kind == "localfs":
+        yield local_data_center(directory / "local-sd")
+        return
+    from harness.loopdev import loop_device  # noqa: PLC0415 - only where loop devices work
+
+    with loop_device(directory / "posix.img", size=64 * MiB) as device:
+        yield DataCenter({"id": new_id(), "connection": device, "vfs_type": "ext4"}, POSIXFS)
+
+
+@contextlib.contextmanager
 def storage_host(directory: Path, **settings: Any) -> Iterator[Client]:
     """An in-process host with no guests (an empty test-driver node), and a client."""
     config = load_config(
@@ -215,3 +230,40 @@ def storage_host(directory: Path, **settings: Any) -> Iterator[Client]:
     )
     with EmbeddedHost(config) as host, host.client(timeout=30) as cli:
         yield cli
+
+
+def volume(cli: Any, dc: DataCenter, img: str, vol: str) -> dict[str, Any]:
+    """Volume.getInfo of one volume of `dc`."""
+    info: dict[str, Any] = cli.Volume.getInfo(**dc.ids(img, vol))
+    return info
+
+
+def qemu_chain(path: Path) -> list[str]:
+    """The volumes qemu-img sees from `path` down, base first."""
+    out = subprocess.run(
+        ["qemu-img", "info", "-U", "--backing-chain", "--output=json", str(path)],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    return [Path(layer["filename"]).name for layer in reversed(json.loads(out))]
+
+
+def qemu_check(path: Path) -> None:
+    """`qemu-img check` of an image (even one a running guest holds); raises if bad."""
+    subprocess.run(["qemu-img", "check", "-U", str(path)], capture_output=True, check=True)
+
+
+@contextlib.contextmanager
+def data_center_host(
+    factory: Any, embed_root: Path
+) -> Iterator[tuple[EmbeddedHost, Client, DataCenter]]:
+    """An embedded host with a LOCALFS data center made the Engine's way (it is SPM), and
+    a client that destroys the VMs it leaves behind."""
+    from harness.hosts import VM_TEST_SETTINGS, client_destroying_vms, embedded_host  # noqa: PLC0415
+
+    with embedded_host(factory, embed_root, **VM_TEST_SETTINGS) as host:
+        dc = local_data_center(factory.mktemp("dc") / "sd")
+        with client_destroying_vms(host) as cli:
+            dc.setup(cli)
+            yield host, cli, dc

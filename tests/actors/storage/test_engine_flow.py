@@ -20,10 +20,10 @@ import pytest
 from harness.engine import (
     COW,
     LOCALFS,
-    POSIXFS,
     RAW,
     DataCenter,
     MiB,
+    data_center_of,
     engine_vm_xml,
     new_id,
     succeeded,
@@ -31,7 +31,6 @@ from harness.engine import (
 )
 from harness.guests import StatusEvents
 from harness.hosts import VM_TEST_SETTINGS, embedded_host
-from harness.loopdev import loop_device
 from hostvisor.api.client import ServerError
 from hostvisor.api.embedded import EmbeddedHost
 
@@ -46,14 +45,8 @@ def host(tmp_path_factory: pytest.TempPathFactory, embed_root: Path) -> Iterator
 
 @pytest.fixture(params=["localfs", "posixfs"])
 def data_center(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DataCenter]:
-    if request.param == "localfs":
-        directory = tmp_path / "local-sd"
-        directory.mkdir()
-        yield DataCenter({"id": new_id(), "connection": str(directory)}, LOCALFS)
-        return
-    with loop_device(tmp_path / "posix.img", size=64 * MiB) as device:
-        conn = {"id": new_id(), "connection": device, "vfs_type": "ext4"}
-        yield DataCenter(conn, POSIXFS)
+    with data_center_of(request.param, tmp_path) as made:
+        yield made
 
 
 @pytest.mark.slow

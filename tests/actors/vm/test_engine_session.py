@@ -29,16 +29,15 @@ import pytest
 from harness.engine import (
     BLANK,
     LOCALFS,
-    POSIXFS,
     RAW,
     DataCenter,
     MiB,
+    data_center_of,
     new_id,
     write_halting_boot_sector,
 )
 from harness.guests import StatusEvents
 from harness.hosts import VM_TEST_SETTINGS, embedded_host
-from harness.loopdev import loop_device
 from harness.waiting import wait_for
 from hostvisor.api.client import Client
 from hostvisor.api.embedded import EmbeddedHost
@@ -60,13 +59,8 @@ def host(tmp_path_factory: pytest.TempPathFactory, embed_root: Path) -> Iterator
 
 @pytest.fixture(params=["localfs", "posixfs"])
 def data_center(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DataCenter]:
-    if request.param == "localfs":
-        directory = tmp_path / "local-sd"
-        directory.mkdir()
-        yield DataCenter({"id": new_id(), "connection": str(directory)}, LOCALFS)
-        return
-    with loop_device(tmp_path / "posix.img", size=64 * MiB) as device:
-        yield DataCenter({"id": new_id(), "connection": device, "vfs_type": "ext4"}, POSIXFS)
+    with data_center_of(request.param, tmp_path) as made:
+        yield made
 
 
 # -- 1. activation and monitoring -------------------------------------------------------------

@@ -7,7 +7,6 @@ fresh ids. The helpers send the verbs as the Engine does and check data with
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from harness.agent import gated_qemu_img
 from harness.components import need
 from harness.engine import (
     BLANK,
@@ -195,17 +195,8 @@ def gated_convert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     So a copy stops exactly after its destination was laid out, before any data:
     the test looks at it there, then writes a line to let it go on.
     """
-    gate = tmp_path / "convert-gate"
-    os.mkfifo(gate)
-    real = shutil.which("qemu-img")
-    assert real is not None
-    wrapper = tmp_path / "bin" / "qemu-img"
-    wrapper.parent.mkdir()
-    wrapper.write_text(
-        f'#!/bin/sh\nif [ "$1" = convert ]; then read _ < "{gate}"; fi\nexec {real} "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    gate, env = gated_qemu_img(tmp_path, "convert")
+    monkeypatch.setenv("PATH", env["PATH"])
     return gate
 
 

@@ -10,7 +10,6 @@ Image.move's source is all there, and the Engine's retry (force) completes the c
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import psutil
 import pytest
 from actors.storage.copying.conftest import new_ids, same_data
 
-from harness.agent import Agent, kill9
+from harness.agent import Agent, gated_qemu_img, kill9
 from harness.engine import LOCALFS, RAW, DataCenter, MiB, new_id
 from harness.waiting import wait_for
 from hostvisor.api.client import ServerError, connect
@@ -32,17 +31,8 @@ SIZE = 8 * MiB
 
 def _gated_convert(directory: Path) -> dict[str, str]:
     """An environment whose `qemu-img convert` waits for a line on a FIFO nobody writes."""
-    gate = directory / "convert-gate"
-    os.mkfifo(gate)
-    real = shutil.which("qemu-img")
-    assert real is not None
-    wrapper = directory / "bin" / "qemu-img"
-    wrapper.parent.mkdir()
-    wrapper.write_text(
-        f'#!/bin/sh\nif [ "$1" = convert ]; then read _ < "{gate}"; fi\nexec {real} "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    return {"PATH": f"{wrapper.parent}:{os.environ['PATH']}"}
+    _gate, env = gated_qemu_img(directory, "convert")
+    return env
 
 
 def _finished(cli: Any, task: str) -> dict[str, Any]:

@@ -20,8 +20,7 @@ sys.path.insert(0, str(LIB))
 
 from mergehelp import ChainVm, make_chain, start_vm  # noqa: E402
 
-from harness.engine import DataCenter, local_data_center  # noqa: E402
-from harness.hosts import VM_TEST_SETTINGS, client_destroying_vms, embedded_host  # noqa: E402
+from harness.engine import DataCenter, data_center_host  # noqa: E402
 from hostvisor.api.client import Client  # noqa: E402
 from hostvisor.api.embedded import EmbeddedHost  # noqa: E402
 
@@ -30,11 +29,8 @@ from hostvisor.api.embedded import EmbeddedHost  # noqa: E402
 def dc_host(
     tmp_path_factory: pytest.TempPathFactory, embed_root: Path
 ) -> Iterator[tuple[EmbeddedHost, Client, DataCenter]]:
-    with embedded_host(tmp_path_factory, embed_root, **VM_TEST_SETTINGS) as host:
-        dc = local_data_center(tmp_path_factory.mktemp("dc") / "sd")
-        with client_destroying_vms(host) as cli:
-            dc.setup(cli)
-            yield host, cli, dc
+    with data_center_host(tmp_path_factory, embed_root) as made:
+        yield made
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from mergehelp import ChainVm, qemu_chain, vm_jobs
+from mergehelp import ChainVm, vm_jobs
 
-from harness.engine import new_id
+from harness.engine import new_id, qemu_chain
 from harness.waiting import wait_for
 from hostvisor.api.client import ServerError
 

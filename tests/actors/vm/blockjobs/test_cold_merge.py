@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mergehelp import make_chain, qemu_chain, qemu_check, volume
+from mergehelp import make_chain
 
-from harness.engine import COW, DataCenter, new_id, succeeded
+from harness.engine import COW, DataCenter, new_id, qemu_chain, qemu_check, succeeded, volume
 from harness.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.libvirt]

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mergehelp import make_chain, qemu_chain, start_vm
+from mergehelp import make_chain, start_vm
 
-from harness.engine import BLANK, COW, LOCALFS, RAW, DataCenter, MiB, new_id, succeeded
+from harness.engine import BLANK, COW, LOCALFS, RAW, DataCenter, MiB, new_id, qemu_chain, succeeded
 from harness.waiting import wait_for
 from hostvisor.api.client import ServerError
 

@@ -14,18 +14,9 @@ import subprocess
 from typing import Any
 
 import pytest
-from mergehelp import (
-    ChainVm,
-    make_chain,
-    qemu_chain,
-    qemu_check,
-    start_vm,
-    vm_jobs,
-    volume,
-    wait_job_gone,
-)
+from mergehelp import ChainVm, make_chain, start_vm, vm_jobs, wait_job_gone
 
-from harness.engine import new_id, succeeded
+from harness.engine import new_id, qemu_chain, qemu_check, succeeded, volume
 from harness.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.kvm, pytest.mark.libvirt]

@@ -18,10 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mergehelp import qemu_check
 
 from harness.agent import Agent, kill9
-from harness.engine import COW, LOCALFS, RAW, DataCenter, MiB, engine_vm_xml, new_id, succeeded
+from harness.engine import (
+    COW,
+    LOCALFS,
+    RAW,
+    DataCenter,
+    MiB,
+    engine_vm_xml,
+    new_id,
+    qemu_check,
+    succeeded,
+)
 from harness.engine import write_halting_boot_sector as make_bootable
 from harness.waiting import wait_for
 from hostvisor.actors.storage.filedomain import FileDomain

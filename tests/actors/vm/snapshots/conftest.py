@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from harness.engine import DataCenter, local_data_center
-from harness.hosts import VM_TEST_SETTINGS, client_destroying_vms, embedded_host
+from harness.engine import DataCenter, data_center_host
 from hostvisor.api.client import Client
 from hostvisor.api.embedded import EmbeddedHost
 
@@ -31,11 +30,8 @@ from snapshot_helpers import SnapVm, make_image, start_vm  # noqa: E402
 def snap_host(
     tmp_path_factory: pytest.TempPathFactory, embed_root: Path
 ) -> Iterator[tuple[EmbeddedHost, Client, DataCenter]]:
-    with embedded_host(tmp_path_factory, embed_root, **VM_TEST_SETTINGS) as host:
-        dc = local_data_center(tmp_path_factory.mktemp("dc") / "sd")
-        with client_destroying_vms(host) as cli:
-            dc.setup(cli)
-            yield host, cli, dc
+    with data_center_host(tmp_path_factory, embed_root) as made:
+        yield made
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from snapshot_helpers import SnapVm, make_image, metadata_volume, qemu_chain, snapshot
+from snapshot_helpers import SnapVm, make_image, metadata_volume, snapshot
 
-from harness.engine import new_id
+from harness.engine import new_id, qemu_chain
 from harness.guests import StatusEvents
 from harness.waiting import wait_for
 from hostvisor.api.client import ServerError

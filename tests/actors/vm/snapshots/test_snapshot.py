@@ -22,14 +22,11 @@ from snapshot_helpers import (
     disk_source,
     live_xml,
     metadata_volume,
-    qemu_chain,
-    qemu_check,
     snapshot,
-    volume,
     wait_job,
 )
 
-from harness.engine import new_id
+from harness.engine import new_id, qemu_chain, qemu_check, volume
 from hostvisor.actors.vm.snapshot_hibernation import read_conf
 from hostvisor.api.client import ServerError
 

@@ -25,10 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from snapshot_helpers import qemu_chain, qemu_check
 
 from harness.agent import Agent, kill9
-from harness.engine import COW, LOCALFS, RAW, DataCenter, MiB, engine_vm_xml, new_id, succeeded
+from harness.engine import (
+    COW,
+    LOCALFS,
+    RAW,
+    DataCenter,
+    MiB,
+    engine_vm_xml,
+    new_id,
+    qemu_chain,
+    qemu_check,
+    succeeded,
+)
 from harness.engine import write_halting_boot_sector as make_bootable
 from harness.waiting import wait_for
 from hostvisor.api.client import connect

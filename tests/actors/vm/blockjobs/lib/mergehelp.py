@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,26 +61,6 @@ def start_vm(cli: Any, dc: DataCenter, img: str, leaf: str, kind: str) -> str:
     cli.VM.create(vmID=vm_id, vmParams={"xml": xml})
     events.until(vm_id, "Up")
     return vm_id
-
-
-def volume(cli: Any, dc: DataCenter, img: str, vol: str) -> dict[str, Any]:
-    info: dict[str, Any] = cli.Volume.getInfo(**dc.ids(img, vol))
-    return info
-
-
-def qemu_chain(path: Path) -> list[str]:
-    """The volumes qemu-img sees from `path` down, base first."""
-    out = subprocess.run(
-        ["qemu-img", "info", "-U", "--backing-chain", "--output=json", str(path)],
-        capture_output=True,
-        check=True,
-        text=True,
-    ).stdout
-    return [Path(layer["filename"]).name for layer in reversed(json.loads(out))]
-
-
-def qemu_check(path: Path) -> None:
-    subprocess.run(["qemu-img", "check", "-U", str(path)], capture_output=True, check=True)
 
 
 def vm_jobs(cli: Any, vm_id: str) -> dict[str, Any]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,26 +128,6 @@ def metadata_volume(cli: Any, vm_id: str) -> str:
         if device.get("name") == "vda":
             return (device.findtext(f"{OVIRT_VM}volumeID") or "").strip()
     return ""
-
-
-def volume(cli: Any, dc: DataCenter, img: str, vol: str) -> dict[str, Any]:
-    info: dict[str, Any] = cli.Volume.getInfo(**dc.ids(img, vol))
-    return info
-
-
-def qemu_chain(path: Path) -> list[str]:
-    """The volumes qemu-img sees from `path` down, base first."""
-    out = subprocess.run(
-        ["qemu-img", "info", "-U", "--backing-chain", "--output=json", str(path)],
-        capture_output=True,
-        check=True,
-        text=True,
-    ).stdout
-    return [Path(layer["filename"]).name for layer in reversed(json.loads(out))]
-
-
-def qemu_check(path: Path) -> None:
-    subprocess.run(["qemu-img", "check", "-U", str(path)], capture_output=True, check=True)
 
 
 class MemoryVolumes:
