@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hostvisor.actors.errors import InvalidArgument
+from hostvisor.actors.vm import domxml
 from hostvisor.actors.vm.disks import DiskVolume, PreparedDisk
 from hostvisor.actors.vm.domxml import NAMESPACES, OVIRT_VM
 
@@ -61,10 +62,18 @@ class DeviceDoc:
 
 
 def _parse(xml: str, param: str = PARAM) -> ET.Element:
+    """Parse the Engine's device XML, checked first as any XML a client sends.
+
+    `domxml.check_untrusted`: size, depth, no DTD or entities, no lone surrogates.
+    """
     if not isinstance(xml, str) or not xml.strip():
         raise InvalidArgument(param=param, reason="the device XML is required")
     try:
-        return ET.fromstring(xml)  # noqa: S314 - the Engine's XML; ET expands no entities
+        domxml.check_untrusted(xml)
+    except InvalidArgument as error:
+        raise InvalidArgument(param=param, reason=error.context.get("reason", "")) from None
+    try:
+        return ET.fromstring(xml)  # noqa: S314 - checked above; ET expands no entities
     except ET.ParseError as error:
         raise InvalidArgument(param=param, reason=f"not well-formed XML: {error}") from None
 

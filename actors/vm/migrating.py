@@ -208,6 +208,8 @@ class OutgoingMigration:
     cancel_requested: bool = False
     error: HostvisorError | None = None
     message: str = "Migration in progress"
+    left: bool = False
+    """libvirt said the guest left this host (STOPPED, MIGRATED) before its call returned."""
 
     def __post_init__(self) -> None:
         """Start the schedule at its beginning."""

@@ -337,6 +337,13 @@ class Migrator:
         self._stop_monitor()
         if slot:
             self._migration_settings.slots.give_back("outgoing")
+        if migration.left:  # the guest is gone from here all the same: it moved
+            log.warning("VM %s: migrated, though libvirt's call said: %s", self.vm_id, error)
+            migration.succeeded()
+            self._publish_migration(migration)
+            if not self.guest.down:
+                self.guest.go_down(Exit.of(ExitReason.MIGRATION_SUCCEEDED, "Migration succeeded"))
+            return
         failure = error if isinstance(error, HostvisorError) else MigrationError(reason=str(error))
         migration.failed(failure)
         log.warning("VM %s: migration failed: %s", self.vm_id, failure)
@@ -547,6 +554,18 @@ class Migrator:
                 self._incoming = False
                 self._migration_settings.slots.give_back("incoming")
                 return False  # the migration failed there: Down as any stop says
+        migration = self._migration
+        if (
+            kind == libvirt.VIR_DOMAIN_EVENT_STOPPED
+            and detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED
+            and migration is not None
+            and migration.active
+        ):
+            # The guest left; libvirt's call returns a moment later with the downtime.
+            # `_moved` reports Down then, so that whoever sees Down also sees the
+            # migration done (progress 100, the downtime), as the Engine reads it.
+            migration.left = True
+            return True
         return detail in _MIGRATION_DETAILS.get(kind, ())
 
 

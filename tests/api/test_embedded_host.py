@@ -71,6 +71,6 @@ def test_errors_arrive_as_exceptions_with_vdsm_codes(host: EmbeddedHost):
         assert raised.value.code == 1
         assert "Virtual machine does not exist" in raised.value.message
         with pytest.raises(ServerError) as raised:
-            cli.VM.hibernate(vmID="nope")  # a verb this host does not declare
+            cli.VM.teleport(vmID="nope")  # a verb this host does not declare
         assert raised.value.code == -32601
         assert cli.Host.getVMList() == []

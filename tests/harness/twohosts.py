@@ -129,8 +129,20 @@ class TestHost:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, fabric: Fabric, pki: Pki, directory: Path, **agent_settings: Any) -> None:
-        """Make the host's namespace and directories and start its libvirtd (not the agent)."""
+    def __init__(
+        self,
+        fabric: Fabric,
+        pki: Pki,
+        directory: Path,
+        *,
+        qemu_extra: str = "",
+        **agent_settings: Any,
+    ) -> None:
+        """Make the host's namespace and directories and start its libvirtd (not the agent).
+
+        `qemu_extra`: lines added to its qemu.conf (`lock_manager = "sanlock"`).
+        """
+        self.qemu_extra = qemu_extra
         self.fabric = fabric
         self.pki = pki
         self.directory = directory
@@ -173,7 +185,16 @@ class TestHost:
         for name in PRIVATE_DIRS:
             (self.directory / name).mkdir(exist_ok=True)
         etc = self.directory / "etc"
-        (etc / "qemu.conf").write_text(QEMU_CONF)
+        # SPICE over TLS with the host's certificate, as `vdsm-tool configure` sets it
+        # up on a VDSM host (the Engine's XML asks for a TLS port and secure channels).
+        spice = self.directory / "spice"
+        spice.mkdir(exist_ok=True)
+        shutil.copyfile(self.pki.ca_cert, spice / "ca-cert.pem")
+        shutil.copyfile(self.cert, spice / "server-cert.pem")
+        shutil.copyfile(self.key, spice / "server-key.pem")
+        (etc / "qemu.conf").write_text(
+            QEMU_CONF + f'spice_tls = 1\nspice_tls_x509_cert_dir = "{spice}"\n' + self.qemu_extra
+        )
         (etc / "libvirtd.conf").write_text(
             LIBVIRTD_CONF.format(address=self.address, host_uuid=self.host_uuid)
         )

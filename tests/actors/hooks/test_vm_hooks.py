@@ -18,8 +18,6 @@ import pytest
 from harness.guests import Guests, StatusEvents
 from harness.hosts import VM_TEST_SETTINGS, client_destroying_vms, embedded_host
 from harness.waiting import wait_for
-from hostvisor.actors.hooks import Hooks
-from hostvisor.actors.host.caps import capabilities
 from hostvisor.api.client import Client, ServerError
 from hostvisor.api.embedded import EmbeddedHost
 
@@ -227,14 +225,8 @@ def test_capabilities_list_the_installed_hooks_with_checksums(host: EmbeddedHost
     script(hooks_dir, "before_vm_start", "50_edit", "exit 0")
     script(hooks_dir, "after_network_setup", "10_log", "logger networks")
 
-    caps = capabilities(
-        host.tree.connection(),
-        host_uuid="5b0d6a52-4c3e-4a8e-9d6e-0b1a110000ca",
-        software_version="4.50.7",
-        containers=False,
-        network={},
-        hooks=Hooks(directory=hooks_dir).installed(),
-    )
+    with host.client(timeout=60) as cli:  # as the Engine reads them (VdsHooksParser)
+        caps = cli.Host.getCapabilities()
 
     hooks = caps["hooks"]
     assert set(hooks) == {"before_vm_start", "after_network_setup"}

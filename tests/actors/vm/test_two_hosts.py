@@ -9,6 +9,7 @@ drives it) to the other host on a disk both hosts see.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from harness.guests import Guests
-from harness.twohosts import TestHost, status_of, two_hosts
+from harness.twohosts import TestHost, status_of, two_hosts, vm_statuses
 from harness.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.libvirt]
@@ -82,3 +83,22 @@ def test_the_hosts_are_on_documentation_addresses_only(hosts: tuple[TestHost, Te
         shown = host.namespace.addresses()
         assert shown["eth0"] == [f"{host.address}/24"]
         assert Path(host.socket).is_socket()
+
+
+def test_the_engines_domain_xml_runs_unchanged_on_a_system_libvirt(
+    hosts: tuple[TestHost, TestHost], engine_xml: Any, accelerator: Any
+) -> None:
+    """An Engine VM (channels, SPICE and VNC on the vdsm-ovirtmgmt network, serial
+    console, USB, RNG, watchdog, balloon) on a host's qemu:///system, as on the
+    embedded default (test_vm_engine_xml.py): Up, its graphics reported, reaped."""
+    host = hosts[0]
+    vm_id = str(uuid.uuid4())
+    xml = engine_xml(vm_id=vm_id, name="engine-system", domain_type=accelerator.domain_type)
+    with host.connect() as cli:
+        cli.VM.create(vmID=vm_id, vmParams={"xml": xml, "vmId": vm_id})
+        wait_for(lambda: status_of(host, vm_id) == "Up", 60, "the Engine's VM Up")
+        [stats] = cli.VM.getStats(vmID=vm_id)
+        assert {device["type"] for device in stats["displayInfo"]} == {"spice", "vnc"}
+        assert all(int(device["port"]) > 0 for device in stats["displayInfo"])
+        assert cli.VM.destroy(vmID=vm_id) is True
+    assert vm_id not in vm_statuses(host)

@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 
-from harness import twohosts
 from harness.engine import BLANK, DATA, new_id, wait_task
 from harness.pki import make_pki
 from harness.sanlockd import Sanlockd, build_shim, need_sanlock
@@ -174,10 +173,8 @@ def sanlock_cluster(directory: Path) -> Iterator[Cluster]:
             run_dir.mkdir(parents=True)
             (home / "etc").mkdir(parents=True)
             (home / "etc" / "qemu-sanlock.conf").write_text(QEMU_SANLOCK_CONF)
-            with contextlib.ExitStack() as env:  # libvirtd's sanlock plugin reaches it too
-                env.enter_context(_environ("SANLOCK_RUN_DIR", str(run_dir)))
-                env.enter_context(_qemu_conf(twohosts.QEMU_CONF + 'lock_manager = "sanlock"\n'))
-                host = TestHost(fabric, pki, home)
+            with _environ("SANLOCK_RUN_DIR", str(run_dir)):  # libvirtd's sanlock plugin too
+                host = TestHost(fabric, pki, home, qemu_extra='lock_manager = "sanlock"\n')
             try:
                 daemon = Sanlockd(home / "sanlock", shim, mount_ns_of=host.libvirtd.pid)
             except BaseException:
@@ -195,17 +192,6 @@ def sanlock_cluster(directory: Path) -> Iterator[Cluster]:
             sanlock_host.host.stop()
             sanlock_host.sanlock.stop()
         fabric.delete()
-
-
-@contextlib.contextmanager
-def _qemu_conf(text: str) -> Iterator[None]:
-    """The qemu.conf the next TestHost's libvirtd gets (the harness writes its constant)."""
-    before = twohosts.QEMU_CONF
-    twohosts.QEMU_CONF = text
-    try:
-        yield
-    finally:
-        twohosts.QEMU_CONF = before
 
 
 @contextlib.contextmanager
