@@ -5,13 +5,6 @@ from __future__ import annotations
 from hostvisor.actors.errors import CallerError, HostvisorError
 
 
-class MissingParameter(CallerError):
-    """A param the verb needs is absent (VDSM `MissingParameter`, `MissParam`)."""
-
-    code = 11
-    message = "Missing required parameter"
-
-
 class TicketError(HostvisorError):
     """libvirt did not set the console ticket (VDSM `SpiceTicketError`)."""
 
@@ -24,13 +17,6 @@ class NotImplementedHere(CallerError):
 
     code = 44
     message = "Not implemented"
-
-
-class UpdateDeviceFailed(HostvisorError):
-    """No such device, or libvirt refused the update (VDSM `UpdateDeviceFailed`)."""
-
-    code = 56
-    message = "Failed to update device"
 
 
 class CpuTuneError(HostvisorError):

@@ -31,12 +31,8 @@ from typing import Any
 import libvirt
 
 from hostvisor.actors.errors import InvalidArgument
-from hostvisor.actors.vm.device_errors import (
-    MissingParameter,
-    NotImplementedHere,
-    TicketError,
-    UpdateDeviceFailed,
-)
+from hostvisor.actors.vm.device_errors import NotImplementedHere, TicketError
+from hostvisor.actors.vm.errors import MissingParameter, UpdateDeviceFailed
 
 GRAPHICS_TYPES = frozenset({"vnc", "spice"})
 CONNECTED_ACTIONS = frozenset({"disconnect", "keep", "fail"})

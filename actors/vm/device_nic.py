@@ -34,7 +34,7 @@ import libvirt
 
 from hostvisor.actors.errors import InvalidArgument
 from hostvisor.actors.vm import domxml
-from hostvisor.actors.vm.device_errors import MissingParameter, UpdateDeviceFailed
+from hostvisor.actors.vm.errors import MissingParameter, UpdateDeviceFailed
 
 log = logging.getLogger(__name__)
 

@@ -33,12 +33,8 @@ import libvirt
 
 from hostvisor.actors.errors import InvalidArgument
 from hostvisor.actors.vm import domxml
-from hostvisor.actors.vm.device_errors import (
-    CpuTuneError,
-    MissingParameter,
-    UpdateIoTuneError,
-    UpdateVmPolicyFailed,
-)
+from hostvisor.actors.vm.device_errors import CpuTuneError, UpdateIoTuneError, UpdateVmPolicyFailed
+from hostvisor.actors.vm.errors import MissingParameter
 
 IOTUNE_KEYS = (
     "total_bytes_sec",

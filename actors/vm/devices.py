@@ -50,13 +50,8 @@ from hostvisor.actors.vm import (
     device_nic,
     device_tune,
 )
-from hostvisor.actors.vm.device_errors import (
-    CpuTuneError,
-    ExternalDataFailed,
-    MissingParameter,
-    NotImplementedHere,
-)
-from hostvisor.actors.vm.errors import NoSuchVm
+from hostvisor.actors.vm.device_errors import CpuTuneError, ExternalDataFailed, NotImplementedHere
+from hostvisor.actors.vm.errors import MissingParameter, NoSuchVm
 
 if TYPE_CHECKING:
     from hostvisor.actors.guest.model import GuestModel

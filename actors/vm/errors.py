@@ -41,3 +41,20 @@ class BalloonError(HostvisorError):
 
     code = 53
     message = "Balloon operation is not available"
+
+
+class MissingParameter(CallerError):
+    """A param the verb needs is absent (VDSM's `MissingParameter`, `MissParam`)."""
+
+    code = 11
+    message = "Missing required parameter"
+
+
+class UpdateDeviceFailed(HostvisorError):
+    """No such device, or libvirt refused the update (VDSM's `UpdateDeviceFailed`).
+
+    diskSizeExtend answers it too when the live block resize fails.
+    """
+
+    code = 56
+    message = "Failed to update device"

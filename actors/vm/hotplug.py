@@ -37,6 +37,7 @@ from hostvisor.actors.actor import CallbackFuture
 from hostvisor.actors.errors import InvalidArgument
 from hostvisor.actors.vm import hotplug_xml as hx
 from hostvisor.actors.vm.disks import DiskVolume
+from hostvisor.actors.vm.errors import MissingParameter, UpdateDeviceFailed
 from hostvisor.actors.vm.hotplug_errors import (
     BadDiskResizeParameter,
     ChangeDiskFailed,
@@ -47,9 +48,7 @@ from hostvisor.actors.vm.hotplug_errors import (
     HotunplugMemFailed,
     HotunplugNicFailed,
     ImageFileNotFound,
-    MissingParameter,
     SetNumberOfCpusFailed,
-    UpdateDeviceFailed,
 )
 from hostvisor.actors.vm.hotplug_libvirt import (
     LIVE,

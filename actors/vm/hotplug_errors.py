@@ -38,13 +38,6 @@ class HotunplugNicFailed(HostvisorError):
     message = "Failed to hotunplug NIC"
 
 
-class UpdateDeviceFailed(HostvisorError):
-    """A live block resize failed (VDSM's diskSizeExtend answers `updateDevice`)."""
-
-    code = 56
-    message = "Failed to update device"
-
-
 class BadDiskResizeParameter(CallerError):
     """The new size is not a number, or smaller than the disk (VDSM's `resizeErr`)."""
 
@@ -92,10 +85,3 @@ class CannotPrepareImage(HostvisorError):
 
     code = 1630
     message = "Failed to prepare image"
-
-
-class MissingParameter(CallerError):
-    """A key the verb needs is absent from its params (VDSM `validate.require_keys`)."""
-
-    code = 11
-    message = "Missing required parameter"

@@ -37,14 +37,18 @@ from hostvisor.actors.vm.device_client import DeviceClient, Work
 from hostvisor.actors.vm.device_errors import (
     CpuTuneError,
     ExternalDataFailed,
-    MissingParameter,
     NotImplementedHere,
     TicketError,
-    UpdateDeviceFailed,
     UpdateIoTuneError,
     UpdateVmPolicyFailed,
 )
-from hostvisor.actors.vm.errors import NoSuchVm, UnsupportedOperation, VmIsDown
+from hostvisor.actors.vm.errors import (
+    MissingParameter,
+    NoSuchVm,
+    UnsupportedOperation,
+    UpdateDeviceFailed,
+    VmIsDown,
+)
 from hostvisor.actors.vm.proxy import VmProxy
 from hostvisor.api.rpc.bridge import settled
 from hostvisor.api.rpc.declare import Arg, verb, verbs_of

@@ -38,7 +38,13 @@ from hostvisor.actors.storage.domain_ops import PrepareImage, TeardownImage, Vol
 from hostvisor.actors.vm import hotplug_client as client
 from hostvisor.actors.vm import hotplug_xml as hx
 from hostvisor.actors.vm.disks import DiskVolume, PreparedDisk
-from hostvisor.actors.vm.errors import NoSuchVm, UnsupportedOperation, VmIsDown
+from hostvisor.actors.vm.errors import (
+    MissingParameter,
+    NoSuchVm,
+    UnsupportedOperation,
+    UpdateDeviceFailed,
+    VmIsDown,
+)
 from hostvisor.actors.vm.hotplug_errors import (
     BadDiskResizeParameter,
     CannotPrepareImage,
@@ -50,9 +56,7 @@ from hostvisor.actors.vm.hotplug_errors import (
     HotunplugMemFailed,
     HotunplugNicFailed,
     ImageFileNotFound,
-    MissingParameter,
     SetNumberOfCpusFailed,
-    UpdateDeviceFailed,
 )
 from hostvisor.actors.vm.migrating import MigrationInProgress
 from hostvisor.actors.vm.proxy import VmProxy

@@ -9,12 +9,8 @@ import pytest
 
 from hostvisor.actors.errors import InvalidArgument
 from hostvisor.actors.vm import device_data, device_graphics, device_nic, device_tune
-from hostvisor.actors.vm.device_errors import (
-    MissingParameter,
-    NotImplementedHere,
-    UpdateDeviceFailed,
-    UpdateIoTuneError,
-)
+from hostvisor.actors.vm.device_errors import NotImplementedHere, UpdateIoTuneError
+from hostvisor.actors.vm.errors import MissingParameter, UpdateDeviceFailed
 
 pytestmark = pytest.mark.unit
 
