@@ -117,11 +117,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404, "only /metrics is here")
             return
         body = render(self.server.collector.collect())
-        self.send_response(200)
-        self.send_header("Content-Type", CONTENT_TYPE)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError) as error:  # the scraper went away
+            log.debug("metrics: %s left before its answer: %s", self.address_string(), error)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         log.debug("metrics: %s %s", self.address_string(), format % args)
