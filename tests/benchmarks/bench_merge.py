@@ -190,12 +190,20 @@ def merge_half(args: argparse.Namespace, cli: Any, conn: Any, dc: Any, directory
             f"round {index + 1}: hostvisor {hostvisor[-1]:.3f} s, libvirt {direct[-1]:.3f} s",
             flush=True,
         )
+    what = f"live merge of a {args.size} MiB disk ({args.data} MiB in the active layer"
+    verdict(what, kind, hostvisor, direct, seconds=True)
+
+
+def verdict(
+    what: str, kind: str, hostvisor: list[float], direct: list[float], *, seconds: bool
+) -> None:
+    """Print the medians of both ways and their ratio against TARGET (s or ms)."""
     ours, theirs = statistics.median(hostvisor), statistics.median(direct)
     ratio = ours / theirs
+    shown = (lambda t: f"{t:.3f} s") if seconds else (lambda t: f"{t * 1000:.1f} ms")
     print(
-        f"live merge of a {args.size} MiB disk ({args.data} MiB in the active layer, "
-        f"{'TCG' if kind == 'qemu' else 'KVM'}): hostvisor median {ours:.3f} s, "
-        f"libvirt median {theirs:.3f} s, ratio {ratio:.2f}x "
+        f"{what}, {'TCG' if kind == 'qemu' else 'KVM'}): hostvisor median {shown(ours)}, "
+        f"libvirt median {shown(theirs)}, ratio {ratio:.2f}x "
         f"(target <= {TARGET}x: {'met' if ratio <= TARGET else 'NOT met'})"
     )
 

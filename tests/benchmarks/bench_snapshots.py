@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import queue
-import statistics
 import subprocess
 import sys
 import time
@@ -44,7 +43,7 @@ import libvirt
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))  # the tests' harness
 
-from bench_merge import engine_host, fill, merge_half, wait  # noqa: E402
+from bench_merge import engine_host, fill, merge_half, verdict, wait  # noqa: E402
 
 from harness.engine import (  # noqa: E402
     COW,
@@ -202,14 +201,8 @@ def snapshot_half(args: argparse.Namespace, cli: Any, conn: Any, dc: Any, direct
     finally:
         theirs.destroy()
         cli.VM.destroy(vmID=ours.vm_id)
-    mine, base = statistics.median(hostvisor), statistics.median(direct)
-    ratio = mine / base
-    print(
-        f"live snapshot of a {args.size} MiB disk ({args.data} MiB in its layer, "
-        f"{'TCG' if kind == 'qemu' else 'KVM'}): hostvisor median {mine * 1000:.1f} ms, "
-        f"libvirt median {base * 1000:.1f} ms, ratio {ratio:.2f}x "
-        f"(target <= {TARGET}x: {'met' if ratio <= TARGET else 'NOT met'})"
-    )
+    what = f"live snapshot of a {args.size} MiB disk ({args.data} MiB in its layer"
+    verdict(what, kind, hostvisor, direct, seconds=False)
 
 
 def main() -> None:
