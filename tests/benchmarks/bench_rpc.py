@@ -11,6 +11,11 @@ their interpreter lock) on loopback, and the same client library drives them all
 - the same bare server on uvloop, when the agent runs on uvloop: a second baseline,
   so that what the faster loop gives and what the edge's own code gives can be told
   apart;
+- a floor, on uvloop: a Protocol that answers each SEND with one prebuilt MESSAGE,
+  finding the request id by a byte search, with no frame parser, no JSON and no
+  dispatch: what any Python server on that loop spends per call before doing any
+  work. It is not a STOMP server (it routes nothing and answers nothing else); it
+  shows how much of the CPU target is within reach of Python code at all;
 - hostvisor: the RpcFront actor with the real Host verb table, on the loop the
   agent picks (`hostvisor.api.front.new_event_loop`).
 Prints sequential latency (p50, p99), throughput with 1, 8 and 32 clients, and the
@@ -35,11 +40,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import ujson
 
 from hostvisor.api.client import Client, connect
-from hostvisor.api.stomp.frames import FrameParser, encode
+from hostvisor.api.stomp.frames import FrameParser, encode, encode_head
 
 # -- the two servers (each runs in its own process) ---------------------------------------
 
@@ -82,6 +88,51 @@ def serve_echo(port: int, *, uvloop: bool = False) -> None:
         fast.run(main())
     else:
         asyncio.run(main())
+
+
+class _Floor(asyncio.Protocol):
+    """The floor server: a prebuilt answer per SEND, nothing parsed (see the module doc)."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None  # uvloop's transport is no asyncio.Transport
+        self.pending = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        *frames, self.pending = (self.pending + data).split(b"\0")
+        out = []
+        for raw in frames:
+            frame = raw.lstrip(b"\n")  # heart-beats
+            if frame.startswith(b"SEND"):
+                start = frame.index(b'"id":') + 5
+                end = min(i for i in (frame.find(b",", start), frame.find(b"}", start)) if i > 0)
+                out.append(_FLOOR_HEAD + frame[start:end].strip() + b"}\0")
+            elif frame.startswith(b"CONNECT"):
+                out.append(encode("CONNECTED", {"version": "1.2", "heart-beat": "0,0"}))
+        if out:
+            self.transport.write(b"".join(out))
+
+
+# The answer up to its id, without content-length: the body runs to the NUL.
+_FLOOR_HEAD = (
+    encode_head("MESSAGE", {"destination": "jms.topic.vdsm_responses"})
+    + b'\n{"jsonrpc": "2.0", "result": true, "id": '
+)
+
+
+def serve_floor(port: int) -> None:
+    import uvloop as fast  # noqa: PLC0415 - only in this server's process
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(_Floor, "127.0.0.1", port)
+        print("ready", flush=True)
+        async with server:
+            await server.serve_forever()
+
+    fast.run(main())
 
 
 def agent_loop() -> str:
@@ -191,7 +242,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--serve", choices=["echo", "echo-uvloop", "front"])
+    parser.add_argument("--serve", choices=["echo", "echo-uvloop", "floor", "front"])
     parser.add_argument("--port", type=int)
     args = parser.parse_args()
     if args.serve in ("echo", "echo-uvloop"):
@@ -200,9 +251,12 @@ def main() -> None:
     if args.serve == "front":
         serve_front(args.port)
         return
+    if args.serve == "floor":
+        serve_floor(args.port)
+        return
 
     loop = agent_loop()
-    roles = ["echo", "echo-uvloop", "front"] if loop == "uvloop" else ["echo", "front"]
+    roles = ["echo", "echo-uvloop", "floor", "front"] if loop == "uvloop" else ["echo", "front"]
     servers = {role: Server(role) for role in roles}
     try:
         results: dict[str, dict[str, float]] = {}
@@ -238,6 +292,13 @@ def report(loop: str, results: dict[str, dict[str, float]], cpu: dict[str, list[
     baselines = [("echo", "bare echo", "bare asyncio STOMP server, stock loop")]
     if "echo-uvloop" in results:
         baselines.append(("echo-uvloop", "echo uvloop", "the same bare server on uvloop"))
+    if "floor" in results:
+        floor = results["floor"]["cpu"]
+        print(
+            f"floor (prebuilt answers on uvloop): {floor:.1f} ms / 1,000 calls,"
+            f" {floor / results['echo']['cpu']:.2f}x the stock-loop baseline: the least a"
+            " Python server on this loop spends; a CPU target below it is out of reach"
+        )
     print(f"hostvisor's API loop: {loop}")
     for role, title, what in baselines:
         base = results[role]
