@@ -163,6 +163,17 @@ class Registry:
             raise NotFound(actor=path)
         return entry.ref
 
+    def entries(self) -> list[tuple[str, _Entry]]:
+        """Return every (path, registration), in registration order, without statuses.
+
+        For readers that poll every actor each second (the metrics, the console's
+        snapshots): a registration's `stats` is the actor's own live `ActorStats`,
+        written only by the actor's thread; read it field by field, never write it.
+        One list copy under the lock, where `snapshot` builds a status per actor.
+        """
+        with self._lock:
+            return list(self._entries.items())
+
     def paths(self) -> tuple[str, ...]:
         """Return every registered path."""
         return tuple(self._entries)

@@ -154,6 +154,14 @@ class VmBoard(Actor):
                 answers.extend(rendering(e, now) for vm_id, e in held.items() if vm_id not in seen)
         return Rendered(answers=answers, missing=missing)
 
+    def entries(self) -> dict[str, VmEntry]:
+        """Every entry the board holds, orphans included, by VM id (a copy; entries are frozen).
+
+        For the metrics: a scrape renders them off the board's thread, so the board
+        answers at once and `getAllVmStats` never waits behind a scrape's rendering.
+        """
+        return {**self._orphans, **self._entries}
+
     def size(self) -> int:
         """How many entries the board holds (orphans included)."""
         return len(self._entries) + len(self._orphans)

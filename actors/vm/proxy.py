@@ -141,6 +141,10 @@ class VmBoardProxy:
         """
         return call(self.ref, "render", kind, vm_ids, orphans=orphans)
 
+    def entries(self) -> pykka.Future[dict[str, VmEntry]]:
+        """Every entry the board holds (orphans included), by VM id."""
+        return call(self.ref, "entries")
+
     def size(self) -> pykka.Future[int]:
         """How many entries the board holds."""
         return call(self.ref, "size")

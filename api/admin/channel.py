@@ -16,8 +16,9 @@ Why a unix socket and not an introspection namespace on the JSON-RPC API:
 Protocol: newline-delimited JSON. A request is `{"op": NAME, ...params}`; the answer
 is `{"ok": true, "result": ...}` or `{"ok": false, "error": {"code": N, "message":
 TEXT}}` with VDSM's codes (1 no such actor, 91 bad request, 40 conflict). Operations
-(`hostvisor.api.admin.ops`): `snapshot`, `detail {path}`, `kill {path, reason?}`,
-`restart {path}`.
+(`hostvisor.api.admin.ops`): `snapshot {since?}` (with `since`, the version of an
+earlier answer: only what changed after it, `hostvisor.api.console.snapshots`),
+`detail {path}`, `kill {path, reason?}`, `restart {path}`.
 
 Threads: `AdminChannel` is an actor of the api branch; its turn only opens and
 closes the socket. Requests are served on the channel's own threads (an accept loop
@@ -41,6 +42,7 @@ from typing import Any
 from hostvisor.actors.actor import Actor
 from hostvisor.actors.errors import HostvisorError, InvalidArgument
 from hostvisor.api.admin import ops
+from hostvisor.api.console.snapshots import SnapshotCache
 from hostvisor.supervision.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ class AdminChannel(Actor):
         self._registry = registry
         self._path = path
         self._server: _Server | None = None
+        self._snapshots = SnapshotCache()
 
     def on_start(self) -> None:
         """Bind the socket (mode 0600) and start serving (actor's turn; raises OSError)."""
@@ -104,7 +107,8 @@ class AdminChannel(Actor):
         op = request.get("op")
         path = request.get("path")
         if op == "snapshot":
-            return ops.snapshot(self._registry, self.runtime)
+            since = request.get("since")
+            return self._snapshots.snapshot(self._registry, self.runtime, since=since)
         if not isinstance(path, str):
             raise InvalidArgument(op=op, reason="needs a string 'path'")
         if op == "detail":

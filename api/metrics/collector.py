@@ -2,14 +2,18 @@
 
 Nothing here waits on a busy actor or makes an actor do work beyond a cached
 answer. Each scrape, on the endpoint's HTTP thread:
-- actors, scheduler and work pool: `Registry.snapshot()` and `statistics()`, which
-  read counters each actor keeps for itself (no message, no lock on their side);
+- actors, scheduler and work pool: the registry's entries (`live.live_entries`) and
+  `statistics()`, which read counters each actor keeps for itself (no message, no
+  lock on their side);
 - the host: one ask to the host actor for the stats it already sampled
   (`HostProxy.stats`, deadline `ASK_TIMEOUT`), and one to each storage domain for
   its last health check (`DomainProxy.repo_stats`, answered from the monitor's last
   result, as `Host.getStats` does);
 - VMs and containers: one ask to the VM board for every VM's last entry (the same
   board `Host.getAllVmStats` reads), deadline `ASK_TIMEOUT`;
+- each actor's and guest's lines are kept between scrapes and formatted again only
+  when a figure they show changed (`actors.ActorRows`, `guests.GuestRows`): at a
+  thousand idle VMs a scrape reuses nearly every line.
 - the API: a copy of the `ApiRecorder` figures.
 An ask that misses its deadline leaves its metrics out of this scrape and counts in
 `hostvisor_scrape_errors_total`; the next scrape tries again.
@@ -30,7 +34,6 @@ from typing import Any
 
 import pykka
 
-from hostvisor.actors.actor import LATENCY_BOUNDS
 from hostvisor.actors.container.addresses import CONTAINER_GUESTS
 from hostvisor.actors.errors import HostvisorError, NotFound
 from hostvisor.actors.host.addresses import HOST
@@ -40,33 +43,26 @@ from hostvisor.actors.storage.addresses import STORAGE_DOMAINS
 from hostvisor.actors.storage.proxy import DomainProxy
 from hostvisor.actors.vm.addresses import VM_BOARD, VM_GUESTS
 from hostvisor.actors.vm.proxy import VmBoardProxy
+from hostvisor.api.metrics.actors import ActorRows
+from hostvisor.api.metrics.guests import GuestRows, as_number
+from hostvisor.api.metrics.live import live_entries
 from hostvisor.api.metrics.recorder import API_BOUNDS, ApiRecorder
 from hostvisor.api.metrics.text import Family, labels, spelt
-from hostvisor.supervision.registry import ActorStatus, Registry
+from hostvisor.supervision.registry import Registry
 
 log = logging.getLogger(__name__)
 
 ASK_TIMEOUT = 2.0
 """Seconds the host actor and the VM board each have to answer a scrape."""
 MIB = 1024 * 1024
-_ACTOR_LE = spelt(LATENCY_BOUNDS)
 _API_LE = spelt(API_BOUNDS)
-_GUESTS = (f"{VM_GUESTS}/", f"{CONTAINER_GUESTS}/")
-
-
-def _number(value: Any) -> float | None:
-    """VDSM's figures are often strings: '41.87', '4512044682'."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 class Collector:
     """Builds every family of a scrape (the endpoint's threads; blocks for ≤ 2 asks).
 
-    Thread-safe: concurrent scrapes share only the error counts (a dict bumped under
-    the GIL).
+    Thread-safe: concurrent scrapes share the error counts (a dict bumped under the
+    GIL) and the kept rows (each builder takes its lock for a few milliseconds).
     """
 
     def __init__(
@@ -83,6 +79,8 @@ class Collector:
         self._api = api
         self._timeout = ask_timeout
         self._scrape_errors: dict[str, int] = {}
+        self._actor_rows = ActorRows()
+        self._guest_rows = GuestRows()
 
     def collect(self) -> list[Family]:
         """Every family of one scrape."""
@@ -111,46 +109,7 @@ class Collector:
     # -- actors -------------------------------------------------------------------------
 
     def _actors(self) -> list[Family]:
-        mailbox = Family("hostvisor_actor_mailbox_depth", "gauge", "Messages waiting")
-        handled = Family(
-            "hostvisor_actor_messages_handled_total",
-            "counter",
-            "Messages handled (this incarnation)",
-        )
-        skipped = Family(
-            "hostvisor_actor_asks_skipped_total", "counter", "Asks dropped: their asker gave up"
-        )
-        restarts = Family("hostvisor_actor_restarts_total", "counter", "Restarts of the child slot")
-        busy = Family(
-            "hostvisor_actor_busy_seconds_total", "counter", "Time spent handling messages"
-        )
-        up = Family("hostvisor_actor_up", "gauge", "1 when the actor runs, else 0 (state label)")
-        latency = Family(
-            "hostvisor_actor_handling_seconds", "histogram", "Time to handle one message"
-        )
-        by_class: dict[str, tuple[list[int], list[float]]] = {}
-        for status in self._registry.snapshot():
-            key = labels(path=status.path, actor_class=status.actor_class)
-            mailbox.add(key, status.mailbox_depth)
-            handled.add(key, status.messages_handled)
-            skipped.add(key, status.skipped)
-            restarts.add(key, status.restarts.count)
-            busy.add(key, status.busy_total_seconds)
-            up.add(f'{key},state="{status.state}"', 1 if status.state == "running" else 0)
-            if status.latency_counts:
-                if not status.path.startswith(_GUESTS):
-                    latency.add_histogram(
-                        key, _ACTOR_LE, status.latency_counts, status.busy_total_seconds
-                    )
-                _add_to_class(by_class, status)
-        per_class = Family(
-            "hostvisor_actor_class_handling_seconds",
-            "histogram",
-            "Time to handle one message, over all actors of a class",
-        )
-        for name, (counts, total) in sorted(by_class.items()):
-            per_class.add_histogram(labels(actor_class=name), _ACTOR_LE, counts, total[0])
-        return [mailbox, handled, skipped, restarts, busy, up, latency, per_class]
+        return self._actor_rows.families(live_entries(self._registry))
 
     def _runtime_stats(self) -> list[Family]:
         sched = self._runtime.scheduler.statistics()
@@ -180,7 +139,7 @@ class Collector:
         stats = HostProxy(ref).stats().get(timeout=self._timeout)
         cpu = Family("hostvisor_host_cpu_ratio", "gauge", "Host CPU use by mode")
         for mode, key in (("user", "cpuUser"), ("system", "cpuSys"), ("idle", "cpuIdle")):
-            value = _number(stats.get(key))
+            value = as_number(stats.get(key))
             if value is not None:
                 cpu.add(labels(mode=mode), value / 100.0)
         families = [cpu]
@@ -189,7 +148,7 @@ class Collector:
             ("hostvisor_host_memory_used_ratio", "memUsed", 0.01, "Memory in use"),
             ("hostvisor_host_load5", "cpuLoad", 1.0, "5 minute load average"),
         ):
-            value = _number(stats.get(key))
+            value = as_number(stats.get(key))
             if value is not None:
                 family = Family(name, "gauge", text)
                 family.add("", value * scale)
@@ -216,38 +175,19 @@ class Collector:
     # -- VMs and containers ---------------------------------------------------------------
 
     def _vms(self) -> list[Family]:
+        """Every guest the board holds: its entries when it hands them out, else its stats.
+
+        The entries (`VmBoard.entries`) cost the board's thread a dict copy; rendering
+        stats for a thousand VMs costs it milliseconds, during which `getAllVmStats`
+        waits in its mailbox.
+        """
         kinds = self._vm_kinds()
         board = self._registry.get(VM_BOARD)
-        entries: list[dict[str, Any]] = []
-        if board is not None and kinds:
-            rendered = VmBoardProxy(board).render("stats", list(kinds)).get(timeout=self._timeout)
-            entries = rendered.answers
-        status = Family("hostvisor_vm_status", "gauge", "1 for the VM's status (status label)")
-        cpu = Family("hostvisor_vm_cpu_seconds_total", "counter", "CPU time the VM used")
-        cpu_ratio = Family("hostvisor_vm_cpu_ratio", "gauge", "VM CPU use by mode")
-        memory = Family("hostvisor_vm_memory_used_ratio", "gauge", "Guest memory in use")
-        reads = Family("hostvisor_vm_disk_read_bytes_total", "counter", "Bytes read from a disk")
-        writes = Family("hostvisor_vm_disk_written_bytes_total", "counter", "Bytes written")
-        rx, tx = _nic_families("hostvisor_vm_network")
-        for entry in entries:
-            vm_id = str(entry.get("vmId", ""))
-            key = labels(
-                vm_id=vm_id, vm_name=str(entry.get("vmName", "")), kind=kinds.get(vm_id, "vm")
-            )
-            status.add(f'{key},status="{entry.get("status", "")}"', 1)
-            usage = _number(entry.get("cpuUsage"))
-            if usage is not None:
-                cpu.add(key, usage / 1e9)  # VDSM: nanoseconds
-            for mode, field in (("user", "cpuUser"), ("system", "cpuSys")):
-                value = _number(entry.get(field))
-                if value is not None:
-                    cpu_ratio.add(f'{key},mode="{mode}"', value / 100.0)
-            mem = _number(entry.get("memUsage"))
-            if mem is not None:
-                memory.add(key, mem / 100.0)
-            _add_disks(entry.get("disks"), key, reads, writes)
-            _add_nics(entry.get("network"), key, rx, tx)
-        return [status, cpu, cpu_ratio, memory, reads, writes, rx, tx]
+        if board is None or not kinds:
+            return self._guest_rows.from_stats([], kinds)
+        entries = VmBoardProxy(board).entries().get(timeout=self._timeout)
+        now = self._runtime.clock.monotonic()
+        return self._guest_rows.from_entries(entries, kinds, now)
 
     def _vm_kinds(self) -> dict[str, str]:
         """Every VM id the guest supervisors hold, and whether it is a container."""
@@ -282,15 +222,6 @@ class Collector:
         return [calls, errors, latency, opened, accepted]
 
 
-def _add_to_class(by_class: dict[str, tuple[list[int], list[float]]], status: ActorStatus) -> None:
-    counts, total = by_class.setdefault(
-        status.actor_class, ([0] * len(status.latency_counts), [0.0])
-    )
-    for index, count in enumerate(status.latency_counts):
-        counts[index] += count
-    total[0] += status.busy_total_seconds
-
-
 def _nic_families(prefix: str) -> tuple[Family, Family]:
     return (
         Family(f"{prefix}_receive_bytes_total", "counter", "Bytes received"),
@@ -308,22 +239,9 @@ def _add_nics(network: Any, key: str, rx: Family, tx: Family) -> None:
             continue
         nic_label = f"{prefix}{labels(nic=str(nic.get('name', name)))}"
         for family, field in ((rx, "rx"), (tx, "tx")):
-            value = _number(nic.get(field))
+            value = as_number(nic.get(field))
             if value is not None:
                 family.add(nic_label, value)
-
-
-def _add_disks(disks: Any, key: str, reads: Family, writes: Family) -> None:
-    if not isinstance(disks, Mapping):
-        return
-    for name, disk in sorted(disks.items()):
-        if not isinstance(disk, Mapping):
-            continue
-        disk_label = f"{key},{labels(disk=str(name))}"
-        for family, field in ((reads, "readBytes"), (writes, "writtenBytes")):
-            value = _number(disk.get(field))
-            if value is not None:
-                family.add(disk_label, value)
 
 
 def _domain_families(reports: Mapping[str, Any]) -> list[Family]:
@@ -342,7 +260,7 @@ def _domain_families(reports: Mapping[str, Any]) -> list[Family]:
             continue
         key = labels(sd_uuid=str(sd_uuid))
         for family, field in ((delay, "delay"), (age, "lastCheck")):
-            value = _number(report.get(field))
+            value = as_number(report.get(field))
             if value is not None:
                 family.add(key, value)
         valid.add(key, 1 if report.get("valid") else 0)

@@ -7,7 +7,7 @@ figures name VMs and actors but carry no secret, and scraping changes nothing.
 Threads: `MetricsEndpoint` is an actor of the api branch; its turn only opens and
 closes the listener. The HTTP server (the standard library's) runs its accept loop
 on a thread of its own and each scrape on a short-lived thread
-(`Collector.collect`, written out by `hostvisor.api.metrics.text`).
+(`Collector.collect`, written out by `hostvisor.api.metrics.text` family by family).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from hostvisor.actors.actor import Actor
 from hostvisor.actors.errors import InvalidArgument
 from hostvisor.api.metrics.collector import Collector
 from hostvisor.api.metrics.recorder import ApiRecorder
-from hostvisor.api.metrics.text import CONTENT_TYPE, render
+from hostvisor.api.metrics.text import CONTENT_TYPE, chunks
 from hostvisor.supervision.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -116,13 +116,14 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] != "/metrics":
             self.send_error(404, "only /metrics is here")
             return
-        body = render(self.server.collector.collect())
+        body = chunks(self.server.collector.collect())  # one per family, never one 1 MiB string
         try:
             self.send_response(200)
             self.send_header("Content-Type", CONTENT_TYPE)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(sum(map(len, body))))
             self.end_headers()
-            self.wfile.write(body)
+            for chunk in body:  # each write lets the GIL go while the socket drains
+                self.wfile.write(chunk)
         except (BrokenPipeError, ConnectionResetError) as error:  # the scraper went away
             log.debug("metrics: %s left before its answer: %s", self.address_string(), error)
 

@@ -5,7 +5,10 @@ of every sample through several Python calls (about 13 us a line). A host with a
 thousand VMs exposes some 15,000 lines; at that rate each scrape would hold the GIL
 for a quarter of a second, long enough to slow the API it shares the process with.
 Here a family is a list of lines built with one f-string each, from label strings
-escaped once per scrape: a few milliseconds for the same host.
+escaped once per scrape: a few milliseconds for the same host. The collector keeps
+each actor's and VM's lines between scrapes (`rows.RowCache`) and hands them back
+with `Family.extend`, so a scrape formats only what changed; the endpoint writes
+the families one at a time (`chunks`), never one megabyte-long string.
 
 Format: `# HELP` and `# TYPE` once per family, then its samples, each
 `name{label="value",...} number`. Label values escape backslash, double quote and
@@ -90,10 +93,14 @@ class Family:
         lines.append(f"{name}_sum{braces} {number(total)}\n")
         lines.append(f"{name}_count{braces} {running}\n")
 
+    def extend(self, cells: Iterable[str]) -> None:
+        """Add pre-rendered samples: each cell is zero or more whole lines ("" for none)."""
+        self._lines.extend(cells)
+
     @property
     def samples(self) -> int:
         """How many lines besides the header."""
-        return len(self._lines) - 1
+        return sum(line.count("\n") for line in self._lines) - 2
 
     def text(self) -> str:
         """The family as text."""
@@ -105,6 +112,11 @@ def spelt(bounds: Iterable[float]) -> tuple[str, ...]:
     return tuple(repr(float(bound)) for bound in bounds)
 
 
+def chunks(families: Iterable[Family]) -> list[bytes]:
+    """The exposition as one UTF-8 chunk per family (to write one after the other)."""
+    return [family.text().encode() for family in families]
+
+
 def render(families: Iterable[Family]) -> bytes:
-    """The whole exposition, UTF-8."""
-    return "".join(family.text() for family in families).encode()
+    """The whole exposition, UTF-8, as one string (tests; the endpoint uses `chunks`)."""
+    return b"".join(chunks(families))
