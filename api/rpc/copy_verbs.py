@@ -122,6 +122,13 @@ class CopyHandlers:
         return await settled(self.client.pool().member_read(sp, sd, op, spm=spm))
 
     def _submit(self, verb_name: str, work: Any) -> pykka.Future[Any]:
+        """Start `work` as an SPM task named `verb_name` (the API loop; never blocks).
+
+        The name is VDSM's: its storage dispatcher names each task after the hsm
+        function (copyImage, moveImage, ...), not after the job inside it
+        (copyImage_<img>), and the Engine reads Host.getAllTasksInfo's `verb` as its
+        AsyncTaskType (HSMGetAllTasksInfoVDSCommand).
+        """
         return self.client.tasks().submit(verb_name, work)
 
     async def _job(self, job_id: str, sd: str, work: Any) -> bool:
@@ -154,7 +161,7 @@ class CopyHandlers:
         dst_sd: DstSd,
         dst_img: Annotated[str, Arg("the new image", wire="dstImgUUID")],
         dst_vol: Annotated[str, Arg("the new volume", wire="dstVolUUID")],
-        desc: Annotated[str, Arg("the new volume's description")],
+        desc: Annotated[str | None, Arg("the new volume's description")],
         vol_type: Annotated[int, Arg("6 SHARED makes a template", wire="volType")],
         fmt: Annotated[int, Arg("4 COW, 5 RAW", wire="volFormat")],
         prealloc: Annotated[int, Arg("1 PREALLOCATED, 2 SPARSE", wire="preallocate")],
@@ -166,7 +173,9 @@ class CopyHandlers:
 
         As the Engine's CopyImageVDSCommand sends it (JsonRpcIIrsServer.copyImage);
         VDSM's hsm.copyImage and image.copyCollapsed. `dstSdUUID` blank (or the
-        source's domain) copies within the domain, then into another image.
+        source's domain) copies within the domain, then into another image. The
+        Engine sends `desc` as null when the disk has no description, `postZero` and
+        `force` as the strings "true"/"false".
         """
         sd, img = check_uuid(sd, "storagedomainID"), check_uuid(img, "imageID")
         vol = check_uuid(vol, "volumeID")
@@ -183,13 +192,13 @@ class CopyHandlers:
             source=Side(sd=sd, img=img, vol=vol),
             destination=Side(sd=dst_sd, img=dst_img, vol=dst_vol),
             client=self.client,
-            description=desc,
+            description=desc or "",
             fmt=volume_format,
             prealloc=allocation,
             shared=vol_type == SHARED_ROLE,
             force=force,
         )
-        task_id: str = await settled(self._submit(f"copyImage_{dst_img}", work))
+        task_id: str = await settled(self._submit("copyImage", work))
         return task_id
 
     @verb(
@@ -232,7 +241,7 @@ class CopyHandlers:
         work = CopyImage(
             sd=sd, dst_sd=dst_sd, img=img, client=self.client, op=operation, force=force
         )
-        task_id: str = await settled(self._submit(f"moveImage_{img}", work))
+        task_id: str = await settled(self._submit("moveImage", work))
         return task_id
 
     @verb(

@@ -120,7 +120,7 @@ class VolumeHandlers:
         fmt: Annotated[int, Arg("4 COW, 5 RAW", wire="volFormat")],
         prealloc: Annotated[int, Arg("1 PREALLOCATED, 2 SPARSE", wire="preallocate")],
         disk_type: Annotated[str | int, Arg("DATA, ISOF, ...", wire="diskType")] = "DATA",
-        desc: Annotated[str, Arg("description")] = "",
+        desc: Annotated[str | None, Arg("description")] = "",
         parent_img: Annotated[str, Arg("the parent's image", wire="srcImgUUID")] = BLANK_UUID,
         parent: Annotated[str, Arg("the parent volume", wire="srcVolUUID")] = BLANK_UUID,
         initial: Annotated[str | int, Arg("bytes to allocate", wire="initialSize")] = "",
@@ -129,7 +129,11 @@ class VolumeHandlers:
         sequence: Annotated[int, Arg("ignored")] = 0,  # noqa: ARG002
         bitmap: Annotated[str, Arg("ignored")] = "",  # noqa: ARG002
     ) -> pykka.Future[Any]:
-        """Volume.create: a task that makes the volume (ILLEGAL until complete)."""
+        """Volume.create: a task that makes the volume (ILLEGAL until complete).
+
+        As JsonRpcIIrsServer.createVolume sends it: `size` as a string of bytes, `desc`
+        null when the disk has none (CreateVolumeVDSCommand), `sequence` an int.
+        """
         img = check_uuid(img, "imageID")
         if size <= 0 and parent in ("", BLANK_UUID):
             raise InvalidArgument(size=size, reason="must be > 0 bytes")
@@ -140,7 +144,7 @@ class VolumeHandlers:
             fmt=_enum(VolumeFormat, fmt, "volFormat"),
             prealloc=_enum(Preallocation, prealloc, "preallocate"),
             disk_type=_disk_type(disk_type),
-            description=desc,
+            description=desc or "",
             parent=parent or BLANK_UUID,
             parent_image=None if parent_img in ("", BLANK_UUID, img) else parent_img,
             initial_size=int(initial) if initial else None,
