@@ -436,7 +436,13 @@ class VmActor(GuestActor, Migrator, Snapshotter, BlockJobs, Hotplugger, DeviceEd
             minimum_kib=self._balloon_min,  # read with the device (VDSM: the guaranteed memory)
             target_kib=self._balloon_target,
         )
-        figures = vm_stats(current, self._last_sample, balloon=config)
+        figures = vm_stats(
+            current,
+            self._last_sample,
+            balloon=config,
+            nics=self._reported.nics,  # the Engine matches NIC figures by MAC
+            drives=self._reported.drives,  # and disk figures by image id
+        )
         # Whether the CPU figures come from two samples. VDSM's schema says a boolean;
         # VDSM's code sends it through convertToStr (vmstats.translate): "True"/"False".
         figures["cpuActual"] = str(_cpu_measured(self._last_sample, current))
@@ -674,6 +680,7 @@ class VmActor(GuestActor, Migrator, Snapshotter, BlockJobs, Hotplugger, DeviceEd
             **guestagent.DEFAULTS,
             **self._facts.fields,
             **self._device_fields(),  # clientIp (the console's client), TPM/NVRAM hashes, vCPU QoS
+            **self._migration_fields(),
         }
 
     # -- helpers --------------------------------------------------------------------------

@@ -232,6 +232,18 @@ class Migrator:
             return {"status": {"code": 0, "message": "Migration in progress"}, "progress": 0}
         return self._migration.stats()
 
+    def _migration_fields(self) -> dict[str, Any]:
+        """What VM stats add while this VM migrates out: VDSM's `migrationProgress`.
+
+        The Engine's VdsBrokerObjectsBuilder reads it into the VM's dynamic data (the
+        progress bar beside "Migrating From"); absent, it shows 0. Refreshed with each
+        stats sample, as VDSM's is.
+        """
+        migration = self._migration
+        if migration is None or not migration.active:
+            return {}
+        return {"migrationProgress": migration.progress}
+
     # -- source: the steps ------------------------------------------------------------------
 
     def _machine_params(self, request: MigrationRequest) -> dict[str, Any]:

@@ -20,6 +20,13 @@
   `<clock offset="variable" adjustment=…>`, which is read here (the VM actor reads
   the live XML again at each guest-agent poll, so the offset follows the guest).
 
+- `nics` and `drives`: what the sampled figures need of each device, by the target
+  name libvirt's bulk stats use: a NIC's MAC address and model (the Engine matches a
+  VM NIC's statistics by `macAddr`: VmAnalyzer.updateInterfaceStatistics), a disk's
+  image id, or a direct LUN's GUID, from the Engine's `ovirt-vm:device` metadata (the
+  Engine keeps disk statistics by `imageID`: VdsBrokerObjectsBuilder.buildVmDiskStatistics
+  skips a disk without one). Passed to `stats.vm_stats` as its `nics` and `drives`.
+
 Pure functions of the XML text; the caller caches them per XML.
 """
 
@@ -29,10 +36,11 @@ import hashlib
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hostvisor.actors.vm.domxml import OVIRT_VM
+from hostvisor.actors.vm.stats import DriveInfo, NicInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +54,10 @@ class Reported:
     """(imageID, guestName) of each disk the metadata maps."""
     agent_channel: bool = False
     """Whether the domain has the qemu guest agent's channel (something to poll)."""
+    nics: Mapping[str, NicInfo] = field(default_factory=dict)
+    """Each NIC's MAC and model, by its target (host-side) device name."""
+    drives: Mapping[str, DriveInfo] = field(default_factory=dict)
+    """Each disk's image id (or LUN GUID), by its target name ("vda")."""
 
     def fields(self) -> dict[str, Any]:
         """`hash`, `displayInfo` and `timeOffset`, typed as VDSM sends them."""
@@ -95,6 +107,8 @@ def read(xml: str) -> Reported:
         and any(
             target.get("name") == AGENT_CHANNEL for target in devices.iterfind("channel/target")
         ),
+        nics=_nics(devices),
+        drives=_drives(root, devices),
     )
 
 
@@ -102,7 +116,52 @@ AGENT_CHANNEL = "org.qemu.guest_agent.0"
 _VM = f"{{{OVIRT_VM}}}vm"
 _DEVICE = f"{{{OVIRT_VM}}}device"
 _IMAGE = f"{{{OVIRT_VM}}}imageID"
+_GUID = f"{{{OVIRT_VM}}}GUID"
 _GUEST_NAME = f"{{{OVIRT_VM}}}guestName"
+
+
+def _nics(devices: ET.Element | None) -> dict[str, NicInfo]:
+    """Each `<interface>` with a target device: its MAC address and model."""
+    nics: dict[str, NicInfo] = {}
+    for interface in devices.iterfind("interface") if devices is not None else ():
+        target = interface.find("target")
+        name = target.get("dev") if target is not None else None
+        if not name:
+            continue
+        mac, model = interface.find("mac"), interface.find("model")
+        nics[name] = NicInfo(
+            mac=mac.get("address") if mac is not None else None,
+            model=model.get("type") if model is not None else None,
+        )
+    return nics
+
+
+def _drives(root: ET.Element, devices: ET.Element | None) -> dict[str, DriveInfo]:
+    """Each disk's image id or LUN GUID, from its `ovirt-vm:device` metadata by name.
+
+    A disk the metadata does not name (a plain file, a CD-ROM without an image) has no
+    entry: it has no image in VDSM either.
+    """
+    if devices is None:
+        return {}
+    meta = root.find(f"metadata/{_VM}")
+    named = {
+        device.get("name", ""): device
+        for device in (meta.iterfind(_DEVICE) if meta is not None else ())
+        if device.get("devtype") == "disk"
+    }
+    drives: dict[str, DriveInfo] = {}
+    for disk in devices.iterfind("disk"):
+        target = disk.find("target")
+        name = target.get("dev") if target is not None else None
+        device = named.get(name or "")
+        if not name or device is None:
+            continue
+        image = (device.findtext(_IMAGE) or "").strip()
+        guid = (device.findtext(_GUID) or "").strip()
+        if image or guid:
+            drives[name] = DriveInfo(image_id=image, lun_guid=guid)
+    return drives
 
 
 def _disk_mapping(root: ET.Element) -> tuple[tuple[str, str], ...]:

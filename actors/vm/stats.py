@@ -96,6 +96,8 @@ class DriveInfo:
     image_id: str = ""
     apparent_size: int | None = None
     true_size: int | None = None
+    lun_guid: str = ""
+    """A direct LUN's GUID (the Engine's `lunGUID`), for a drive with no image."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -260,7 +262,14 @@ def _disk_counters(last: Mapping[str, Any], index: int, drive: DriveInfo) -> dic
     apparent, true = drive.apparent_size, drive.true_size
     disk["apparentsize"] = str(physical if apparent is None else apparent)
     disk["truesize"] = str(physical if true is None else true)
-    disk["imageID"] = drive.image_id
+    # VDSM's disk_info: imageID for a storage volume, lunGUID for a direct LUN; the
+    # Engine keeps the stats of a disk by that id (buildVmDiskStatistics,
+    # buildVmLunDisksData). A drive with neither (a plain file) reports an empty
+    # imageID, which the Engine skips as it skips VDSM's missing one.
+    if drive.lun_guid and not drive.image_id:
+        disk["lunGUID"] = drive.lun_guid
+    else:
+        disk["imageID"] = drive.image_id
     return disk
 
 
