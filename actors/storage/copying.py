@@ -259,10 +259,9 @@ class QemuInfo(DomainRead[dict[str, Any]]):
         if "compat" in data:
             result["compat"] = data["compat"]
         if "bitmaps" in data:
-            result["bitmaps"] = [
-                {"name": b["name"], "granularity": b["granularity"], "flags": b["flags"]}
-                for b in data["bitmaps"]
-            ]
+            # VDSM's schema says objects; its code (volume.getQemuImageInfo) sends
+            # Qcow2BitmapInfo namedtuples, which JSON makes [name, granularity, flags].
+            result["bitmaps"] = [[b["name"], b["granularity"], b["flags"]] for b in data["bitmaps"]]
         return result
 
 

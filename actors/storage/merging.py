@@ -396,8 +396,8 @@ class MergeSubchain:
 
     @property
     def description(self) -> str:
-        """Host.getJobs' description."""
-        return f"merge_subchain {self.subchain.top} -> {self.subchain.base}"
+        """Host.getJobs' description: the job's name, as VDSM's sdm.api.merge.Job."""
+        return "merge_subchain"
 
     def __call__(self, ctx: TaskContext) -> None:
         """Validate, commit (progress, abortable), bump the base's GEN (a worker; blocks)."""

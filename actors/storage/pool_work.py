@@ -191,12 +191,17 @@ def pool_info(
 ) -> dict[str, Any]:
     """StoragePool.getInfo's {info, dominfo}, read from the master and each domain.
 
-    `spm_id` and `lver` are getSpmStatus's (sanlock's, on a shared master).
+    `spm_id` and `lver` are getSpmStatus's (sanlock's, on a shared master). As VDSM's
+    hsm._getDomsStats (not its schema, which requires them), a domain that is not
+    active gets only {status, alerts, isoprefix ""}: no version nor sizes.
     """
     meta = wait(client.read(record.master_uuid, Metadata()), timeout=timeout, what="master")
     dominfo: dict[str, dict[str, Any]] = {}
     pool_prefix = ""
     for sd, status in record.domains.items():
+        if status != DomainStatus.ACTIVE.value:
+            dominfo[sd] = {"status": status, "alerts": [], "isoprefix": ""}
+            continue
         try:
             stats = wait(client.read(sd, Stats()), timeout=timeout, what=sd)
             own = wait(client.read(sd, Metadata()), timeout=timeout, what=sd)
@@ -205,7 +210,7 @@ def pool_info(
             dominfo[sd] = {"status": DomainStatus.UNKNOWN.value, "alerts": [], "isoprefix": ""}
             continue
         prefix = str(iso_dir(where)) if own.get("CLASS") == DomainClass.ISO.word else ""
-        if prefix and status == DomainStatus.ACTIVE.value:
+        if prefix:
             pool_prefix = prefix  # the Engine's IsoPrefixVDSCommand reads info.isoprefix
         dominfo[sd] = {
             "status": status,

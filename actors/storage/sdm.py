@@ -93,8 +93,8 @@ class CopyData:
 
     @property
     def description(self) -> str:
-        """Host.getJobs' description."""
-        return f"copy_data {self.source.vol} -> {self.destination.vol}"
+        """Host.getJobs' description: the job's name, as VDSM's sdm.api.copy_data.Job."""
+        return "copy_data"
 
     def __call__(self, ctx: TaskContext) -> None:
         """Run the recipe (a worker thread; blocks for the copy's length)."""
