@@ -36,7 +36,7 @@ APT_PACKAGES := \
 	docker.io busybox-static iptables iproute2 \
 	mount e2fsprogs \
 	fence-agents openssh-server lldpd prometheus sosreport libvirt-sanlock \
-	python3-cryptography ovmf swtpm swtpm-tools \
+	python3-cryptography ovmf swtpm swtpm-tools glusterfs-server glusterfs-client \
 	systemd
 
 .PHONY: all deps venv test unit lint types typecheck-tree pytest run bench clean

@@ -104,6 +104,20 @@ class Config:
     """VDSM's hooks directory: one directory of executable scripts per hook point."""
     hook_timeout: float = 120.0
     """Seconds one hook script may run before it is killed (and counts as failed)."""
+    sanlock_required: str = "auto"
+    """`[sanlock] required`: "true", "false" or "auto" (required on a system libvirt);
+    whether a shared storage domain is refused when no sanlock daemon answers
+    (actors/storage/clusterlock.py)."""
+    sanlock_io_timeout: int | None = None
+    """`[sanlock] io_timeout` (VDSM's key): sanlock's I/O timeout in seconds for the
+    lockspaces this host writes and joins; None: each domain's IOOPTIMEOUTSEC."""
+
+    @property
+    def requires_sanlock(self) -> bool:
+        """Whether shared domains need a sanlock daemon here (`sanlock_required`'s rule)."""
+        if self.sanlock_required != "auto":
+            return self.sanlock_required == "true"
+        return is_system_libvirt(self.libvirt_uri)
 
     @property
     def migration_over_tls(self) -> bool:
@@ -161,6 +175,24 @@ def _transport(text: str) -> str:
     return transport
 
 
+def _tristate(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered == "auto":
+        return "auto"
+    return "true" if _bool(lowered) else "false"
+
+
+def is_system_libvirt(uri: str) -> bool:
+    """Whether `uri` is a system libvirt (where `[sanlock] required = auto` requires it).
+
+    Not one: an embedded driver ("" or qemu:///embed), the test driver (test:), a
+    user's session daemon (qemu:///session).
+    """
+    if not uri or uri.startswith(("qemu:///embed", "test:")):
+        return False
+    return not uri.startswith("qemu:///session")
+
+
 def _level(text: str) -> str:
     level = text.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -210,6 +242,8 @@ _KEYS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("hostvisor", "hook_timeout"): ("hook_timeout", _positive(float)),
     ("irs", "repository"): ("repository", Path),
     ("irs", "sd_health_check_delay"): ("storage_check_interval", _positive(float)),
+    ("sanlock", "required"): ("sanlock_required", _tristate),
+    ("sanlock", "io_timeout"): ("sanlock_io_timeout", _positive(int)),
 }
 
 

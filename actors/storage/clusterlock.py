@@ -8,9 +8,29 @@ VDSM's `clusterlock.SANLock`, over Debian's `python3-sanlock`. A shared file dom
     dom_md/xleases  external leases (VM leases), see actors/storage/xleases.py
 
 A LOCALFS domain needs none of this (VDSM's `LocalLock`): its SPM lock is a local
-`flock`. A shared domain falls back to that local lock too when no sanlock daemon
-answers on this machine (`available()`), with a warning: nothing then protects the
-domain from a second host, as before sanlock was used.
+`flock`.
+
+Whether a shared domain may go without sanlock is the host's `SanlockPolicy`
+(`configure`, from the config's `[sanlock]` section; one policy per process, set when
+the host's storage branch is built):
+
+- `[sanlock] required = true`: a shared domain needs a sanlock daemon. With none
+  answering, everything that would lock it is refused with `SanlockRequired` (VDSM's
+  AcquireHostIdFailure, 661, saying which socket did not answer and how to fix it):
+  creating a shared domain, joining its lockspace (StoragePool.connect, activation),
+  spmStart on it, creating its volumes. A shared domain whose lockspace was never
+  written (made without sanlock) is refused likewise.
+- `[sanlock] required = false`: a shared domain falls back to the local lock when
+  no daemon answers, with a warning: nothing then protects it from a second host.
+- `[sanlock] required = auto` (the default): required when the host manages the
+  system's libvirt (`libvirt_uri` such as `qemu:///system`, which production
+  `hostvisor serve` uses), not for an embedded (`qemu:///embed`, the embedded default),
+  test-driver (`test:///`) or session (`qemu:///session`) libvirt, the test hosts'.
+
+`[sanlock] io_timeout` (VDSM's key, default 10 s; every sanlock timeout derives from
+it) is the I/O timeout given to sanlock when a lockspace is written or joined. Unset,
+the domain's IOOPTIMEOUTSEC is used (the pool's `ioOpTimeoutSec`, 10 unless the
+Engine sends another), as before the key existed.
 
 Every function here blocks (sanlock talks to its daemon over a unix socket and the
 daemon does direct I/O on the domain's mount): call them from a worker, never from
@@ -24,7 +44,7 @@ import errno
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -71,6 +91,48 @@ class ClusterLockInitError(StorageError):
     message = "Could not initialize cluster lock"
 
 
+class SanlockRequired(AcquireHostIdFailure):
+    """A shared domain cannot be locked: this host requires sanlock and none answers.
+
+    VDSM's code for a host id that cannot be acquired (661); the fields say which
+    daemon socket did not answer and which setting decides.
+    """
+
+
+# -- the host's policy ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SanlockPolicy:
+    """How this host treats shared domains (see the module docstring).
+
+    Attributes:
+        required: a shared domain with no sanlock daemon is refused (else locked locally).
+        io_timeout: sanlock's I/O timeout in seconds; None: each domain's IOOPTIMEOUTSEC.
+    """
+
+    required: bool = False
+    io_timeout: int | None = None
+
+
+_policy: dict[str, SanlockPolicy] = {"current": SanlockPolicy()}
+
+
+def configure(policy: SanlockPolicy) -> None:
+    """Set this process's policy (the storage branch, when it is built; any thread)."""
+    _policy["current"] = policy
+
+
+def policy() -> SanlockPolicy:
+    """This process's policy (any thread)."""
+    return _policy["current"]
+
+
+def configured_io_timeout() -> int:
+    """The I/O timeout for a lockspace written now: the policy's, else VDSM's default."""
+    return policy().io_timeout or DEFAULT_IO_TIMEOUT
+
+
 def run_dir() -> Path:
     """Where the sanlock daemon listens (`SANLOCK_RUN_DIR`, as libsanlock reads it)."""
     return Path(os.environ.get("SANLOCK_RUN_DIR") or "/run/sanlock")
@@ -93,13 +155,67 @@ def available() -> bool:
     return True
 
 
-def uses_sanlock(domain_type: str) -> bool:
-    """Whether a domain of `domain_type` is protected by sanlock here (else a local lock)."""
-    return domain_type in SHARED_TYPES and available()
+def uses_sanlock(domain_type: str, sd_uuid: str = "") -> bool:
+    """Whether a domain of `domain_type` is protected by sanlock here (else a local lock).
+
+    Blocks for at most a second (`available`).
+
+    Raises:
+        SanlockRequired: a shared type, no daemon answers and the policy requires one.
+    """
+    if domain_type not in SHARED_TYPES:
+        return False
+    if available():
+        return True
+    if policy().required:
+        raise SanlockRequired(
+            sdUUID=sd_uuid or None,
+            domainType=domain_type,
+            reason=f"no sanlock daemon answers on {run_dir() / 'sanlock.sock'}; this host "
+            "protects shared domains with sanlock ([sanlock] required): start the sanlock "
+            "service, or set [sanlock] required = false to use them unprotected",
+        )
+    if sd_uuid not in _warned:
+        _warned.add(sd_uuid)
+        log.warning(
+            "no sanlock daemon: shared domain %s of type %s is under a local lock only",
+            sd_uuid or "(new)",
+            domain_type,
+        )
+    return False
+
+
+_warned: set[str] = set()
+"""The domains already warned about (once each; a set's add is atomic)."""
+
+
+def refuse_unformatted(domain_type: str, sd_uuid: str) -> None:
+    """Refuse a shared domain whose lockspace was never written, if sanlock is required.
+
+    Such a domain was made without sanlock and cannot be locked between hosts; when
+    the policy does not require sanlock it keeps its local lock.
+
+    Raises:
+        SanlockRequired: the policy requires sanlock and the domain is shared.
+    """
+    if domain_type in SHARED_TYPES and policy().required:
+        raise SanlockRequired(
+            sdUUID=sd_uuid,
+            domainType=domain_type,
+            reason="its lockspace (dom_md/ids) was never written: it was made without "
+            "sanlock and cannot be locked between hosts ([sanlock] required)",
+        )
 
 
 def io_timeout(meta: dict[str, str]) -> int:
-    """The sanlock I/O timeout of a domain: its IOOPTIMEOUTSEC (the pool's ioOpTimeoutSec)."""
+    """The sanlock I/O timeout of a domain.
+
+    The host's `[sanlock] io_timeout` when set, else the domain's IOOPTIMEOUTSEC (the
+    pool's ioOpTimeoutSec), else VDSM's 10.
+    """
+    configured = policy().io_timeout
+    if configured is not None:
+        return configured
     try:
         return max(1, int(meta.get("IOOPTIMEOUTSEC", DEFAULT_IO_TIMEOUT)))
     except ValueError:
@@ -128,7 +244,7 @@ class Areas:
     md_dir: Path
     alignment: int
     block_size: int
-    io_timeout: int = DEFAULT_IO_TIMEOUT
+    io_timeout: int = field(default_factory=configured_io_timeout)
 
     @property
     def ids(self) -> Path:

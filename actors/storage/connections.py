@@ -1,4 +1,4 @@
-"""Storage server connections: LOCALFS links, POSIXFS and NFS mounts (blocking).
+"""Storage server connections: LOCALFS links, POSIXFS, NFS and GLUSTERFS mounts (blocking).
 
 reference/vdsm-wire.md §3.1 (connectStorageServer) and §8. A connection makes a
 storage server's file system appear under the data-center mount root, at
@@ -7,7 +7,13 @@ storage server's file system appear under the data-center mount root, at
 - LOCALFS mounts nothing: the local directory is symlinked there;
 - POSIXFS runs `mount [-t vfs_type] [-o mnt_options] <connection> <mount point>`;
 - NFS does the same with `-t nfs` and VDSM's options (soft, nosharecache, timeo,
-  retrans, nfsvers/minorversion, and nolock for NFSv3 or auto).
+  retrans, nfsvers/minorversion, and nolock for NFSv3 or auto);
+- GLUSTERFS mounts `server:/volume` with `-t glusterfs` (the FUSE client) under
+  `<mount root>/glusterSD/`, as VDSM's GlusterFSConnection does, adding
+  `backup-volfile-servers=` for the volume's other brick hosts, which the gluster CLI
+  reports (`gluster --remote-host=server volume info volume --xml`), unless the
+  Engine's `mnt_options` name some already. No gluster CLI, or a server that does
+  not answer: mounted without backups, with a warning (VDSM's behaviour too).
 
 `connect` and `disconnect` answer VDSM's per-connection status, an int: 0 when it
 worked, else the code of the storage error (477 mount failed, 469 permission
@@ -20,7 +26,15 @@ Differences from VDSM, on purpose:
   `umount -f -l` anyway, which fails, and answers 477 although its own connection
   contract says "if already disconnected fail silently"; LOCALFS answers 0 in both);
 - connecting where a *different* source is already mounted answers 477 instead of
-  stacking a second mount over the first.
+  stacking a second mount over the first;
+- a GLUSTERFS connection without `vfs_type` mounts with `-t glusterfs` (the Engine
+  always sends it; VDSM would let mount(8) guess, which fails for a gluster spec).
+
+The FUSE client of a GLUSTERFS mount (`glusterfs`) runs on as a daemon of its own
+after mount(8) returns and ends when the mount is unmounted. VDSM starts it in a
+systemd scope of its own (`vdsm-glusterfs.slice`) so that stopping the agent's unit
+does not kill it; Hostvisor's unit (contrib/hostvisor.service, `KillMode=process`)
+stops only the agent's own process, so the client, like the guests, outlives it.
 
 `ConnectionStore` persists what is connected so that an agent restart reconnects it.
 """
@@ -32,8 +46,10 @@ import errno
 import json
 import logging
 import os
+import shutil
 import subprocess
 import tempfile
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,7 +65,9 @@ from hostvisor.actors.storage.model import DomainType, mount_point
 
 log = logging.getLogger(__name__)
 
-CONNECTABLE_TYPES = frozenset({DomainType.LOCALFS, DomainType.POSIXFS, DomainType.NFS})
+CONNECTABLE_TYPES = frozenset(
+    {DomainType.LOCALFS, DomainType.POSIXFS, DomainType.NFS, DomainType.GLUSTERFS}
+)
 """The connection types this host implements."""
 
 MOUNT_TIMEOUT = 180.0
@@ -59,6 +77,10 @@ NFS_DEFAULT_TIMEOUT = 100
 """NFS `timeo` in deciseconds when the Engine sends none (VDSM's default)."""
 NFS_DEFAULT_RETRANS = 3
 """NFS `retrans` when the Engine sends none (VDSM's default)."""
+GLUSTER_DIR = "glusterSD"
+"""Where GLUSTERFS connections are mounted under the mount root (VDSM's DIR)."""
+GLUSTER_CLI_TIMEOUT = 30.0
+"""Seconds `gluster volume info` may take before the mount goes on without backups."""
 
 OK = 0
 
@@ -91,8 +113,9 @@ class ServerConnection:
         id: the Engine's id of the connection (a UUID string).
         connection: the local directory (LOCALFS), device or remote spec (POSIXFS),
             or `server:/export` (NFS); mount specs are normalized.
-        domain_type: LOCALFS, POSIXFS or NFS.
-        vfs_type: the file system type for POSIXFS ("" lets mount(8) detect it).
+        domain_type: LOCALFS, POSIXFS, NFS or GLUSTERFS.
+        vfs_type: the file system type for POSIXFS ("" lets mount(8) detect it) and
+            GLUSTERFS ("" is "glusterfs").
         mnt_options: extra mount options, comma separated.
         protocol_version: NFS version ("3", "4", "4.1", ...; "" or "auto": negotiate).
         retrans: NFS retransmissions (None: VDSM's default).
@@ -115,7 +138,7 @@ class ServerConnection:
         Raises:
             InvalidArgument: `id` or `connection` is missing or not a string, or a
                 numeric field is not a number.
-            StorageDomainTypeError: the type is not LOCALFS, POSIXFS or NFS.
+            StorageDomainTypeError: the type is not LOCALFS, POSIXFS, NFS or GLUSTERFS.
         """
         kind = _domain_type(domain_type)
         if not isinstance(params, Mapping):
@@ -128,6 +151,8 @@ class ServerConnection:
             raise InvalidArgument(param="connection", reason="missing or empty", id=conn_id)
         if kind is not DomainType.LOCALFS:
             spec = normalize_spec(spec)
+        if kind is DomainType.GLUSTERFS:
+            gluster_volume(spec)  # `server:/volume` or refused
         conn = cls(
             id=conn_id,
             connection=spec,
@@ -142,7 +167,9 @@ class ServerConnection:
         return conn
 
     def mount_point(self, mount_root: Path) -> Path:
-        """Where this connection appears under `mount_root`."""
+        """Where this connection appears under `mount_root` (GLUSTERFS: in `glusterSD/`)."""
+        if self.domain_type is DomainType.GLUSTERFS:
+            return mount_point(mount_root / GLUSTER_DIR, self.connection)
         return mount_point(mount_root, self.connection)
 
     def to_json(self) -> dict[str, Any]:
@@ -166,7 +193,11 @@ class ServerConnection:
 
     def mount_type(self) -> str:
         """The `-t` argument mount(8) gets ("" for none)."""
-        return "nfs" if self.domain_type is DomainType.NFS else self.vfs_type
+        if self.domain_type is DomainType.NFS:
+            return "nfs"
+        if self.domain_type is DomainType.GLUSTERFS:
+            return self.vfs_type or "glusterfs"
+        return self.vfs_type
 
 
 def _domain_type(value: Any) -> DomainType:
@@ -232,6 +263,74 @@ def _nfs_options(conn: ServerConnection) -> list[str]:
     if version in ("", "3") and "lock" not in extra and "nolock" not in extra:
         extra.append("nolock")  # NFSv3 remote locks break HA VM fail-over (VDSM's choice)
     return options + extra
+
+
+# -- GlusterFS ----------------------------------------------------------------------------
+
+
+def gluster_volume(spec: str) -> tuple[str, str]:
+    """(server, volume) of a GLUSTERFS spec `server:/volume` (VDSM's split).
+
+    Raises:
+        InvalidArgument: the spec names no server or no volume.
+    """
+    server, sep, volume = spec.partition(":")
+    volume = volume.strip("/")
+    if not sep or not server or not volume or "/" in volume:
+        raise InvalidArgument(param="connection", value=spec, reason="not server:/volume")
+    return server, volume
+
+
+def gluster_brick_hosts(server: str, volume: str) -> list[str] | None:
+    """The hosts of `volume`'s bricks, in brick order, as `server`'s glusterd reports them.
+
+    None when the gluster CLI is missing or the server cannot tell (logged). Blocks up
+    to GLUSTER_CLI_TIMEOUT s (the CLI asks glusterd on `server` over TCP 24007).
+    """
+    cli = shutil.which("gluster")
+    if cli is None:
+        log.warning("no gluster CLI (Debian glusterfs-server): no backup volfile servers")
+        return None
+    argv = [cli, "--mode=script", f"--remote-host={server}", "--log-file=/dev/null"]
+    argv += ["volume", "info", volume, "--xml"]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=GLUSTER_CLI_TIMEOUT, check=False
+        )
+        root = ET.fromstring(done.stdout)  # noqa: S314 - written by the local CLI (libxml2)
+    except (OSError, subprocess.TimeoutExpired, ET.ParseError) as error:
+        log.warning("gluster volume info %s from %s failed: %s", volume, server, error)
+        return None
+    if done.returncode != 0 or root.findtext("opRet") != "0":
+        reason = root.findtext("opErrstr") or done.stderr.strip()[-200:]
+        log.warning("gluster volume info %s from %s: %s", volume, server, reason)
+        return None
+    hosts = []
+    for brick in root.iterfind("volInfo/volumes/volume/bricks/brick"):
+        name = brick.findtext("name") or (brick.text or "")
+        host = name.rpartition(":")[0]
+        if host and host not in hosts:
+            hosts.append(host)
+    return hosts
+
+
+def gluster_options(conn: ServerConnection) -> str:
+    """A GLUSTERFS mount's `-o`: the Engine's options plus `backup-volfile-servers=`.
+
+    VDSM's GlusterFSConnection.options: the volume's other brick hosts become backup
+    volfile servers, so the mount works while the named server is down; options that
+    already name backups are kept as they are. Blocks (the gluster CLI).
+    """
+    if "backup-volfile-servers" in conn.mnt_options:
+        log.warning("%s: using the backup-volfile-servers the Engine sent", conn.connection)
+        return conn.mnt_options
+    server, volume = gluster_volume(conn.connection)
+    hosts = gluster_brick_hosts(server, volume) or []
+    if hosts and server not in hosts:
+        log.warning("gluster server %s is not among the bricks' hosts %s", server, hosts)
+    backups = [host for host in hosts if host != server]
+    extra = f"backup-volfile-servers={':'.join(backups)}" if backups else ""
+    return ",".join(option for option in (conn.mnt_options, extra) if option)
 
 
 # -- mounts -------------------------------------------------------------------------------
@@ -403,7 +502,11 @@ def _mount(conn: ServerConnection, mount_root: Path) -> None:
     argv = ["mount"]
     if conn.mount_type():
         argv += ["-t", conn.mount_type()]
-    if options := conn.mount_options():
+    if conn.domain_type is DomainType.GLUSTERFS:
+        options = gluster_options(conn)
+    else:
+        options = conn.mount_options()
+    if options:
         argv += ["-o", options]
     argv += [conn.connection, str(target)]
     try:
@@ -445,7 +548,8 @@ def connected_roots(mount_root: Path) -> list[Path]:
     """Return the links and mount points under `mount_root` that hold a file system.
 
     A link counts when it points at an existing directory; a directory counts when
-    something is mounted on it. Leftover empty mount points do not count.
+    something is mounted on it. Leftover empty mount points do not count. GLUSTERFS
+    mounts are looked for in `glusterSD/` too.
     """
     if not mount_root.is_dir():
         return []
@@ -457,6 +561,9 @@ def connected_roots(mount_root: Path) -> list[Path]:
                 roots.append(entry)
         elif os.path.normpath(entry) in mounted:
             roots.append(entry)
+    gluster = mount_root / GLUSTER_DIR
+    if gluster.is_dir() and not gluster.is_symlink():
+        roots += [e for e in sorted(gluster.iterdir()) if os.path.normpath(e) in mounted]
     return roots
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from hostvisor.actors.actor import CallbackFuture
 from hostvisor.actors.errors import HostvisorError
 from hostvisor.actors.storage.connections import (
+    GLUSTER_DIR,
     ConnectionStore,
     ServerConnection,
     connect,
@@ -281,9 +282,12 @@ def _adopt_all(mount_root: Path, domains: DomainChildren) -> int:
 
 def _create_domain(request: CreateDomain, mount_root: Path, domains: DomainChildren) -> None:
     where = request.type_args
-    root = mount_point(
-        mount_root, where if request.domain_type is DomainType.LOCALFS else normalize_spec(where)
-    )
+    if request.domain_type is DomainType.LOCALFS:
+        root = mount_point(mount_root, where)
+    elif request.domain_type is DomainType.GLUSTERFS:
+        root = mount_point(mount_root / GLUSTER_DIR, normalize_spec(where))
+    else:
+        root = mount_point(mount_root, normalize_spec(where))
     if not root.is_dir():
         raise StorageDomainFSNotMounted(path=str(root), typeArgs=where)
     domain = FileDomain.create(

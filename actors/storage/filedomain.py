@@ -155,12 +155,14 @@ class FileDomain(FileVolumes):
         answers, and a shared domain made without one (its `ids` never written).
         """
         meta = self.metadata()
-        if not clusterlock.uses_sanlock(meta.get("TYPE", "")):
+        if not clusterlock.uses_sanlock(meta.get("TYPE", ""), self._sd_uuid):
             return None
         try:
-            if (self._path / MD_DIR / "ids").stat().st_size == 0:
-                return None
+            unformatted = (self._path / MD_DIR / "ids").stat().st_size == 0
         except OSError:
+            return None
+        if unformatted:
+            clusterlock.refuse_unformatted(meta.get("TYPE", ""), self._sd_uuid)
             return None
         return clusterlock.Areas(
             sd_uuid=self._sd_uuid,
@@ -240,7 +242,7 @@ class FileDomain(FileVolumes):
                 "ALIGNMENT": str(alignment),
             }
             _build_layout(building, sd_uuid, values, alignment, block_size)
-            if clusterlock.uses_sanlock(domain_type.name):  # VDSM's initLock (not LOCALFS)
+            if clusterlock.uses_sanlock(domain_type.name, sd_uuid):  # VDSM's initLock
                 clusterlock.Areas(
                     sd_uuid=sd_uuid,
                     md_dir=building / MD_DIR,

@@ -11,10 +11,15 @@ VDSM's hsm `create_lease`/`delete_lease` (SPM tasks), `lease_info`/`lease_status
 - `LeaseInfoRead` / `LeaseStatusRead`: `DomainRead`s.
 - `FenceLease`: a `DomainWrite`: holds the lease, checks the job metadata the
   Engine expects, then marks the job FENCED with the next generation.
+- `RebuildLeases`: Lease.rebuild_leases, a `DomainTask` (SPM only, VDSM's
+  `rebuild_external_leases`): the index and the sanlock resources made to agree
+  (`xleases.Volume.rebuild`). It runs in the domain's write order, so no lease is
+  created or deleted on this host while it runs.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Final, cast
@@ -26,6 +31,8 @@ from hostvisor.actors.storage.errors import StorageError
 from hostvisor.actors.storage.filedomain import FileDomain
 from hostvisor.actors.storage.model import check_uuid
 from hostvisor.actors.storage.tasks import TaskContext
+
+log = logging.getLogger(__name__)
 
 JOB_STATUSES: Final = ("PENDING", "FAILED", "SUCCEEDED", "FENCED")
 MAX_GENERATION: Final = 255
@@ -183,6 +190,41 @@ class DeleteLease(DomainTask):
     def apply(self, domain: FileDomain, ctx: TaskContext) -> None:  # noqa: ARG002
         """Remove it."""
         volume(domain).remove(self.lease_id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RebuildLeases(DomainTask):
+    """Lease.rebuild_leases (SPM task): mend the xleases index from the volume's contents.
+
+    Its check reads the index, so an index that is not VDSM's (InvalidIndex) answers
+    the verb rather than failing the task.
+    """
+
+    op = "rebuild leases"
+    verb = "rebuild_leases"
+
+    @property
+    def claim(self) -> str:
+        """The domain's xleases volume: one rebuild at a time."""
+        return "xleases"
+
+    def busy(self) -> HostvisorError:
+        """Another rebuild of this domain runs."""
+        return xleases.InvalidIndex(reason="a rebuild of this index is running")
+
+    def check(self, domain: FileDomain) -> None:
+        """Raise InvalidIndex if the index cannot be rebuilt (a worker; blocks)."""
+        volume(domain).leases()
+
+    def apply(self, domain: FileDomain, ctx: TaskContext) -> dict[str, int]:
+        """Rebuild (a worker, the domain's turn; blocks); return and log what changed.
+
+        Raises InvalidIndex or StorageError (sanlock refused): the task fails.
+        """
+        counts = volume(domain).rebuild()
+        ctx.progress(1.0)
+        log.info("domain %s: xleases rebuilt: %s", domain.sd_uuid, counts)
+        return counts
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

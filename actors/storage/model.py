@@ -36,7 +36,9 @@ class DomainType(enum.IntEnum):
         return self in FILE_DOMAIN_TYPES
 
 
-FILE_DOMAIN_TYPES = frozenset({DomainType.NFS, DomainType.LOCALFS, DomainType.POSIXFS})
+FILE_DOMAIN_TYPES = frozenset(
+    {DomainType.NFS, DomainType.LOCALFS, DomainType.POSIXFS, DomainType.GLUSTERFS}
+)
 """The domain types this host implements."""
 
 

@@ -11,7 +11,9 @@ ALIGNMENT each:
 
 A lease is created by writing its sanlock resource first and its record second,
 and removed the other way round, so the index never names a resource that is not
-there. The index is written a whole block at a time (direct I/O where the file
+there. `Volume.rebuild` (Lease.rebuild_leases) mends an index and resources that
+disagree anyway (a write that failed half-way, a damaged record), VDSM's way. The
+index is written a whole block at a time (direct I/O where the file
 system takes it). Only the SPM adds or removes leases (the domain's writer
 serializes them on this host); any host may look one up.
 
@@ -26,6 +28,7 @@ import json
 import mmap
 import os
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -212,6 +215,97 @@ class Volume:
                 found[name] = lease_offset(recnum, self.alignment)
         return found
 
+    def rebuild(self) -> dict[str, int]:
+        """Make the index and the sanlock resources agree (VDSM's `xlease.rebuild_index`).
+
+        The index is the truth where it can be read. For each record's slot:
+        a record with its resource is kept; a record whose resource is missing (or
+        names another lease) gets its resource written again; an empty record over a
+        leftover resource has the resource cleared; a record that cannot be parsed is
+        restored from the resource at its slot when the index names that lease nowhere
+        else, and cleared (with the resource) otherwise; slots past the end of the
+        volume are emptied. The index's metadata is marked updating while this runs,
+        and the whole index is written back at the end, so a crash midway leaves it
+        marked (a second rebuild mends it).
+
+        Returns counts of what changed: {"leases", "resources_written",
+        "resources_cleared", "records_restored", "records_cleared"}. Blocks (direct
+        I/O and sanlock reads on the domain's mount).
+
+        Raises:
+            InvalidIndex: the index's metadata is not VDSM's (format the volume instead).
+            StorageError: sanlock refused to read or write a resource.
+        """
+        index = self._read_index()
+        meta = _metadata(index, self.lockspace)
+        _write_block(self.path, self.alignment, _pack_metadata(meta, updating=True))
+        records = bytearray(index[METADATA_SIZE:])
+        names: set[str] = set()
+        for recnum in range(self._records(index)):
+            with contextlib.suppress(InvalidIndex):
+                if name := _parse_record(records, recnum)[0]:
+                    names.add(name)
+        counts = dict.fromkeys(
+            ("resources_written", "resources_cleared", "records_restored", "records_cleared"), 0
+        )
+        max_offset = self.path.stat().st_size - self.alignment
+        for recnum in range(self._records(index)):
+            offset = lease_offset(recnum, self.alignment)
+            if offset > max_offset:
+                _set_record(records, recnum, "", 0)
+                continue
+            self._mend(records, recnum, offset, names, counts)
+        block = _pack_metadata(meta, updating=False) + bytes(records)
+        block += b"\0" * (-len(block) % self.block_size)
+        _write_block(self.path, self.alignment, block)
+        return {"leases": len(names), **counts}
+
+    def _mend(
+        self,
+        records: bytearray,
+        recnum: int,
+        offset: int,
+        names: set[str],
+        counts: dict[str, int],
+    ) -> None:
+        """Rebuild's step for one slot (see `rebuild`)."""
+        resource = self._resource_at(offset)
+        try:
+            name, _updating = _parse_record(records, recnum)
+        except InvalidIndex:
+            if resource is not None and resource not in names:
+                _set_record(records, recnum, resource, offset)
+                names.add(resource)
+                counts["records_restored"] += 1
+            else:
+                _set_record(records, recnum, "", 0)
+                counts["records_cleared"] += 1
+                if resource is not None:
+                    self._write_resource("", "", offset)
+                    counts["resources_cleared"] += 1
+            return
+        if not name:
+            if resource is not None:
+                self._write_resource("", "", offset)
+                counts["resources_cleared"] += 1
+        elif resource != name:
+            self._write_resource(self.lockspace, name, offset)
+            counts["resources_written"] += 1
+
+    def _resource_at(self, offset: int) -> str | None:
+        """The name of the sanlock resource at `offset`, None when there is none."""
+        api = _api()
+        try:
+            res = api.read_resource(
+                str(self.path), offset, align=self.alignment, sector=self.block_size
+            )
+        except api.SanlockException as error:
+            if error.errno == clusterlock.LEADER_MAGIC:
+                return None
+            raise StorageError(path=str(self.path), offset=offset, reason=str(error)) from None
+        name = bytes(res["resource"]).decode("utf-8", "replace")
+        return name or None  # an empty name: a cleared resource
+
     def _ensure_size(self, size: int) -> None:
         with self.path.open("r+b") as volume:
             if os.fstat(volume.fileno()).st_size < size:
@@ -229,6 +323,44 @@ class Volume:
             )
         except api.SanlockException as error:
             raise StorageError(lease=resource, reason=str(error)) from None
+
+
+def _metadata(index: bytes, lockspace: str) -> tuple[bytes, bytes]:
+    """(version, lockspace) of the index's metadata block. Raises InvalidIndex."""
+    _magic, version, name, _mtime, _updating, _term = META_STRUCT.unpack(index[:METADATA_SIZE])
+    if version != b"0001":
+        raise InvalidIndex(reason=f"unsupported index version {version!r}")
+    owner = name.rstrip(b"\0").decode("ascii", "replace")
+    if owner != lockspace:
+        raise InvalidIndex(reason=f"the index belongs to lockspace {owner!r}")
+    return version, name
+
+
+def _pack_metadata(meta: tuple[bytes, bytes], *, updating: bool) -> bytes:
+    version, name = meta
+    mtime = b"%010d" % int(time.time())
+    flag = b"u" if updating else b"-"
+    return META_STRUCT.pack(INDEX_MAGIC, version, name, mtime, flag, b"\n")
+
+
+def _parse_record(records: bytes | bytearray, recnum: int) -> tuple[str, bool]:
+    """(lease id, updating) of record `recnum`, VDSM's checks. Raises InvalidIndex."""
+    start = recnum * RECORD_SIZE
+    raw = bytes(records[start : start + RECORD_SIZE])
+    name, offset, updating, _reserved, _term = RECORD_STRUCT.unpack(raw)
+    try:
+        text = name.rstrip(b"\0").decode("ascii")
+        int(offset)
+    except ValueError:  # UnicodeDecodeError is one
+        raise InvalidIndex(record=recnum, reason="cannot parse the record") from None
+    return text, updating == b"u"
+
+
+def _set_record(records: bytearray, recnum: int, name: str, offset: int) -> None:
+    start = recnum * RECORD_SIZE
+    records[start : start + RECORD_SIZE] = RECORD_STRUCT.pack(
+        name.encode("ascii"), b"%011d" % offset, b"-", b"-", b"\n"
+    )
 
 
 # -- the status of a lease, and its value block ------------------------------------------------

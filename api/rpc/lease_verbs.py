@@ -1,11 +1,13 @@
-"""Lease verbs: Lease.create/delete/info/status/fence, external leases on `xleases`.
+"""Lease verbs: Lease.create/delete/info/status/fence/rebuild_leases, leases on `xleases`.
 
 The Engine's calls (JsonRpcIIrsServer.addLease/removeLease/getLeaseInfo,
 JsonRpcVdsServer.getLeaseStatus/fenceLeaseJob) send `lease: {lease_id, sd_id}` and,
 for create and fence, `metadata` (a job's {type, generation, job_id, job_status}).
 As VDSM's hsm: create and delete are SPM tasks of the connected pool (the answer is
 the task id, which the Engine's LeaseTaskInfoReturn reads); info, status and fence
-answer at once on any host connected to the pool. The work is the domain's
+answer at once on any host connected to the pool. Lease.rebuild_leases (VDSM's
+schema: `sd_id`, answers a task id) is an SPM task too; the Engine has no call for it
+(an administrator's repair, through vdsm-client). The work is the domain's
 (actors/storage/leases.py, actors/storage/xleases.py).
 """
 
@@ -29,11 +31,12 @@ from hostvisor.actors.storage.leases import (
     JobStatusMismatch,
     LeaseInfoRead,
     LeaseStatusRead,
+    RebuildLeases,
     UnsupportedOperation,
 )
 from hostvisor.actors.storage.model import check_uuid
 from hostvisor.actors.storage.pool_model import PoolRecord
-from hostvisor.actors.storage.xleases import LeaseExists, NoSuchLease
+from hostvisor.actors.storage.xleases import InvalidIndex, LeaseExists, NoSuchLease
 from hostvisor.api.rpc.bridge import settled
 from hostvisor.api.rpc.declare import Arg, verb, verbs_of
 from hostvisor.api.rpc.storage_api import StorageApi
@@ -106,6 +109,26 @@ class LeaseHandlers:
         record = await self._pool()
         op = DeleteLease(lease_id=lease_id)
         task_id: str = await settled(self.client.pool().member_task(record.sp_uuid, sd, op))
+        return task_id
+
+    @verb(
+        "Lease",
+        "rebuild_leases",
+        doc="Rebuild the external leases index of a storage domain (SPM; a task).",
+        returns="task id",
+        errors=(StoragePoolNotConnected, NotSpm, StorageDomainNotInPool, InvalidIndex),
+    )
+    async def rebuild_leases(
+        self,
+        *,
+        sd_id: Annotated[str, Arg("the domain whose xleases volume is rebuilt")],
+    ) -> str:
+        """Lease.rebuild_leases: VDSM's schema (`sd_id`); no Engine call sends it."""
+        sd = check_uuid(sd_id, "sd_id")
+        record = await self._pool()
+        task_id: str = await settled(
+            self.client.pool().member_task(record.sp_uuid, sd, RebuildLeases())
+        )
         return task_id
 
     @verb(

@@ -25,6 +25,7 @@ from typing import Any
 
 from hostvisor.actors.actor import CallbackFuture
 from hostvisor.actors.errors import AlreadyExists, HostvisorError, NotFound
+from hostvisor.actors.storage import clusterlock
 from hostvisor.actors.storage.addresses import (
     CONNECTIONS_ID,
     DOMAINS_ID,
@@ -152,6 +153,11 @@ class StorageBranch:
     def build(self) -> ChildSpec:
         """The branch: connections, pool, tasks, the domain supervisor, the recoverer."""
         config = self.ctx.config
+        clusterlock.configure(
+            clusterlock.SanlockPolicy(
+                required=config.requires_sanlock, io_timeout=config.sanlock_io_timeout
+            )
+        )
         store, mount_root, domains = (
             self.connection_store,
             config.mount_root,
