@@ -22,15 +22,13 @@ import mmap
 import os
 import re
 import shutil
-import struct
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, final
 
 from hostvisor.actors.errors import InvalidArgument
-from hostvisor.actors.storage import clusterlock
+from hostvisor.actors.storage import clusterlock, xleases
 from hostvisor.actors.storage.errors import (
     StorageDomainAccessError,
     StorageDomainAlreadyExists,
@@ -92,13 +90,6 @@ _KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _CREATING: Final = ".creating-"
 _REMOVING: Final = ".removing-"
 _DIRECT_IO_TEST: Final = "__DIRECT_IO_TEST__"
-
-# The xleases index (VDSM's format): a 512-byte metadata block at offset ALIGNMENT,
-# then 4000 records of 64 bytes, each `name\0 offset\0 flags\n`.
-_XLEASE_MAGIC: Final = 0x12152016
-_XLEASE_META = struct.Struct(">i x 4s x 48s x 10s x c 440x c")
-_XLEASE_RECORD = struct.Struct("48s x 11s x 3c")
-_XLEASE_RECORDS: Final = 4000
 
 
 def alignment_for(block_size: int, max_hosts: int) -> int:
@@ -508,23 +499,14 @@ def _build_layout(
 
 def _format_xleases(path: Path, lockspace: str, alignment: int, block_size: int) -> None:
     """Write an empty external-leases index (VDSM's xleases format) at `alignment`."""
-    meta = _XLEASE_META.pack(
-        _XLEASE_MAGIC,
-        b"0001",
-        lockspace.encode("ascii"),
-        b"%010d" % int(time.time()),
-        b"-",
-        b"\n",
-    )
-    empty = _XLEASE_RECORD.pack(b"", b"%011d" % 0, b"-", b"-", b"\n")
-    index = meta.ljust(block_size, b"\0") + empty * _XLEASE_RECORDS
+    index = xleases.empty_index(lockspace)
     padding = -len(index) % block_size
-    with path.open("wb") as xleases:
-        xleases.truncate(alignment)
-        xleases.seek(alignment)
-        xleases.write(index + b"\0" * padding)
-        os.fchmod(xleases.fileno(), METADATA_MODE)
-        os.fsync(xleases.fileno())
+    with path.open("wb") as out:
+        out.truncate(alignment)
+        out.seek(alignment)
+        out.write(index + b"\0" * padding)
+        os.fchmod(out.fileno(), METADATA_MODE)
+        os.fsync(out.fileno())
 
 
 def _detect_block_size(directory: Path) -> int:

@@ -336,6 +336,21 @@ def _metadata(index: bytes, lockspace: str) -> tuple[bytes, bytes]:
     return version, name
 
 
+def empty_index(lockspace: str) -> bytes:
+    """A new, empty index for `lockspace`: INDEX_SIZE bytes, VDSM's layout on any block size.
+
+    The metadata block is always METADATA_SIZE (512) bytes and the records follow it,
+    also on a 4 KiB-sector domain, so a VDSM host reads the same index.
+    """
+    meta = _pack_metadata((b"0001", lockspace.encode("ascii")), updating=False)
+    records = _empty_record() * MAX_RECORDS
+    return (meta + records).ljust(INDEX_SIZE, b"\0")
+
+
+def _empty_record() -> bytes:
+    return RECORD_STRUCT.pack(b"", b"%011d" % 0, b"-", b"-", b"\n")
+
+
 def _pack_metadata(meta: tuple[bytes, bytes], *, updating: bool) -> bytes:
     version, name = meta
     mtime = b"%010d" % int(time.time())

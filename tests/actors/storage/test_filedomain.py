@@ -42,8 +42,9 @@ def test_v5_layout_on_disk(root):
     assert sizes.keys() == {"metadata", "ids", "leases", "inbox", "outbox", "xleases"}
     assert sizes["ids"] == sizes["leases"] == 0
     assert sizes["inbox"] == sizes["outbox"] == 16 * MiB
-    # xleases: an index after the 1 MiB lockspace slot: one 512-byte header, 4000 records.
-    assert sizes["xleases"] == MiB + 512 + 4000 * 64
+    # xleases: an index after the 1 MiB lockspace slot, VDSM's INDEX_SIZE (62 x 4 KiB,
+    # aligned for 4 KiB sectors too): one 512-byte header, then 3,960 records.
+    assert sizes["xleases"] == MiB + 62 * 4096
     with (md / "xleases").open("rb") as xleases:
         xleases.seek(MiB)
         header = xleases.read(512)
