@@ -12,7 +12,9 @@ Engine's `MigrateBrokerVDSCommand`, which sends, in `VM.migrate`'s `params`:
   `outgoingLimit`; `downtime` (ms, as a string) when it sends no schedule;
 - `convergenceSchedule`: `{"init": [action…], "stalling": [{"limit": n,
   "action": action}…]}`, an action being `{"name": "setDowntime"|"postcopy"|
-  "abort", "params": ["…"]}`; limit -1 means "once every other step is spent".
+  "abort", "params": ["…"]}`; limit -1 means "once every other step is spent";
+- `cpusets` and `numaNodesets` (lists of strings) for a VM with an exclusive CPU
+  pinning policy: its pinning on the destination (`actors/vm/migration_pinning.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Any
 import libvirt
 
 from hostvisor.actors.errors import InvalidArgument
+from hostvisor.actors.vm import migration_pinning
+from hostvisor.actors.vm.migration_pinning import CpuSets, NodeSets
 
 SET_DOWNTIME = "setDowntime"
 POSTCOPY = "postcopy"
@@ -246,13 +250,19 @@ class MigrationRequest:
     incoming_limit: int | None = None
     outgoing_limit: int | None = None
     schedule: Schedule = field(default_factory=lambda: Schedule.legacy(DEFAULT_DOWNTIME_MS))
+    cpusets: CpuSets | None = None
+    """Each vCPU's cpuset on the destination (the Engine's `cpusets`), or None."""
+    numa_nodesets: NodeSets | None = None
+    """Each vNUMA cell's host nodes on the destination (`numaNodesets`), or None."""
 
     @classmethod
     def from_params(cls, vm_id: str, params: Any) -> MigrationRequest:
         """Check and type the Engine's params (unknown keys are ignored, as VDSM does).
 
         Raises:
-            InvalidArgument: a missing `dst`, a value of the wrong type, a bad schedule.
+            InvalidArgument: a missing `dst`, a value of the wrong type, a bad schedule,
+                `cpusets`/`numaNodesets` not lists of cpulist strings (their lengths are
+                checked against the VM by `check_pinning`).
         """
         if not isinstance(params, Mapping):
             raise InvalidArgument(param="params", reason="must be an object")
@@ -284,7 +294,21 @@ class MigrationRequest:
             incoming_limit=_limit(params.get("incomingLimit"), "incomingLimit"),
             outgoing_limit=_limit(params.get("outgoingLimit"), "outgoingLimit"),
             schedule=schedule,
+            cpusets=migration_pinning.cpusets_from_wire(params.get("cpusets")),
+            numa_nodesets=migration_pinning.nodesets_from_wire(params.get("numaNodesets")),
         )
+
+    def check_pinning(self, xml: str) -> None:
+        """Check `cpusets`/`numaNodesets` against the VM's domain XML (as VDSM's migrate).
+
+        Raises:
+            InvalidArgument: a list whose length is not the VM's vCPUs or vNUMA cells.
+        """
+        migration_pinning.check_against(xml, self.cpusets, self.numa_nodesets)
+
+    def destination_xml(self, xml: str) -> str:
+        """`xml` re-pinned for the destination (`xml` itself when nothing changes)."""
+        return migration_pinning.retarget(xml, self.cpusets, self.numa_nodesets)
 
     def flags(self) -> int:
         """Return libvirt's flags for this request (always live and peer-to-peer)."""
@@ -318,12 +342,13 @@ class MigrationRequest:
         """The typed parameters of `virDomainMigrateToURI3` for this request.
 
         Args:
-            domain_xml: the migratable XML the destination defines.
+            domain_xml: the migratable XML; the destination defines it re-pinned as
+                `destination_xml` says.
             graphics: "spice" or "vnc" when the VM has a console to hand over.
         """
         params: dict[str, Any] = {
             libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: self.max_bandwidth,
-            libvirt.VIR_MIGRATE_PARAM_DEST_XML: domain_xml,
+            libvirt.VIR_MIGRATE_PARAM_DEST_XML: self.destination_xml(domain_xml),
         }
         if self.parallel is not None:
             params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = self.parallel

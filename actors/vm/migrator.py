@@ -188,6 +188,7 @@ class Migrator:
             raise MigrationInProgress(vmId=self.vm_id)
         self.guest.require_running("migrate")
         request = MigrationRequest.from_params(self.vm_id, params)
+        request.check_pinning(self.guest.xml)
         settings = self._migration_settings
         settings.slots.take("outgoing", request.outgoing_limit)
         self._migration = migration = OutgoingMigration(request)
@@ -247,13 +248,17 @@ class Migrator:
     # -- source: the steps ------------------------------------------------------------------
 
     def _machine_params(self, request: MigrationRequest) -> dict[str, Any]:
-        """What the destination agent needs to make the VM (VDSM's migration_parameters)."""
+        """What the destination agent needs to make the VM (VDSM's migration_parameters).
+
+        Its XML is pinned as it will run there (VDSM's `_setupRemoteMachineParams`).
+        """
         started = self.guest.started
         now = self.guest.now()
+        xml = request.destination_xml(self.guest.xml)
         return {
             "vmId": self.vm_id,
-            "_srcDomXML": self.guest.xml,
-            "xml": self.guest.xml,
+            "_srcDomXML": xml,
+            "xml": xml,
             "elapsedTimeOffset": 0.0 if started is None else max(0.0, now - started),
             "enableGuestEvents": request.enable_guest_events,
             "migrationDest": "libvirt",
