@@ -317,8 +317,8 @@ class FileVolumes:
         """Volume.getInfo's `info`: VDSM's fields, sizes as strings of bytes.
 
         `status` is "OK", "ILLEGAL" (LEGALITY is not LEGAL) or "INVALID" (the
-        data file is missing). `lease` is left out when the volume has no lease
-        file; its `owners` and `version` stay empty until sanlock manages it.
+        data file is missing). `lease` is there only on a domain with sanlock
+        volume leases and a lease file, as VDSM reports it.
 
         Raises:
             ImageDoesNotExistInSD / VolumeDoesNotExist: no such image or volume.
@@ -350,9 +350,12 @@ class FileVolumes:
             info.update(apparentsize="0", truesize="0", status="INVALID")
         if info["legality"] != Legality.LEGAL:
             info["status"] = Legality.ILLEGAL.value
+        # As VDSM: only a domain with volume leases (sanlock's) reports one; a local
+        # lock has none, so LOCALFS volumes carry no `lease` (fileSD.getVolumeLease).
+        areas = self.lock_areas()
         lease = self.volume_path(img, vol).with_name(f"{vol}{LEASE_EXT}")
-        if lease.exists():
-            info["lease"] = self._lease_info(vol, lease)
+        if areas is not None and lease.exists():
+            info["lease"] = self._lease_info(areas, vol, lease)
         return info
 
     def lock_areas(self) -> Any:
@@ -370,17 +373,18 @@ class FileVolumes:
         if areas is not None:
             areas.format_volume_lease(vol, lease)
 
-    def _lease_info(self, vol: str, lease: Path) -> dict[str, Any]:
-        """Volume.getInfo's `lease`: as sanlock reports it on a shared domain (blocking)."""
-        areas = self.lock_areas()
-        if areas is not None:
-            try:
-                found: dict[str, Any] = areas.volume_lease(vol, lease)
-            except StorageError as error:
-                log.warning("volume %s: its lease cannot be read: %s", vol, error)
-            else:
-                return found
-        return {"path": str(lease), "offset": LEASE_OFFSET, "owners": [], "version": None}
+    def _lease_info(self, areas: Any, vol: str, lease: Path) -> dict[str, Any]:
+        """Volume.getInfo's `lease`: as sanlock reports it (blocking).
+
+        A lease sanlock cannot read (it needs repair) is reported by its place alone,
+        {path, offset}, as VDSM's volume.getInfo does.
+        """
+        try:
+            found: dict[str, Any] = areas.volume_lease(vol, lease)
+        except StorageError as error:
+            log.warning("volume %s: its lease cannot be read: %s", vol, error)
+            return {"path": str(lease), "offset": LEASE_OFFSET}
+        return found
 
     def volume_size(self, img: str, vol: str) -> dict[str, str]:
         """Volume.getSize: file size and allocated bytes, as strings.
