@@ -28,9 +28,12 @@ the host's storage branch is built):
   test-driver (`test:///`) or session (`qemu:///session`) libvirt, the test hosts'.
 
 `[sanlock] io_timeout` (VDSM's key, default 10 s; every sanlock timeout derives from
-it) is the I/O timeout given to sanlock when a lockspace is written or joined. Unset,
-the domain's IOOPTIMEOUTSEC is used (the pool's `ioOpTimeoutSec`, 10 unless the
-Engine sends another), as before the key existed.
+it) is the I/O timeout given to sanlock when a lockspace is written and when it is
+joined. It is the host's alone, as in VDSM: the pool's `ioOpTimeoutSec` (a domain's
+IOOPTIMEOUTSEC) is kept in the metadata and never reaches sanlock. A lockspace joined
+with another timeout than it was written with makes sanlock wait for the writer's
+("other_io_timeout 10 our 1") and drop the host's id lease after its first renewal
+check, so every host of a data center must use the same key.
 
 Every function here blocks (sanlock talks to its daemon over a unix socket and the
 daemon does direct I/O on the domain's mount): call them from a worker, never from
@@ -63,7 +66,7 @@ SDM_SLOT: Final = 1
 SHARED_TYPES: Final = frozenset({"NFS", "POSIXFS", "GLUSTERFS"})
 """The domain types VDSM protects with sanlock (LOCALFS uses a local lock)."""
 DEFAULT_IO_TIMEOUT: Final = 10
-"""VDSM's `sanlock io_timeout`; a domain's IOOPTIMEOUTSEC overrides it."""
+"""VDSM's `sanlock io_timeout`, when the host's config does not set it."""
 LEADER_MAGIC: Final = -223
 """sanlock's error for an area that holds no lease (never written, or cleared)."""
 HELD_ELSEWHERE: Final = -243
@@ -108,7 +111,7 @@ class SanlockPolicy:
 
     Attributes:
         required: a shared domain with no sanlock daemon is refused (else locked locally).
-        io_timeout: sanlock's I/O timeout in seconds; None: each domain's IOOPTIMEOUTSEC.
+        io_timeout: sanlock's I/O timeout in seconds; None: VDSM's default (10).
     """
 
     required: bool = False
@@ -205,21 +208,6 @@ def refuse_unformatted(domain_type: str, sd_uuid: str) -> None:
             reason="its lockspace (dom_md/ids) was never written: it was made without "
             "sanlock and cannot be locked between hosts ([sanlock] required)",
         )
-
-
-def io_timeout(meta: dict[str, str]) -> int:
-    """The sanlock I/O timeout of a domain.
-
-    The host's `[sanlock] io_timeout` when set, else the domain's IOOPTIMEOUTSEC (the
-    pool's ioOpTimeoutSec), else VDSM's 10.
-    """
-    configured = policy().io_timeout
-    if configured is not None:
-        return configured
-    try:
-        return max(1, int(meta.get("IOOPTIMEOUTSEC", DEFAULT_IO_TIMEOUT)))
-    except ValueError:
-        return DEFAULT_IO_TIMEOUT
 
 
 def _b(text: str) -> bytes:

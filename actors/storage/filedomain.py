@@ -160,7 +160,6 @@ class FileDomain(FileVolumes):
             md_dir=self._path / MD_DIR,
             alignment=int(meta.get("ALIGNMENT", str(MiB))),
             block_size=int(meta.get("BLOCK_SIZE", "512")),
-            io_timeout=clusterlock.io_timeout(meta),
         )
 
     @property

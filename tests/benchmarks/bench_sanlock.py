@@ -138,7 +138,8 @@ def main() -> None:
     ours: list[float] = []
     try:
         (work / "host").mkdir()
-        with storage_host(work / "host") as cli:
+        # The agent's [sanlock] io_timeout is what it writes and joins lockspaces with.
+        with storage_host(work / "host", sanlock_io_timeout=args.io_timeout) as cli:
             pool = _Pool(cli, shared, args.io_timeout)
             try:
                 for _ in range(args.rounds):

@@ -80,7 +80,11 @@ ca_file = {ca}
 vm_powering_up_seconds = 0
 migration_libvirt_transport = tcp
 migration_allow_unsafe = true
-{extra}"""
+{extra}[sanlock]
+io_timeout = 1
+"""
+"""A test host's agent config. `[sanlock] io_timeout = 1` (VDSM's default is 10) makes a
+lockspace join take ~3 s instead of ~21 s; every host of a test data center has it."""
 
 # libvirtd's private directories: the machine path each one is bind-mounted over.
 PRIVATE_DIRS = {

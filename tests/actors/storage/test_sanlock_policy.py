@@ -163,17 +163,13 @@ def test_not_required_keeps_the_local_lock(tmp_path: Path, no_daemon: Path, poli
 # -- io_timeout ----------------------------------------------------------------------------
 
 
-def test_the_hosts_io_timeout_wins_over_the_domains(policy: None) -> None:
+def test_the_hosts_io_timeout_is_sanlocks(policy: None) -> None:
     clusterlock.configure(clusterlock.SanlockPolicy(io_timeout=3))
-    assert clusterlock.io_timeout({"IOOPTIMEOUTSEC": "10"}) == 3
-    assert clusterlock.io_timeout({}) == 3
     areas = clusterlock.Areas(sd_uuid="sd", md_dir=Path("/x"), alignment=1, block_size=512)
-    assert areas.io_timeout == 3  # a lockspace written now gets it too
+    assert areas.io_timeout == 3  # for writing the lockspace and for joining it
 
 
-def test_unset_the_domains_io_timeout_is_used_as_before(policy: None) -> None:
+def test_unset_it_is_vdsms_default(policy: None) -> None:
     clusterlock.configure(clusterlock.SanlockPolicy())
-    assert clusterlock.io_timeout({"IOOPTIMEOUTSEC": "1"}) == 1
-    assert clusterlock.io_timeout({}) == clusterlock.DEFAULT_IO_TIMEOUT
     areas = clusterlock.Areas(sd_uuid="sd", md_dir=Path("/x"), alignment=1, block_size=512)
-    assert areas.io_timeout == clusterlock.DEFAULT_IO_TIMEOUT
+    assert areas.io_timeout == clusterlock.DEFAULT_IO_TIMEOUT == 10

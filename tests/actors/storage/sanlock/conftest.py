@@ -9,9 +9,9 @@ Each sanlock daemon runs in its host's mount namespace (it opens the paths the
 agent names, under the agent's mount point), and the host's agent and libvirtd
 reach it through `SANLOCK_RUN_DIR`. libvirtd runs its sanlock lock manager
 (Debian `libvirt-sanlock`, `lock_manager = "sanlock"`) with VDSM's settings: a VM's
-`<lease>` is acquired for its QEMU process before QEMU starts. The pool is made the
-Engine's way with `ioOpTimeoutSec=1`, the domains' sanlock I/O timeout, so a host
-joins in ~3 s.
+`<lease>` is acquired for its QEMU process before QEMU starts. Both agents have
+`[sanlock] io_timeout = 1` (the two-host harness's config), for writing the lockspace
+and for joining it, so a host joins in ~3 s.
 """
 
 from __future__ import annotations

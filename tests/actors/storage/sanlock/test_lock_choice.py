@@ -54,10 +54,3 @@ def test_a_localfs_domain_never_uses_sanlock(tmp_path: Path, no_daemon: Path) ->
     assert not clusterlock.uses_sanlock("LOCALFS")
     assert make(tmp_path / "mnt", DomainType.LOCALFS).lock_areas() is None
     assert clusterlock.lockspaces() == {}
-
-
-def test_the_io_timeout_is_the_domains_ioop_timeout() -> None:
-    assert clusterlock.io_timeout({"IOOPTIMEOUTSEC": "1"}) == 1
-    assert clusterlock.io_timeout({}) == clusterlock.DEFAULT_IO_TIMEOUT
-    assert clusterlock.io_timeout({"IOOPTIMEOUTSEC": "x"}) == clusterlock.DEFAULT_IO_TIMEOUT
-    assert clusterlock.io_timeout({"IOOPTIMEOUTSEC": "0"}) == 1
