@@ -18,7 +18,8 @@ What VDSM does, and so does this:
   verb (VDSM's `hotunplug_timeout`, 30 s): `hotplug_removal.Unplugging`;
 - `setNumberOfCpus` sets the live vCPU count, `hotplugMemory` attaches a DIMM,
   `hotunplugMemory` asks for its removal and answers at once (VDSM does not wait
-  either), `diskSizeExtend` resizes the block device live, `changeCD` loads or
+  either), `hotplugLease`/`hotunplugLease` attach and detach a VM lease
+  (`hotplug_lease`), `diskSizeExtend` resizes the block device live, `changeCD` loads or
   ejects the CD-ROM (`updateDeviceFlags` with MODIFY_FORCE).
 A VM that is not running answers 6 (Down) or 40 (not launched yet); one migrating
 answers 51, as VDSM's `_not_migrating` guard.
@@ -50,6 +51,7 @@ from hostvisor.actors.vm.hotplug_errors import (
     ImageFileNotFound,
     SetNumberOfCpusFailed,
 )
+from hostvisor.actors.vm.hotplug_lease import LeaseHotplug
 from hostvisor.actors.vm.hotplug_libvirt import (
     LIVE,
     DeviceRemoved,
@@ -77,8 +79,11 @@ log = logging.getLogger(__name__)
 __all__ = ["DeviceRemoved", "Hotplugger", "UnplugTimedOut"]
 
 
-class Hotplugger(Unplugging):
-    """Hotplug for a VM actor (mixed into VmActor; runs on its turn only)."""
+class Hotplugger(Unplugging, LeaseHotplug):
+    """Hotplug for a VM actor (mixed into VmActor; runs on its turn only).
+
+    Leases are `hotplug_lease.LeaseHotplug`'s (hotplugLease, hotunplugLease).
+    """
 
     NOT_YET: ClassVar[frozenset[str]] = frozenset()
     """Methods the API calls that this part does not implement yet: code 75."""
@@ -370,9 +375,10 @@ class Hotplugger(Unplugging):
     def hotunplugMemory(self, params: Mapping[str, Any]) -> CallbackFuture:  # noqa: N802
         """Ask the guest to release the DIMM `params` name (by its alias); answer at once.
 
-        As VDSM, the future settles (with None) once libvirt has sent the request; the
-        DIMM leaves the live XML when the guest lets it go. Fails with
-        HotunplugMemFailed (85).
+        As VDSM, the future settles (with None) once libvirt has sent the request, and
+        `memGuaranteedSize` (if given) is then recorded; the DIMM leaves the live XML
+        when the guest lets it go (DEVICE_REMOVED: `hotplug_removal`), which a Linux
+        guest does for memory it onlined movable. Fails with HotunplugMemFailed (85).
 
         Raises:
             MissingParameter: neither `xml` nor `memory`. InvalidArgument: no alias.
@@ -380,9 +386,19 @@ class Hotplugger(Unplugging):
         """
         self._allowed("hotunplugMemory")
         device = _memory_device(params)
+        guaranteed = _guaranteed(params)
         alias = hx.alias_of(ET.fromstring(device))  # noqa: S314 - built or checked above
         if alias is None:
             raise InvalidArgument(param="params.memory.alias", reason="names no DIMM")
+        vm_id = self.vm_id
+
+        def guarantee(domain: Any) -> None:  # VDSM's _update_mem_guaranteed_size
+            if guaranteed is not None:
+                with editing(domain):
+                    try_set_metadata(
+                        domain, hx.with_guaranteed(live_xml(domain), guaranteed), vm_id
+                    )
+
         return self._unplug(
             Removal(
                 op="hotunplugMemory",
@@ -390,6 +406,7 @@ class Hotplugger(Unplugging):
                 forget=lambda _device: False,
                 result=None,
                 future=None,
+                after_detach=guarantee,
             ),
             alias,
             device,

@@ -14,6 +14,7 @@ import pykka
 
 from hostvisor.actors.actor import call
 from hostvisor.actors.vm.disks import DiskVolume
+from hostvisor.actors.vm.hotplug_lease import LeaseDevice
 from hostvisor.actors.vm.proxy import VmProxy
 
 Answer = pykka.Future[pykka.Future[Any]]
@@ -63,3 +64,13 @@ def disk_size_extend(vm: VmProxy, domain_id: str, image_id: str, size: int) -> A
 def change_cd(vm: VmProxy, name: str | None, path: str, volume: DiskVolume | None) -> Answer:
     """Load or eject a CD; the operation settles with the volume it held before."""
     return call(vm.ref, "changeCD", name, path, volume)
+
+
+def hotplug_lease(vm: VmProxy, lease: LeaseDevice) -> Answer:
+    """Attach a VM lease (its path and offset found on this host)."""
+    return call(vm.ref, "hotplugLease", lease)
+
+
+def hotunplug_lease(vm: VmProxy, sd_id: str, lease_id: str) -> Answer:
+    """Detach a VM lease; the operation settles once it has left the domain."""
+    return call(vm.ref, "hotunplugLease", sd_id, lease_id)

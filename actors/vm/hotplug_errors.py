@@ -1,7 +1,7 @@
 """The errors of the hotplug verbs, with VDSM's codes (lib/vdsm/common/exception.py).
 
 Each is what VDSM's `vm.py` answers for the same failure: a libvirt refusal of a
-plug is the verb's own code (45, 46, 49, 50, 60, 70, 85); a bad size 58; a CD that
+plug is the verb's own code (45, 46, 49, 50, 60, 70, 85, 86, 87); a bad size 58; a CD that
 cannot be changed 41; a CD image that cannot be prepared 1630.
 """
 
@@ -85,3 +85,28 @@ class CannotPrepareImage(HostvisorError):
 
     code = 1630
     message = "Failed to prepare image"
+
+
+class HotplugLeaseFailed(HostvisorError):
+    """The lease could not be attached: not found, held elsewhere, or refused by libvirt."""
+
+    code = 86
+    message = "Failed to hotplug lease"
+
+
+class HotunplugLeaseFailed(HostvisorError):
+    """The VM has no such lease, or libvirt did not detach it (in time)."""
+
+    code = 87
+    message = "Failed to hotunplug lease"
+
+
+class CannotPrepareLease(HostvisorError):
+    """The lease to plug was not found on this host (Lease.info failed).
+
+    VDSM's `vmdevices.lease.CannotPrepare` is no VdsmException: its API answers it as
+    a general exception (100), the message naming the lease and the storage error.
+    """
+
+    code = 100
+    message = "General Exception: Error preparing lease device"

@@ -66,6 +66,8 @@ class Removal:
     detached: bool = False
     removed: bool = False
     timer: Timer | None = None
+    after_detach: Callable[[Any], None] | None = None
+    """Run (on the work facility, with the domain) once the detach is sent."""
 
 
 @dataclass(slots=True)
@@ -118,7 +120,10 @@ class Unplugging:
         vm_id, connection = self.vm_id, self._connection
 
         def detach() -> int:
-            return _detach(connection(), vm_id, device, removal.failure)
+            done = _detach(connection(), vm_id, device, removal.failure)
+            if removal.after_detach is not None:
+                removal.after_detach(domain_of(connection(), vm_id))
+            return done
 
         def detached(outcome: int | BaseException) -> None:
             if isinstance(outcome, BaseException):

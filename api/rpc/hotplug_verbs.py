@@ -10,12 +10,15 @@ SetAmountOfMemoryVDSCommand, HotUnplugMemoryVDSCommand); `setNumberOfCpus` sends
 `vmID, driveSpecs {poolID, domainID, imageID, volumeID}, newSize` (a string;
 ExtendVmDiskSizeVDSCommand); `changeCD` sends `vmID, driveSpec`: `{iface, index,
 drive_spec}` with the CD's storage ids (or `{}` to eject), `{iface, index, path}`, or
-a bare path (ChangeDiskVDSCommand).
+a bare path (ChangeDiskVDSCommand); `hotplugLease` and `hotunplugLease` send `vmID,
+lease: {type: "lease", lease_id, sd_id}` (HotPlugLeaseVDSCommand,
+HotUnplugLeaseVDSCommand; JsonRpcVdsServer.createLeaseDict: the lease id is the VM's).
 
 Results as VDSM's bridge puts them on the wire (`Bridge.py` command_info: the
 `vmList` member of vm.py's answer): `{}` for the plugs and unplugs, setNumberOfCpus and
 changeCD; `{devices: [{macAddr, alias}], xml}` for hotplugNic; the new size as a
-string for diskSizeExtend; true for hotunplugMemory.
+string for diskSizeExtend; true for hotunplugMemory; `{}` for the lease verbs (the
+Engine's StatusOnlyReturn reads only the status).
 
 Storage is done here, around the VM actor's work: a hotplugged disk (and a CD given
 by storage ids) is prepared before the actor attaches it and torn down if that fails;
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import pykka
 
@@ -35,6 +38,7 @@ from hostvisor.actors.container.proxy import ContainerProxy
 from hostvisor.actors.container.spec import RUNTIME
 from hostvisor.actors.errors import HostvisorError, InvalidArgument
 from hostvisor.actors.storage.domain_ops import PrepareImage, TeardownImage, VolumeInfo, VolumeSize
+from hostvisor.actors.storage.model import check_uuid
 from hostvisor.actors.vm import hotplug_client as client
 from hostvisor.actors.vm import hotplug_xml as hx
 from hostvisor.actors.vm.disks import DiskVolume, PreparedDisk
@@ -48,16 +52,20 @@ from hostvisor.actors.vm.errors import (
 from hostvisor.actors.vm.hotplug_errors import (
     BadDiskResizeParameter,
     CannotPrepareImage,
+    CannotPrepareLease,
     ChangeDiskFailed,
     HotplugDiskFailed,
+    HotplugLeaseFailed,
     HotplugMemFailed,
     HotplugNicFailed,
     HotunplugDiskFailed,
+    HotunplugLeaseFailed,
     HotunplugMemFailed,
     HotunplugNicFailed,
     ImageFileNotFound,
     SetNumberOfCpusFailed,
 )
+from hostvisor.actors.vm.hotplug_lease import LeaseDevice
 from hostvisor.actors.vm.migrating import MigrationInProgress
 from hostvisor.actors.vm.proxy import VmProxy
 from hostvisor.api.rpc.bridge import settled
@@ -74,6 +82,9 @@ VmIdParam = Annotated[str, Arg("the VM's UUID (else params.vmId)", wire="vmID")]
 DeviceParams = Annotated[dict[str, Any], Arg("{vmId, xml}: the Engine's device document")]
 MemoryParams = Annotated[
     dict[str, Any], Arg("{vmId, memory: {size MiB, node, alias}, memGuaranteedSize} or {xml}")
+]
+LeaseParams = Annotated[
+    dict[str, Any], Arg("{type: lease, lease_id, sd_id}: the VM lease (the lease id is the VM's)")
 ]
 _COMMON = (NoSuchVm, UnsupportedOperation, VmIsDown, MigrationInProgress, MissingParameter)
 _IDS = ("poolID", "domainID", "imageID", "volumeID")
@@ -355,11 +366,74 @@ class HotplugHandlers:
         errors=(*_COMMON, HotunplugMemFailed, InvalidArgument),
     )
     async def hotunplug_memory(self, *, vm_id: VmIdParam = "", params: MemoryParams) -> bool:
-        """Ask a running VM's guest to release a DIMM (by its alias); answers at once."""
+        """Ask a running VM's guest to release a DIMM (by its alias); answers at once.
+
+        As VDSM, `memGuaranteedSize` (if sent) is recorded once the request is sent;
+        the DIMM leaves the VM's devices when the guest lets it go (DEVICE_REMOVED).
+        """
         vm_id = _vm_of(vm_id, params)
         await self._libvirt_vm(vm_id, "hotunplugMemory")
         await self._run(vm_id, lambda vm: client.hotunplug_memory(vm, params))
         return True
+
+    # -- leases -------------------------------------------------------------------------
+
+    @verb(
+        "VM",
+        "hotplugLease",
+        returns="{}",
+        errors=(*_COMMON, HotplugLeaseFailed, CannotPrepareLease, InvalidArgument),
+        timeout=PLUG_TIMEOUT,
+    )
+    async def hotplug_lease(
+        self, *, vm_id: Annotated[str, Arg("the VM's UUID", wire="vmID")], lease: LeaseParams
+    ) -> dict[str, Any]:
+        """Add a VM lease to a running VM: libvirt's lock manager acquires it for QEMU.
+
+        The lease's path and offset on this host come from Lease.info (VDSM's
+        `lease.prepare`), unless `lease` carries both already. A lease that cannot be
+        found answers 100, as VDSM (its CannotPrepare is a general exception); one
+        that libvirt cannot acquire (another host holds it) answers 86.
+        """
+        sd_id, lease_id = _lease_ids(lease)
+        await self._libvirt_vm(vm_id, "hotplugLease")
+        # A Down VM answers 6 before storage is asked (the actor checks again).
+        if (await self.vms.rendered("definition", vm_id))["status"] == "Down":
+            raise VmIsDown(vmId=vm_id, operation="hotplugLease")
+        if "path" in lease and "offset" in lease:  # prepared already (VDSM's _is_prepared)
+            path, offset = lease["path"], lease["offset"]
+        else:
+            try:
+                info = await self.storage.lease_info(sd_id, lease_id)
+            except HostvisorError as error:
+                raise CannotPrepareLease(
+                    vmId=vm_id, lease=f"{sd_id}:{lease_id}", reason=str(error)
+                ) from None
+            path, offset = info["path"], info["offset"]
+        if not isinstance(path, str) or isinstance(offset, bool) or not isinstance(offset, int):
+            raise InvalidArgument(param="lease", reason="path must be a string, offset a number")
+        device = LeaseDevice(sd_id=sd_id, lease_id=lease_id, path=path, offset=offset)
+        await self._run(vm_id, lambda vm: client.hotplug_lease(vm, device))
+        return {}
+
+    @verb(
+        "VM",
+        "hotunplugLease",
+        returns="{}",
+        errors=(*_COMMON, HotunplugLeaseFailed, InvalidArgument),
+        timeout=PLUG_TIMEOUT,
+    )
+    async def hotunplug_lease(
+        self, *, vm_id: Annotated[str, Arg("the VM's UUID", wire="vmID")], lease: LeaseParams
+    ) -> dict[str, Any]:
+        """Remove a VM lease from a running VM: libvirt releases it (sanlock owner gone).
+
+        A lease the VM does not hold answers 87 ("No such lease").
+        """
+        sd_id, lease_id = _lease_ids(lease)
+        await self._libvirt_vm(vm_id, "hotunplugLease")
+        await self._run(vm_id, lambda vm: client.hotunplug_lease(vm, sd_id, lease_id))
+        return {}
 
     # -- the CD ---------------------------------------------------------------------------
 
@@ -403,6 +477,14 @@ class HotplugHandlers:
         if before != volume:
             await self._teardown(before)
         return {}
+
+
+def _lease_ids(lease: Mapping[str, Any]) -> tuple[str, str]:
+    """(sd_id, lease_id) of the lease verbs' `lease`. Raises InvalidArgument (not UUIDs)."""
+    sd_id, lease_id = lease.get("sd_id"), lease.get("lease_id")
+    return check_uuid(cast("str", sd_id), "lease.sd_id"), check_uuid(
+        cast("str", lease_id), "lease.lease_id"
+    )
 
 
 def _cd_request(spec: Any) -> tuple[str | None, str, DiskVolume | None]:

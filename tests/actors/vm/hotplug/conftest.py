@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from actors.vm.conftest import EngineDisk, TinyGuest, engine_domain_xml
+from actors.vm.conftest import EngineDisk, Kernel, TinyGuest, engine_domain_xml
 
 from harness.engine import COW, DataCenter, MiB, local_data_center, new_id, succeeded
 from harness.guests import StatusEvents
@@ -33,6 +33,20 @@ CDROM = (
     '<source file="" startupPolicy="optional"/><target dev="hdc" bus="ide"/><readonly/>'
     '<alias name="ua-cdrom-0000"/></disk>'
 )
+
+
+MOVABLE_MEMORY = "memhp_default_state=online_movable"
+"""The guest kernel onlines a plugged DIMM into ZONE_MOVABLE, so it can give it back.
+Measured: with no `memhp_default_state` the tiny guest (no udev) leaves a DIMM offline;
+with `=online` it lands in ZONE_NORMAL and the guest rejects its unplug (libvirt:
+"unplug of device was rejected by the guest")."""
+UNMOVABLE_MEMORY = "memhp_default_state=online"
+
+
+def boot_with(tiny_guest: TinyGuest, memory: str = MOVABLE_MEMORY) -> Kernel:
+    """The tiny guest's boot, its hotplugged memory onlined as `memory` says."""
+    boot = tiny_guest.boot()
+    return Kernel(kernel=boot.kernel, initrd=boot.initrd, cmdline=f"{boot.cmdline} {memory}")
 
 
 def error_of(call: Any, *args: Any, **kwargs: Any) -> ServerError:
@@ -125,9 +139,17 @@ def create_volume(cli: Client, dc: DataCenter, *, size: int, fmt: int = COW) -> 
 
 
 def start_guest(
-    cli: Client, host: EmbeddedHost, dc: DataCenter, tiny_guest: TinyGuest, name: str
+    cli: Client,
+    host: EmbeddedHost,
+    dc: DataCenter,
+    tiny_guest: TinyGuest,
+    name: str,
+    memory: str = MOVABLE_MEMORY,
 ) -> Guest:
-    """Start the tiny guest from the Engine's XML, its disk on `dc`; wait for its agent."""
+    """Start the tiny guest from the Engine's XML, its disk on `dc`; wait for its agent.
+
+    `memory` is its kernel's `memhp_default_state` (how it onlines hotplugged DIMMs).
+    """
     img, vol = create_volume(cli, dc, size=16 * MiB)
     vm_id = str(uuid.uuid4())
     guess = Path(f"/rhev/data-center/{dc.sp}/{dc.sd}/images/{img}/{vol}")
@@ -137,7 +159,7 @@ def start_guest(
         name=name,
         domain_type="qemu",  # TCG: this host's nested KVM hangs Linux guests (ENVIRONMENT.md)
         disk=disk,
-        kernel=tiny_guest.boot(),
+        kernel=boot_with(tiny_guest, memory),
         memory_mib=256,
         spice=False,
     ).replace("</devices>", CDROM + "</devices>")

@@ -2,14 +2,17 @@
 
 Unknown VMs (1), wrong JSON types (-32602 from the binding, 91 inside params), missing
 params (-32602, or VDSM's MissParam 11 for keys inside `params`), a VM that is Down
-(6), devices the VM does not have (46, 50, 41, 13), and what libvirt refuses (49, 60,
-85). The guest is a halting SeaBIOS one: none of these reaches a guest OS.
+(6), devices the VM does not have (46, 50, 41, 13, 87 for a lease), what libvirt refuses
+(49, 60, 85, 86 for a lease plugged twice), and a lease that cannot be found (100, as
+VDSM). The guest is a halting SeaBIOS one: none of these reaches a guest OS.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree as ET
 
 import pytest
 from actors.vm.hotplug.conftest import CDROM, OVIRT_VM, error_of
@@ -27,6 +30,7 @@ UNKNOWN = "0d4f6b0e-28a4-4c0f-8a43-1f1e0d1b9a77"
 NO_VM, MISSING, DOWN, INVALID, PARAMS = 1, 11, 6, 91, -32602
 IMAGE_ERR, CHANGE_DISK, UNPLUG_DISK, PLUG_NIC, UNPLUG_NIC = 13, 41, 46, 49, 50
 RESIZE, CPUS, UNPLUG_MEM, PREPARE = 58, 60, 85, 1630
+PLUG_LEASE, UNPLUG_LEASE, GENERAL = 86, 87, 100
 
 
 def _start(cli: Client, dc: DataCenter, kind: str, name: str) -> str:
@@ -309,3 +313,84 @@ def test_change_cd_bad_input(cli: Client, dc: DataCenter, vm: str, down: str):
         },
     )
     _refused(cli, down, {"VM Down": (lambda: change(vmID=down, driveSpec=""), DOWN)})
+
+
+def _lease(dc: DataCenter, lease_id: str) -> dict[str, str]:
+    """The lease HotPlugLeaseVDSCommand sends (JsonRpcVdsServer.createLeaseDict)."""
+    return {"type": "lease", "lease_id": lease_id, "sd_id": dc.sd}
+
+
+def test_hotplug_lease_bad_input(cli: Client, dc: DataCenter, vm: str, down: str):
+    plug = cli.VM.hotplugLease
+    lease = _lease(dc, vm)
+    prepared = {**lease, "path": "/no/such/xleases"}
+    _refused(
+        cli,
+        vm,
+        {
+            "unknown VM": (lambda: plug(vmID=UNKNOWN, lease=_lease(dc, UNKNOWN)), NO_VM),
+            "no lease": (lambda: plug(vmID=vm), PARAMS),
+            "no vmID": (lambda: plug(lease=lease), PARAMS),
+            "lease a string": (lambda: plug(vmID=vm, lease="lease"), PARAMS),
+            "no lease_id": (
+                lambda: plug(vmID=vm, lease={"type": "lease", "sd_id": dc.sd}),
+                INVALID,
+            ),
+            "sd_id not a UUID": (lambda: plug(vmID=vm, lease={**lease, "sd_id": 7}), INVALID),
+            "offset a string": (lambda: plug(vmID=vm, lease={**prepared, "offset": "0"}), INVALID),
+            "no such lease": (lambda: plug(vmID=vm, lease=lease), GENERAL),  # as VDSM
+        },
+    )
+    _refused(cli, down, {"VM Down": (lambda: plug(vmID=down, lease=_lease(dc, down)), DOWN)})
+
+
+def test_hotunplug_lease_bad_input(cli: Client, dc: DataCenter, vm: str, down: str):
+    unplug = cli.VM.hotunplugLease
+    lease = _lease(dc, vm)
+    _refused(
+        cli,
+        vm,
+        {
+            "unknown VM": (lambda: unplug(vmID=UNKNOWN, lease=_lease(dc, UNKNOWN)), NO_VM),
+            "no lease": (lambda: unplug(vmID=vm), PARAMS),
+            "lease a list": (lambda: unplug(vmID=vm, lease=[lease]), PARAMS),
+            "lease_id not a UUID": (
+                lambda: unplug(vmID=vm, lease={**lease, "lease_id": "vm"}),
+                INVALID,
+            ),
+            "no such lease": (lambda: unplug(vmID=vm, lease=lease), UNPLUG_LEASE),
+        },
+    )
+    _refused(cli, down, {"VM Down": (lambda: unplug(vmID=down, lease=_lease(dc, down)), DOWN)})
+
+
+def test_a_lease_is_plugged_once_and_unplugged_once(
+    cli: Client, dc: DataCenter, vm: str, short_dir: Path
+):
+    """The device side, on a host with no lock manager (libvirt's `nop`): the `<lease>`
+    comes and goes in the live XML, the hash changes, and a second plug (86) or unplug
+    (87) changes nothing. Holding the lease in sanlock: test_hotplug_lease_sanlock."""
+    xleases = short_dir / "xleases"
+    xleases.write_bytes(b"\0" * MiB)
+    lease = {**_lease(dc, vm), "path": str(xleases), "offset": 0}
+    before = cli.VM.getStats(vmID=vm)[0]["hash"]
+
+    assert cli.VM.hotplugLease(vmID=vm, lease=lease) == {}
+
+    live = ET.fromstring(cli.Host.dumpxmls(vmList=[vm])[vm])  # noqa: S314 - our own host's
+    [device] = live.iterfind("./devices/lease")
+    assert (device.findtext("key"), device.findtext("lockspace")) == (vm, dc.sd)
+    target = device.find("target")
+    assert target is not None
+    assert target.get("path") == str(xleases)
+    assert target.get("offset", "0") == "0"  # libvirt leaves out a zero offset
+    plugged = cli.VM.getStats(vmID=vm)[0]["hash"]
+    assert plugged != before
+    _refused(cli, vm, {"plugged twice": (lambda: cli.VM.hotplugLease(vmID=vm, lease=lease), 86)})
+
+    assert cli.VM.hotunplugLease(vmID=vm, lease=_lease(dc, vm)) == {}
+
+    assert f"<key>{vm}</key>" not in cli.Host.dumpxmls(vmList=[vm])[vm]
+    assert cli.VM.getStats(vmID=vm)[0]["hash"] != plugged
+    unplug = cli.VM.hotunplugLease
+    _refused(cli, vm, {"unplugged twice": (lambda: unplug(vmID=vm, lease=_lease(dc, vm)), 87)})

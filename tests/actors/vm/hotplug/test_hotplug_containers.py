@@ -45,6 +45,7 @@ def test_every_hotplug_verb_answers_75_for_a_container_vm(cli: Client):
     params = {"vmId": vm_id, "xml": "<hotplug/>"}
     dimm = {"vmId": vm_id, "memory": {"size": 128, "node": 0, "alias": "ua-d"}}
     specs = {"poolID": "p", "domainID": "d", "imageID": "i", "volumeID": "v"}
+    lease = {"type": "lease", "sd_id": str(uuid.uuid4()), "lease_id": vm_id}
     calls = {
         "hotplugDisk": lambda: cli.VM.hotplugDisk(vmID=vm_id, params=params),
         "hotunplugDisk": lambda: cli.VM.hotunplugDisk(vmID=vm_id, params=params),
@@ -57,6 +58,8 @@ def test_every_hotplug_verb_answers_75_for_a_container_vm(cli: Client):
             vmID=vm_id, driveSpecs=specs, newSize="1048576"
         ),
         "changeCD": lambda: cli.VM.changeCD(vmID=vm_id, driveSpec=""),
+        "hotplugLease": lambda: cli.VM.hotplugLease(vmID=vm_id, lease=lease),
+        "hotunplugLease": lambda: cli.VM.hotunplugLease(vmID=vm_id, lease=lease),
     }
     try:
         for name, verb in calls.items():

@@ -3,7 +3,9 @@
 The tiny guest (TCG, qemu-ga) sees each device come, and releases each one the host
 unplugs: the unplug answers because the guest's kernel let the device go and libvirt
 said so (DEVICE_REMOVED), not because a timer ran out. The volumes are made by the
-host's own storage verbs, prepared for the plug and torn down after the unplug.
+host's own storage verbs, prepared for the plug and torn down after the unplug. The
+guest onlines hotplugged memory movable (conftest's MOVABLE_MEMORY), so it can also
+give a DIMM back.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from actors.vm.hotplug.conftest import OVIRT_VM, Guest, create_volume
+from actors.vm.conftest import TinyGuest
+from actors.vm.hotplug.conftest import (
+    OVIRT_VM,
+    UNMOVABLE_MEMORY,
+    Guest,
+    create_volume,
+    start_guest,
+)
 
 from harness.engine import RAW, MiB
 from harness.waiting import wait_for
@@ -255,3 +264,94 @@ def test_an_unplug_ends_when_the_guest_lets_go_even_after_libvirt_stopped_waitin
     assert answers == [{}]
     assert alias not in guest.libvirt_xml()
     assert alias not in guest.xml()
+
+
+def _guest_memory_kib(guest: Guest) -> int:
+    """MemTotal as the guest's kernel counts it."""
+    code, out = guest.run("grep MemTotal /proc/meminfo")
+    assert code == 0, out
+    return int(out.split()[1])
+
+
+def _balloon_max(guest: Guest) -> int:
+    return int(guest.stats().get("balloonInfo", {}).get("balloon_max", "0"))
+
+
+def test_memory_is_given_back_when_the_guest_releases_the_dimm(guest: Guest):
+    """hotunplugMemory answers at once; the guest (its memory onlined movable) offlines
+    the DIMM, libvirt reports DEVICE_REMOVED, and the VM's memory is what it was."""
+    import libvirt  # noqa: PLC0415
+
+    cli, vm_id = guest.cli, guest.vm_id
+    alias = f"ua-{uuid.uuid4()}"
+    removed: list[str] = []
+    conn = guest.host.tree.connection()
+    callback = conn.domainEventRegisterAny(
+        guest.domain(),
+        libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+        lambda _conn, _dom, dev, _opaque: removed.append(dev),
+        None,
+    )
+    try:
+        wait_for(lambda: _balloon_max(guest) > 0, 30, "balloon stats")
+        before_stats, before_guest = _balloon_max(guest), _guest_memory_kib(guest)
+        memory = {"size": 128, "node": 0, "alias": alias, "device": "memory", "type": "memory"}
+        params = {"vmId": vm_id, "memory": memory, "memGuaranteedSize": 300}
+        assert cli.VM.hotplugMemory(vmID=vm_id, params=params) == {}
+        wait_for(
+            lambda: _guest_memory_kib(guest) >= before_guest + 120 * 1024,
+            60,
+            "the guest to online the DIMM",
+        )
+        wait_for(
+            lambda: _balloon_max(guest) == before_stats + 128 * 1024, 60, "stats: memory grown"
+        )
+        plugged = guest.stats()["hash"]
+
+        unplug = {"vmId": vm_id, "memory": memory, "memGuaranteedSize": 256}
+        assert cli.VM.hotunplugMemory(vmID=vm_id, params=unplug) is True
+
+        wait_for(lambda: alias in removed, 120, "DEVICE_REMOVED for the DIMM")
+        wait_for(lambda: alias not in guest.xml(), 30, "the DIMM gone from the VM's XML")
+        assert alias not in guest.libvirt_xml()
+        assert guest.stats()["hash"] != plugged  # the Engine re-reads the devices
+        wait_for(lambda: _balloon_max(guest) == before_stats, 60, "stats: memory back")
+        assert _guest_memory_kib(guest) <= before_guest
+        assert '<ovirt-vm:minGuaranteedMemoryMb type="int">256<' in guest.xml()  # as VDSM
+        assert guest.stats()["status"] == "Up"
+    finally:
+        conn.domainEventDeregisterAny(callback)
+
+
+def test_a_dimm_the_guest_cannot_give_back_answers_85_and_stays(
+    guest: Guest, tiny_guest: TinyGuest
+):
+    """A guest that onlined the DIMM unmovable rejects its removal: VDSM's hotunplugMem
+    (85), and the DIMM, the VM's memory and its metadata stay as they were."""
+    cli = guest.cli
+    held = start_guest(cli, guest.host, guest.dc, tiny_guest, "hotplug-unmovable", UNMOVABLE_MEMORY)
+    try:
+        alias = f"ua-{uuid.uuid4()}"
+        memory = {"size": 128, "node": 0, "alias": alias, "device": "memory", "type": "memory"}
+        plug = {"vmId": held.vm_id, "memory": memory, "memGuaranteedSize": 300}
+        before_guest = _guest_memory_kib(held)
+        assert cli.VM.hotplugMemory(vmID=held.vm_id, params=plug) == {}
+        wait_for(
+            lambda: _guest_memory_kib(held) >= before_guest + 120 * 1024, 60, "the DIMM online"
+        )
+        plugged = held.stats()["hash"]
+
+        unplug = {**plug, "memGuaranteedSize": 256}
+        with pytest.raises(ServerError) as refused:
+            cli.VM.hotunplugMemory(vmID=held.vm_id, params=unplug)
+
+        assert refused.value.code == 85
+        assert "rejected by the guest" in refused.value.message
+        assert alias in held.libvirt_xml()
+        assert alias in held.xml()
+        assert held.stats()["hash"] == plugged
+        assert '<ovirt-vm:minGuaranteedMemoryMb type="int">300<' in held.xml()
+        assert _guest_memory_kib(held) >= before_guest + 120 * 1024
+        assert held.stats()["status"] == "Up"
+    finally:
+        cli.VM.destroy(vmID=held.vm_id)

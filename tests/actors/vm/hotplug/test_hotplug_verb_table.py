@@ -19,6 +19,8 @@ ENGINE_PARAMS = {
     "VM.setNumberOfCpus": ["vmID", "numberOfCpus", "cpusets"],
     "VM.diskSizeExtend": ["vmID", "driveSpecs", "newSize"],
     "VM.changeCD": ["vmID", "driveSpec"],
+    "VM.hotplugLease": ["vmID", "lease"],
+    "VM.hotunplugLease": ["vmID", "lease"],
 }
 
 
@@ -36,7 +38,10 @@ def test_each_verb_takes_the_engines_params_and_names_its_error_codes():
     assert {85} <= codes["VM.hotunplugMemory"]
     assert {13, 56, 58} <= codes["VM.diskSizeExtend"]
     assert {41, 1630} <= codes["VM.changeCD"]
+    assert {1, 6, 51, 75, 86, 91, 100} <= codes["VM.hotplugLease"]
+    assert {1, 6, 51, 75, 87, 91} <= codes["VM.hotunplugLease"]
     # Optional where the Engine may leave them out: vmID (inside params too), cpusets.
     required = {name: [p.name for p in verb.params if p.required] for name, verb in verbs.items()}
     assert required["VM.hotplugDisk"] == ["params"]
     assert required["VM.setNumberOfCpus"] == ["vmID", "numberOfCpus"]
+    assert required["VM.hotplugLease"] == required["VM.hotunplugLease"] == ["vmID", "lease"]

@@ -9,6 +9,7 @@ import pytest
 from hostvisor.actors.errors import InvalidArgument
 from hostvisor.actors.vm import hotplug_xml as hx
 from hostvisor.actors.vm.disks import DiskVolume, PreparedDisk
+from hostvisor.actors.vm.hotplug_lease import LeaseDevice, find_lease
 
 pytestmark = pytest.mark.unit
 
@@ -181,3 +182,21 @@ def test_metadata_of_devices_gone_from_the_domain_is_stale():
     assert IMG not in cleaned  # vdb's
     assert "ua-nic" not in cleaned
     assert "boot" in cleaned  # vda's stays
+
+
+def test_a_lease_device_is_vdsms_lease_xml_and_is_found_by_lockspace_and_key():
+    lease = LeaseDevice(sd_id=SD, lease_id=IMG, path="/sd/dom_md/xleases", offset=3 * 1024**2)
+    element = ET.fromstring(lease.xml())  # noqa: S314 - our own
+
+    assert element.tag == "lease"
+    assert (element.findtext("key"), element.findtext("lockspace")) == (IMG, SD)
+    target = element.find("target")
+    assert target is not None
+    assert target.attrib == {"path": "/sd/dom_md/xleases", "offset": "3145728"}
+    domain = f"<domain><devices><disk/>{lease.xml()}</devices></domain>"
+    found = find_lease(domain, SD, IMG)
+    assert found is not None
+    assert found.findtext("key") == IMG
+    assert find_lease(domain, SD, VOL) is None  # another lease of the same domain
+    assert find_lease(domain, VOL, IMG) is None  # the same key in another lockspace
+    assert find_lease("<domain><devices/></domain>", SD, IMG) is None
