@@ -78,8 +78,39 @@ def decode(body: bytes, max_batch: int = MAX_BATCH) -> tuple[list[Request | Inva
     """
     try:
         document = ujson.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError, OverflowError):
+    except JSON_ERRORS:
         return [Invalid(None, PARSE_ERROR, _MESSAGES[PARSE_ERROR])], False
+    return from_document(document, max_batch)
+
+
+def decode_one(
+    body: bytes, max_batch: int = MAX_BATCH
+) -> Request | tuple[list[Request | Invalid], bool]:
+    """Decode a body: the request itself when it is one valid request, else as `decode`.
+
+    The quick path for the usual body (one request): no list is made for it. Never raises.
+    """
+    try:
+        document = ujson.loads(body)
+    except JSON_ERRORS:
+        return decode(body, max_batch)  # its parse error
+    if type(document) is dict:
+        item = element(document)
+        if type(item) is Request:
+            return item
+        invalid: list[Request | Invalid] = [item]
+        return invalid, False
+    return from_document(document, max_batch)
+
+
+JSON_ERRORS = (ValueError, UnicodeDecodeError, RecursionError, OverflowError)
+"""What `ujson.loads` raises for a body that is not JSON."""
+
+
+def from_document(
+    document: Any, max_batch: int = MAX_BATCH
+) -> tuple[list[Request | Invalid], bool]:
+    """Like `decode`, for a body already parsed as JSON. Never raises."""
     if isinstance(document, list):
         if not document:
             return [Invalid(None, INVALID_REQUEST, _MESSAGES[INVALID_REQUEST])], True
@@ -89,29 +120,33 @@ def decode(body: bytes, max_batch: int = MAX_BATCH) -> tuple[list[Request | Inva
                 f"(this one has {len(document)})"
             )
             return [Invalid(None, INVALID_REQUEST, message)], True
-        return [_element(item) for item in document], True
-    return [_element(document)], False
+        return [element(item) for item in document], True
+    return [element(document)], False
 
 
-_ID_TYPES = (str, int, type(None))
-_PARAMS_TYPES = (dict, list)
-
-
-def _element(item: Any) -> Request | Invalid:
-    if type(item) is not dict:  # ujson makes plain dicts
+def element(item: Any) -> Request | Invalid:
+    """Return one element of a body (parsed JSON) as a request, or why it is invalid."""
+    # ujson makes plain dicts, lists, strs and ints (and bools, which are no ids):
+    # exact type checks are the isinstance checks here, and cheaper (one per request).
+    if type(item) is not dict:
         return Invalid(None, INVALID_REQUEST, _MESSAGES[INVALID_REQUEST])
-    request_id = item.get("id")
-    if not isinstance(request_id, _ID_TYPES) or request_id is True or request_id is False:
+    request_id = item.get("id", _ABSENT)
+    notification = request_id is _ABSENT
+    kind = type(request_id)
+    if kind is not str and kind is not int:  # a bool, float, array, object, null or none
         request_id = None
     method = item.get("method")
-    if item.get("jsonrpc") != "2.0" or type(method) is not str or not method:
+    if type(method) is not str or not method or item.get("jsonrpc") != "2.0":
         return Invalid(request_id, INVALID_REQUEST, _MESSAGES[INVALID_REQUEST])
     params = item.get("params")
     if params is None:
         params = {}
-    elif not isinstance(params, _PARAMS_TYPES):
+    elif type(params) is not dict and type(params) is not list:
         return Invalid(request_id, INVALID_PARAMS, "params must be an object or an array")
-    return Request(method, params, request_id, notification="id" not in item)
+    return Request(method, params, request_id, notification)
+
+
+_ABSENT: Any = object()
 
 
 def result(request_id: RequestId, value: Any) -> dict[str, Any]:
@@ -149,6 +184,26 @@ def encode_responses(responses: list[dict[str, Any]]) -> bytes | None:
     except (TypeError, ValueError, OverflowError):
         safe = [_encodable(response) for response in responses]
         return dumps(safe[0] if len(safe) == 1 else safe)
+
+
+def encode_response(response: dict[str, Any]) -> bytes:
+    """Encode the one response to a lone request. Never raises (see `encode_responses`).
+
+    A `true` result (most verbs' answer) is written around its encoded id: the same
+    bytes as `dumps`, for less work.
+    """
+    if response.get("result") is True:
+        request_id = ujson.dumps(response["id"])  # ASCII, "/" escaped: plain when no "\\"
+        if "\\" not in request_id:
+            return TRUE_RESULT % request_id.encode()
+    try:
+        return dumps(response)
+    except (TypeError, ValueError, OverflowError):
+        return dumps(_encodable(response))
+
+
+TRUE_RESULT = b'{"jsonrpc":"2.0","id":%s,"result":true}'
+"""A `true` result, but for its id: `%` an encoded id without escapes into it."""
 
 
 def _encodable(response: dict[str, Any]) -> dict[str, Any]:

@@ -176,12 +176,17 @@ def _binder(
 ) -> Handler:
     """Return the `Call` handler that calls `handler` with the bound params by keyword."""
 
-    def bound(request: Call) -> Any:
+    def by_keyword(request: Call) -> Any:
         args = request.args
         kwargs = {python: args[wire] for python, wire in names}
         if context is not None:
             kwargs[context] = request
         return handler(**kwargs)
+
+    def bare(_request: Call) -> Any:  # no params, no context: Host.ping's hot path
+        return handler()
+
+    bound: Handler = bare if not names and context is None else by_keyword
 
     bound.__name__ = getattr(handler, "__name__", "handler")
     bound.__doc__ = handler.__doc__

@@ -1,5 +1,11 @@
 """One STOMP connection: detection, frames in, frames out, heart-beats.
 
+The usual frame — a SEND to a request queue whose head, but for its length, the
+peer sent before — takes a quick path (`_quick`): no parser, no `Frame`, the
+dispatcher's `quick`, the answer written within the read callback. Anything else,
+or anything the quick path is unsure of, goes through the parser and `_handle`,
+so both paths accept, refuse and answer the same bytes alike.
+
 Framing errors (garbage, a frame without NUL, a wrong content-length, a limit
 passed) get an ERROR frame and the connection is closed: its byte stream can no
 longer be trusted. Semantic errors (a SUBSCRIBE without id, an unknown version)
@@ -38,10 +44,11 @@ import contextlib
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, cast
 
 from hostvisor.api.http.detect import looks_like_http
-from hostvisor.api.rpc.dispatch import Origin
+from hostvisor.api.rpc.dispatch import Body, Origin
 from hostvisor.api.stomp.frames import (
     CLIENT_COMMANDS,
     DETECT_BYTES,
@@ -49,6 +56,7 @@ from hostvisor.api.stomp.frames import (
     Frame,
     FrameError,
     FrameParser,
+    KnownHeads,
     encode,
     looks_like_stomp,
 )
@@ -59,8 +67,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
+_NEWLINE = EOL[0]
 PAUSE_BACKLOG = 1024 * 1024
 """Unsent bytes past which the connection stops reading until the peer catches up."""
+
+_Route = tuple[str | None, str, tuple[str, ...], Origin]
+"""What the quick path keeps of a SEND's head: reply-to, destination, where copies
+of it go (`StompServer.route`) and the requests' origin."""
+Quick = Callable[[bytes, Origin, float], "bytes | Body | Coroutine[Any, Any, bytes | None] | None"]
+"""The handler's `quick` (see `Dispatcher.quick`)."""
 
 
 class StompConnection:
@@ -109,7 +124,15 @@ class StompConnection:
         """The server's total passed `memory_budget`; waiting for it to fall."""
         self._reading_paused = False
         self._answer_now = getattr(server.handler, "answer_now", None)
+        self._quick_answer: Quick | None = getattr(server.handler, "quick", None)
+        settings = server.settings  # read on every frame: kept at hand
+        self._max_pending, self._max_backlog, self._memory_budget = (
+            settings.max_pending,
+            settings.max_backlog,
+            settings.memory_budget,
+        )
         self._origin = Origin(self.peer, self.local)
+        self._known: KnownHeads[_Route] = KnownHeads(server.settings.limits, self._learn)
         sock = writer.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -195,10 +218,13 @@ class StompConnection:
         if self._closed:
             return
         try:
-            self.parser.feed(data)
-            if not self._consume():
-                self._end()
-                return
+            if self._quick_answer is not None and not self.parser.buffer:
+                data = self._quick(data)
+            if data:
+                self.parser.feed(data)
+                if not self._consume():
+                    self._end()
+                    return
         except Exception:  # a bug: the connection ends, the server carries on
             log.exception("connection %s: unexpected error; closed", self.peer)
             self._end()
@@ -213,11 +239,75 @@ class StompConnection:
             self.held
             or backlog
             or self._inflight
-            or self.parser.buffered
+            or self.parser.buffer
             or self._over_budget
-            or server.held > server.settings.memory_budget
+            or server.held > self._memory_budget
         ):  # else it held nothing before or now, and reads on: nothing to count
             self.check_budgets()
+
+    def _quick(self, data: bytes) -> bytes:
+        """Serve the usual SENDs at the start of `data`; return the rest (loop thread).
+
+        The quick path: with nothing buffered, a whole SEND to a request queue whose
+        head is known (`KnownHeads`: its head was parsed once) is served from `data`
+        as it came, without the parser, a `Frame` or its headers. Heart-beat EOLs
+        before and between them are counted here, as the parser counts them; from
+        the first byte that is neither, the rest is returned for the parser.
+        """
+        match = self._known.match
+        server = self.server
+        subscriptions = server.subscriptions
+        quick: Quick = self._quick_answer  # type: ignore[assignment]  # set: see `_received`
+        while True:
+            if data[0] == _NEWLINE:
+                data = self._heartbeats(data)
+                if not data:
+                    break
+            found = match(data)
+            if found is None:
+                return data
+            (reply_to, destination, targets, origin), start, stop = found
+            body = data[start:stop]
+            self.last_received = now = time.monotonic()
+            if subscriptions and not subscriptions.keys().isdisjoint(targets):
+                server.deliver_to(targets, destination, body)
+            if self.pending >= self._max_pending:
+                self._serve(body, reply_to, origin, now)
+            else:  # `_serve`, inlined for the usual answer
+                answering = quick(body, origin, now)
+                if type(answering) is bytes and reply_to:
+                    for sub in subscriptions.get(reply_to, ()):  # `server.deliver(reply_to, ...)`
+                        sub.connection.send_raw(sub.message(reply_to, answering))
+                else:
+                    self._go_on(answering, body, reply_to, origin)
+            data = data[stop + 1 :]
+            if not data or self._closed:  # closed: the rest is nobody's
+                break
+        self._frame_since = None
+        return b""
+
+    def _heartbeats(self, data: bytes) -> bytes:
+        """Count the heart-beat EOLs `data` starts with (any byte is life); the rest."""
+        rest = data.lstrip(EOL)
+        self.parser.heartbeats += len(data) - len(rest)
+        self.last_received = time.monotonic()
+        return rest
+
+    def _learn(self, command: str, headers: dict[str, str]) -> _Route | None:
+        """What the quick path keeps of a head seen for the first time; None: not for it.
+
+        A SEND to a request queue with no receipt asked is served quickly; every
+        other frame goes through the parser and `_handle`.
+        """
+        if command != "SEND" or "receipt" in headers:
+            return None
+        destination = headers.get("destination", "")
+        request, targets = self.server.route(destination)
+        if not request:
+            return None
+        flow_id = headers.get("ovirtCorrelationId")
+        origin = self._origin if flow_id is None else Origin(self.peer, self.local, flow_id)
+        return headers.get("reply-to"), destination, targets, origin
 
     def check_budgets(self) -> None:
         """Count what the connection holds; pause or resume reading to match (loop thread).
@@ -426,16 +516,47 @@ class StompConnection:
             self.send_error(f"Subscription not available: {destination}")
 
     def _request(self, frame: Frame) -> None:
+        """Answer the body of a SEND to a request queue (see `_serve`)."""
+        headers = frame.headers
+        flow_id = headers.get("ovirtCorrelationId")
+        origin = self._origin if flow_id is None else Origin(self.peer, self.local, flow_id)
+        self._serve(frame.body, headers.get("reply-to"), origin, self.last_received)
+
+    def _serve(self, raw: bytes, reply_to: str | None, origin: Origin, received: float) -> None:
         """Charge the body's requests to the budget, then answer it.
 
-        A body the handler can answer at once (`answer_now`: a lone request whose
-        verb needs no actor) is answered here; any other runs in a task.
+        A body the handler can answer at once (`quick` or `answer_now`: a lone
+        request whose verb needs no actor) is answered here; any other runs in a
+        task. `received` is when the body arrived (deadlines run from there).
         """
-        headers = frame.headers
-        reply_to = headers.get("reply-to")
-        handler = self.server.handler
-        body = handler.decode(frame.body)
-        cost, limit = body.cost, self.server.settings.max_pending
+        quick = self._quick_answer
+        if quick is not None and self.pending < self._max_pending:  # room for one request
+            self._go_on(quick(raw, origin, received), raw, reply_to, origin)
+        else:
+            self._charge(self.server.handler.decode(raw), raw, reply_to, origin)
+
+    def _go_on(
+        self,
+        answering: bytes | Body | Coroutine[Any, Any, bytes | None] | None,
+        raw: bytes,
+        reply_to: str | None,
+        origin: Origin,
+    ) -> None:
+        """Carry on with what the handler's `quick` returned for the body `raw`."""
+        if type(answering) is bytes:
+            if reply_to:
+                self.server.deliver(reply_to, answering, prefixes=False)
+        elif type(answering) is Body:
+            self._charge(answering, raw, reply_to, origin)
+        elif answering is not None:
+            self._await(answering, reply_to, 1, len(raw))  # type: ignore[arg-type]
+
+    def _charge(self, body: Body, raw: bytes, reply_to: str | None, origin: Origin) -> None:
+        """Charge the body's requests to the budget, then answer it (see `_serve`)."""
+        server = self.server
+        handler = server.handler
+        limit = self._max_pending
+        cost = body.cost
         if self.pending and self.pending + cost > limit:
             # Refused, not dropped: each request is answered code 40 at once (the
             # caller may retry), and the connection and its requests in flight go on.
@@ -443,10 +564,8 @@ class StompConnection:
             log.info("connection %s: %s; %d refused", self.peer, reason, cost)
             refused = handler.refuse(body, reason)
             if refused is not None and reply_to:
-                self.server.deliver(reply_to, refused, prefixes=False)
+                server.deliver(reply_to, refused, prefixes=False)
             return
-        flow_id = headers.get("ovirtCorrelationId")
-        origin = self._origin if flow_id is None else Origin(self.peer, self.local, flow_id)
         answer_now = self._answer_now
         if answer_now is None:
             answering = handler.answer(body, origin)
@@ -454,9 +573,18 @@ class StompConnection:
             answering = answer_now(body, origin)
             if answering is None or isinstance(answering, bytes):
                 if answering is not None and reply_to:
-                    self.server.deliver(reply_to, answering, prefixes=False)
+                    server.deliver(reply_to, answering, prefixes=False)
                 return
-        size = len(frame.body)
+        self._await(answering, reply_to, cost, len(raw))
+
+    def _await(
+        self,
+        answering: Coroutine[Any, Any, bytes | None],
+        reply_to: str | None,
+        cost: int,
+        size: int,
+    ) -> None:
+        """Answer in a task; the body counts `cost` requests and `size` bytes until then."""
         self.pending += cost
         self._inflight += size
         task = asyncio.create_task(answering)
@@ -497,7 +625,7 @@ class StompConnection:
             return
         transport = self._transport
         backlog = transport.get_write_buffer_size()
-        if backlog > self.server.settings.max_backlog:
+        if backlog > self._max_backlog:
             log.warning("connection %s does not read its replies; closed", self.peer)
             self._abort()
             return
@@ -564,6 +692,9 @@ class _Receiver(asyncio.Protocol):
         """Feed `connection`; keep `stream` (the replaced protocol) informed."""
         self.connection = connection
         self.stream = stream
+        # Received bytes go to the connection with no call in between (the transport
+        # looks this attribute up when the protocol is set).
+        self.data_received = connection._received  # type: ignore[method-assign]  # noqa: SLF001
         self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def end(self) -> None:

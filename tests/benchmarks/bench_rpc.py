@@ -24,6 +24,8 @@ server's CPU time (user + system, all its threads, from /proc) per 1,000 calls w
 rounds that alternate between the servers (the machine may be shared); the median
 is shown. Targets: p50 <= 1.5x; 8 clients >= 0.7x; server CPU per call <= 0.67x
 the stock-loop baseline (issue 12).
+With `HOSTVISOR_BENCH_PROFILE=FILE`, `--serve front` writes cProfile statistics of
+its API loop to FILE every 5 s (`python -m pstats FILE`), to see where its CPU goes.
 Not a test: it never gates CI.
 """
 
@@ -156,8 +158,37 @@ def serve_front(port: int) -> None:
     link = Link(path="api/front")
     RpcFront.spawn(link, config=config, table=offline_verb_table(), is_ready=lambda: True)
     link.started.get(timeout=10)
+    profile = os.environ.get(PROFILE_VARIABLE)
+    if profile:
+        _profile_loop(profile)
     print("ready", flush=True)
     threading.Event().wait()
+
+
+PROFILE_VARIABLE = "HOSTVISOR_BENCH_PROFILE"
+"""With `--serve front`: a file to which the API loop's cProfile statistics are written
+(every 5 s), to see where the edge's CPU goes under load."""
+
+
+def _profile_loop(path: str) -> None:
+    """Profile the API loop's thread; dump the statistics to `path` every 5 s."""
+    import cProfile  # noqa: PLC0415 - only when asked
+    import gc  # noqa: PLC0415
+
+    profiler = cProfile.Profile()
+    loop = next(  # the front's loop, running in its thread: the one loop of this process
+        o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()
+    )
+
+    def dump() -> None:
+        profiler.dump_stats(path)
+        loop.call_later(5.0, dump)
+
+    def start() -> None:
+        profiler.enable()
+        loop.call_later(5.0, dump)
+
+    loop.call_soon_threadsafe(start)
 
 
 # -- the client side ----------------------------------------------------------------------
