@@ -395,9 +395,7 @@ class VmActor(GuestActor, Migrator, Snapshotter, BlockJobs, Hotplugger, DeviceEd
             if guest.status is VmStatus.WAIT_FOR_LAUNCH:
                 self._set_status(VmStatus.PAUSED if self.spec.launch_paused else VmStatus.UP)
         elif kind == libvirt.VIR_DOMAIN_EVENT_SUSPENDED:
-            self._pause_code = pause_code(detail)
-            guest.changed()
-            self._set_status(VmStatus.PAUSED)
+            self._on_suspended(detail)
         elif kind == libvirt.VIR_DOMAIN_EVENT_RESUMED:
             self._pause_code = PauseCode.NOERR
             self._set_status(VmStatus.UP)
@@ -414,6 +412,15 @@ class VmActor(GuestActor, Migrator, Snapshotter, BlockJobs, Hotplugger, DeviceEd
             )
         elif kind == libvirt.VIR_DOMAIN_EVENT_CRASHED:
             guest.go_down(Exit.of(ExitReason.LOST_QEMU_CONNECTION))
+
+    def _on_suspended(self, detail: int) -> None:
+        self._pause_code = pause_code(detail)
+        self.guest.changed()
+        # libvirt pauses a guest it saves: VDSM keeps "Saving State", which the Engine
+        # needs to see last to mark a hibernated VM Suspended when it goes Down
+        # (VmAnalyzer.proceedDownVm); after "Paused" the hibernation would be lost.
+        if not self._saving:
+            self._set_status(VmStatus.PAUSED)
 
     def _pause_hooks(self, kind: int, detail: int) -> None:
         """VDSM's after_vm_pause (a pause or an I/O error) and after_vm_cont (a resume)."""

@@ -32,6 +32,9 @@ Hostvisor makes such an XML run unchanged:
   embedded driver's qemu.conf has no SPICE certificates, so there the TLS port and
   the secure-channel list are dropped: SPICE is offered in plain text on the display
   address (the ticket still guards it), and the VM runs instead of going Down.
+- **UEFI variables**: embedded, the Engine's `<os><nvram>` file
+  (`/var/lib/libvirt/qemu/nvram/<vmId>.fd`) moves to `R/lib/qemu/nvram/`, created
+  here, where an embedded libvirt keeps NVRAM and where a restored one is written.
 
 `localize` is pure; `prepare` does the blocking part (libvirt lookups, mkdir) and
 runs on the VM's launch worker, never on an actor's thread.
@@ -64,6 +67,9 @@ ENGINE_DIRS = {
     PurePosixPath("/run/ovirt-vmconsole-console"): "vmconsole",
 }
 """Directories the Engine's XML puts sockets in -> their short name under an embed root."""
+ENGINE_NVRAM_DIR = PurePosixPath("/var/lib/libvirt/qemu/nvram")
+EMBED_NVRAM_DIR = "lib/qemu/nvram"
+"""Where an embedded libvirt keeps NVRAM files under its root (its own default layout)."""
 MAX_SOCKET_PATH = 107
 """The longest path a unix socket may have on Linux (sun_path is 108 bytes with its NUL)."""
 DISPLAY_NETWORK_PREFIX = "vdsm-"
@@ -121,11 +127,14 @@ def localize(xml: str, layout: Layout) -> Localized:
         InvalidArgument: `xml` is not well-formed.
     """
     root = _parse(xml)
+    directories: set[Path] = set()
+    changed = _map_nvram(root, layout, directories)
     devices = root.find("devices")
     if devices is None:
-        return Localized(xml)
-    directories: set[Path] = set()
-    changed = False
+        return Localized(
+            ET.tostring(root, encoding="unicode") if changed else xml,
+            directories=tuple(sorted(directories)),
+        )
     for device in devices:
         if device.tag not in _CHARDEVS or device.get("type") != "unix":
             continue
@@ -153,6 +162,26 @@ def localize(xml: str, layout: Layout) -> Localized:
         directories=tuple(sorted(directories)),
         listen_networks=networks,
     )
+
+
+def _map_nvram(root: ET.Element, layout: Layout, directories: set[Path]) -> bool:
+    """Map the Engine's `<os><nvram>` file under an embed root; True if it changed.
+
+    The Engine names `/var/lib/libvirt/qemu/nvram/<vmId>.fd`; an embedded libvirt
+    must not write outside its root and does not create the file's directory, so the
+    file goes to its own NVRAM directory there, which `prepare` creates.
+    """
+    nvram = root.find("os/nvram")
+    text = (nvram.text or "").strip() if nvram is not None else ""
+    if nvram is None or not text or layout.embed_root is None:
+        return False
+    path = PurePosixPath(text)
+    if path.parent != ENGINE_NVRAM_DIR:
+        return False  # not the Engine's path: the client meant it as it is
+    mapped = PurePosixPath(layout.embed_root) / EMBED_NVRAM_DIR / path.name
+    nvram.text = str(mapped)
+    directories.add(Path(mapped.parent))
+    return True
 
 
 def _map_socket(path: PurePosixPath, device: ET.Element, layout: Layout) -> PurePosixPath | None:

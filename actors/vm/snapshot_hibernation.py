@@ -22,6 +22,18 @@ The dump of a memory snapshot (its configuration says `restoreFromSnapshot`: the
 Engine previews the snapshot) is restored onto the disks of the Engine's XML — new
 volumes over the snapshot's — paused, then resumed, as VDSM does.
 
+**An agent killed mid-hibernation.** An embedded libvirt dies with the agent, and
+with it the save: the next agent's libvirt cancels the save it finds and resumes the
+guest (qemuProcessRecoverJob), so the VM is adopted Up — as VDSM leaves a failed
+hibernation (its file-mode migration's `_recover` resumes the guest); the Engine
+ends its HibernateVmCommand failed and removes the memory volumes. A system
+libvirt goes on saving: the next agent adopts the guest paused for the save
+(`VIR_DOMAIN_PAUSED_SAVE`) while libvirt's job runs and reports it "Saving State"
+again (`_hibernation_recover`), so that libvirt's STOPPED (SAVED) then ends it Down
+with reason 5 and the Engine marks it Suspended (VDSM reports it Paused, and the
+Engine then loses the hibernation). A guest paused for a save that no job runs any
+more is resumed.
+
 While the actor waits for its guest it is, to the tree, a migration's destination:
 it holds an incoming slot until the guest runs, and the destination hooks, not
 VDSM's dehibernate ones, are what run around it.
@@ -119,6 +131,7 @@ class Hibernator:
     _migration_settings: MigrationSettings
     _incoming: bool
     operation: Callable[..., CallbackFuture]
+    run_off: Callable[..., Any]
     mark_started: Callable[[float], None]
     _set_xml: Callable[[str], None]
     _snapshotting: str | None
@@ -205,6 +218,27 @@ class Hibernator:
 
         return self.operation("restore", restore, then=self._restored, failed=self._not_restored)
 
+    def _hibernation_recover(self) -> None:
+        """On adoption: a guest paused by a save (see the module doc). Actor thread."""
+        if self.guest.down or self.guest.status is not VmStatus.PAUSED:
+            return
+        vm_id, connection = self.vm_id, self._connection
+
+        def look() -> str:
+            return recover_save(connection().lookupByUUIDString(vm_id))
+
+        def seen(outcome: Any) -> None:
+            if isinstance(outcome, BaseException):
+                log.warning("VM %s: its paused state not read: %s", vm_id, outcome)
+            elif outcome == SAVING and not self.guest.down:
+                log.info("VM %s: libvirt still saves it: Saving State", vm_id)
+                self._saving = True
+                self.guest.set_status(VmStatus.SAVING_STATE)
+            elif outcome == RESUMED:
+                log.info("VM %s: resumed: its save ended with the last agent", vm_id)
+
+        self.run_off(look, seen, name="hibernate:recover")
+
     # -- outcomes (the actor's thread) ------------------------------------------------------
 
     def _saved(self, _outcome: Any) -> None:
@@ -236,6 +270,34 @@ class Hibernator:
             self._migration_settings.slots.give_back("incoming")
         if not self.guest.down:
             self.guest.go_down(Exit.of(ExitReason.LIBVIRT_START_FAILED, str(error)))
+
+
+SAVING, RESUMED, OTHER = "saving", "resumed", "other"
+
+
+def save_action(state: int, reason: int, job: int) -> str:
+    """What a recovery does with a guest in `state`/`reason` while libvirt runs `job`. Pure.
+
+    SAVING: paused for a save libvirt still runs; RESUMED: paused for a save no job
+    runs any more (resume it); OTHER: anything else (leave it).
+    """
+    if state != libvirt.VIR_DOMAIN_PAUSED or reason != libvirt.VIR_DOMAIN_PAUSED_SAVE:
+        return OTHER
+    if job in (libvirt.VIR_DOMAIN_JOB_NONE, libvirt.VIR_DOMAIN_JOB_COMPLETED):
+        return RESUMED
+    return SAVING
+
+
+def recover_save(domain: Any) -> str:
+    """Read a paused domain's state and job; resume it if a dead save left it paused.
+
+    Blocks on libvirt (a worker). Returns `save_action`'s answer.
+    """
+    state, reason = domain.state()
+    action = save_action(state, reason, domain.jobInfo()[0])
+    if action == RESUMED:
+        domain.resume()
+    return action
 
 
 def write_conf(path: str, params: Mapping[str, Any]) -> None:
@@ -284,4 +346,12 @@ def _pdiv(value: Any, param: str, name: str) -> DiskVolume:
     return DiskVolume(name=name, pool_id=pool, domain_id=domain, image_id=image, volume_id=volume)
 
 
-__all__ = ["HibernateRequest", "Hibernator", "MemoryVolumes", "read_conf", "write_conf"]
+__all__ = [
+    "HibernateRequest",
+    "Hibernator",
+    "MemoryVolumes",
+    "read_conf",
+    "recover_save",
+    "save_action",
+    "write_conf",
+]

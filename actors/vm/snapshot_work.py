@@ -126,7 +126,10 @@ def take(  # noqa: PLR0913 - one snapshot's inputs, keyword-only
         domain.snapshotCreateXML(xml, SNAPSHOT_FLAGS if memory is None else MEMORY_FLAGS)
     except (libvirt.libvirtError, SnapshotFailed) as error:
         _thaw_quietly(domain, froze=froze)
-        _end_job(domain, ended(job, taken=False))
+        aborted = _aborted(domain, job, error)
+        _end_job(domain, {**ended(job, taken=False), "abort": aborted})
+        if aborted:
+            raise SnapshotFailed(reason="aborted: its timeout passed", error=str(error)) from None
         if isinstance(error, SnapshotFailed):
             raise
         raise SnapshotFailed(reason=str(error)) from None
@@ -138,7 +141,7 @@ def take(  # noqa: PLR0913 - one snapshot's inputs, keyword-only
 
 
 def _check_ours(domain: Any, job: Mapping[str, Any]) -> None:
-    """Raise SnapshotFailed if a recovery has ended this job meanwhile.
+    """Raise SnapshotFailed if a recovery has ended this job meanwhile, or it is aborted.
 
     A VM actor restarted after a crash (same agent) finishes the job it finds in the
     metadata while the worker of its last incarnation may still run this one: the
@@ -147,6 +150,53 @@ def _check_ours(domain: Any, job: Mapping[str, Any]) -> None:
     record = job_record(domain.XMLDesc(0))
     if record is None or record.get("jobUUID") != job.get("jobUUID") or record.get("ended"):
         raise SnapshotFailed(reason="the job was ended by a recovery")
+    if record.get("abort"):
+        raise SnapshotFailed(reason="aborted before it began: its timeout passed")
+
+
+def _aborted(domain: Any, job: Mapping[str, Any], error: Exception) -> bool:
+    """Whether the snapshot failed because its job was aborted (by `abort`)."""
+    if isinstance(error, libvirt.libvirtError):
+        return bool(error.get_error_code() == libvirt.VIR_ERR_OPERATION_ABORTED)
+    try:
+        record = job_record(domain.XMLDesc(0))
+    except libvirt.libvirtError:
+        return False
+    return bool(record and record.get("jobUUID") == job.get("jobUUID") and record.get("abort"))
+
+
+def abort(domain: Any, job_id: str) -> bool:
+    """Abort the snapshot job `job_id` (its timeout passed); whether libvirt had a job.
+
+    As VDSM's `AbortSnapshot`: libvirt's job, if one runs, is aborted (libvirt then
+    fails the snapshot, and `take` records the abort with the failure: the metadata
+    cannot change while libvirt's snapshot job holds the domain). If none runs yet,
+    the record says `abort`, so that `take` does not begin it; a job that has ended
+    is left alone. Blocks on libvirt.
+    """
+    if _abort_libvirt_job(domain, job_id):
+        return True
+    try:
+        with editing(domain):
+            record = job_record(domain.XMLDesc(0))
+            if record is None or record.get("jobUUID") != job_id or record.get("ended"):
+                return False
+            _write_metadata(domain, metadata_with(domain.XMLDesc(0), job={**record, "abort": True}))
+    except libvirt.libvirtError as error:  # libvirt's job began meanwhile: it holds the domain
+        log.info("snapshot %s: abort not recorded: %s", job_id, error)
+    return _abort_libvirt_job(domain, job_id)
+
+
+def _abort_libvirt_job(domain: Any, job_id: str) -> bool:
+    try:
+        if domain.jobInfo()[0] in (libvirt.VIR_DOMAIN_JOB_NONE, libvirt.VIR_DOMAIN_JOB_COMPLETED):
+            return False
+        domain.abortJob()
+    except libvirt.libvirtError as error:
+        log.warning("snapshot %s: libvirt's job not aborted: %s", job_id, error)
+        return False
+    log.warning("snapshot %s: libvirt's job aborted", job_id)
+    return True
 
 
 def _wait_no_job(domain: Any, clock: Callable[[], float], timeout: float) -> None:

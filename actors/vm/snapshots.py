@@ -25,9 +25,13 @@ With `snapMemory` (the Engine's memory dump and configuration volumes, as for
 VM.hibernate) the snapshot also keeps the guest's memory: the configuration volume
 gets VDSM's parameters for a later restore (`restoreFromSnapshot`, `_srcDomXML`),
 libvirt writes the memory into the dump volume while the guest is paused (no freeze
-then, as VDSM), and the dump is padded to whole blocks. The Engine's `timeout` for
-such a snapshot is accepted; nothing aborts one that runs longer (VDSM's
-AbortSnapshot thread is not here).
+then, as VDSM), and the dump is padded to whole blocks. Such a snapshot has the
+Engine's `timeout` (minutes; VDSM's `AbortSnapshot`, for memory snapshots only): once
+it has passed, the job's record says `abort` and libvirt's job is aborted
+(`virDomainAbortJob`); libvirt then fails the snapshot (the guest runs on, on its
+old volumes), and the job ends failed with 48, as VDSM reports it. A snapshot not
+yet begun in libvirt when its time is up is not begun. A disk-only snapshot has no
+such timeout: only its `freeze_timeout`, checked before libvirt switches the drives.
 
 The volume chain on disk is the storage's: `Volume.create` with a parent already
 made the new volume the LEAF and its parent INTERNAL; a snapshot only moves qemu
@@ -106,6 +110,15 @@ class SnapshotRequest:
     freeze_timeout: float
     prepare: Callable[[DiskVolume], PreparedDisk]
     memory: MemoryVolumes | None = None
+    timeout: float = 30 * 60.0
+    """Seconds a snapshot with memory may take before it is aborted (VDSM's `timeout`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AbortSnapshotJob:
+    """Tell (timer): a snapshot job with memory has run out of time; abort it."""
+
+    job_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +220,8 @@ class Snapshotter(Hibernator):
             self._snapshot_done(job, outcome)
 
         self.run_off(self._snapshot_work(job, planned, request, mark), done, name="snapshot")
+        if request.memory is not None:
+            self.tell_later(request.timeout, AbortSnapshotJob(job.id))
         return recorded
 
     def _snapshot_work(
@@ -234,6 +249,8 @@ class Snapshotter(Hibernator):
                 "frozen": request.frozen,
                 "startTime": str(time.time()),
                 "freezeTimeout": str(request.freeze_timeout),
+                "timeout": str(request.timeout),
+                "memoryVolPath": memory,
                 "abort": False,
                 "completed": False,
                 "newDrives": [drive.record() for drive in drives],
@@ -278,7 +295,12 @@ class Snapshotter(Hibernator):
     # -- recovery (VmActor.on_start calls it once the domain is adopted) --------------------
 
     def _snapshot_recover(self) -> None:
-        """Finish a snapshot job an earlier agent died in (its record is in the metadata)."""
+        """Finish a snapshot job an earlier agent died in (its record is in the metadata).
+
+        Also looks at a guest adopted paused: one libvirt still saves is "Saving
+        State" again (`_hibernation_recover`).
+        """
+        self._hibernation_recover()
         try:
             record = snapshot_plan.job_record(self.guest.xml)
         except SnapshotFailed:
@@ -292,6 +314,9 @@ class Snapshotter(Hibernator):
         job = self._jobs()[job_id] = VirtJob(job_id, status="running")
         self._snapshotting = job_id
         log.info("VM %s: finishing snapshot job %s after a restart", self.vm_id, job_id)
+        left = _time_left(record)
+        if left is not None:  # a snapshot with memory keeps its timeout across restarts
+            self.tell_later(left, AbortSnapshotJob(job_id))
         vm_id, connection = self.vm_id, self._connection
 
         def finish() -> tuple[bool, str]:
@@ -326,6 +351,9 @@ class Snapshotter(Hibernator):
 
     def _snapshot_receive(self, message: Any) -> bool:
         """Handle `message` if it is one of this part's; say whether it was."""
+        if isinstance(message, AbortSnapshotJob):
+            self._abort_snapshot(message.job_id)
+            return True
         if isinstance(message, ForgetVirtJob):
             job = self._jobs().get(message.job_id)
             if job is not None and not job.active:
@@ -333,6 +361,31 @@ class Snapshotter(Hibernator):
                 self._forget_record(message.job_id)
             return True
         return False
+
+    def _abort_snapshot(self, job_id: str) -> None:
+        """The job's time is up: mark its record aborted and abort libvirt's job (off-thread).
+
+        Nothing happens if the job has ended meanwhile. The job's own worker then sees
+        libvirt's snapshot fail, or, if libvirt had not begun it, does not begin it.
+        """
+        job = self._jobs().get(job_id)
+        if job is None or not job.active or self._snapshotting != job_id or self.guest.down:
+            return
+        log.warning("VM %s: snapshot job %s: its timeout passed; aborting it", self.vm_id, job_id)
+        vm_id, connection = self.vm_id, self._connection
+
+        def abort() -> bool:
+            return snapshot_work.abort(connection().lookupByUUIDString(vm_id), job_id)
+
+        def done(outcome: Any) -> None:
+            if isinstance(outcome, BaseException):
+                log.warning("VM %s: snapshot job %s not aborted: %s", vm_id, job_id, outcome)
+            else:
+                log.info(
+                    "VM %s: snapshot job %s: libvirt's job aborted: %s", vm_id, job_id, outcome
+                )
+
+        self.run_off(abort, done, name="snapshot:abort")
 
     def _forget_record(self, job_id: str) -> None:
         """Drop the ended job's record from the domain's metadata, off this thread."""
@@ -367,9 +420,27 @@ class Snapshotter(Hibernator):
         if isinstance(outcome, BaseException):
             log.warning("VM %s: snapshot job %s failed: %s", self.vm_id, job.id, outcome)
             self._job_ended(job, outcome)
+            if xml is None:  # the failed job's record is in the metadata now: show it
+                self._refresh_xml()
         else:
             log.info("VM %s: snapshot job %s done", self.vm_id, job.id)
             self._job_ended(job, None)
+
+    def _refresh_xml(self) -> None:
+        """Read the live XML again (off this thread) and keep it if the VM still runs."""
+        if self.guest.down:
+            return
+        vm_id, connection = self.vm_id, self._connection
+
+        def read() -> str:
+            return str(connection().lookupByUUIDString(vm_id).XMLDesc(0))
+
+        def got(xml: Any) -> None:
+            if isinstance(xml, str) and not self.guest.down and xml != self.guest.xml:
+                self._set_xml(xml)
+                self.guest.changed()
+
+        self.run_off(read, got, name="snapshot:xml")
 
     def _job_ended(self, job: VirtJob, error: BaseException | None) -> None:
         if error is None:
@@ -415,6 +486,17 @@ def _plan(xml: str, drives: Iterable[Mapping[str, str]]) -> snapshot_plan.Snapsh
     if not planned.drives and not planned.current:
         raise SnapshotFailed(reason="no disk to snapshot")
     return planned
+
+
+def _time_left(record: Mapping[str, Any]) -> float | None:
+    """Seconds a recovered snapshot with memory has left before its abort; None: no limit."""
+    if not record.get("memoryVolPath"):
+        return None
+    try:
+        end = float(record["startTime"]) + float(record["timeout"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return max(0.0, end - time.time())
 
 
 def _memory(request: SnapshotRequest, domain: Any, age: float) -> str | None:
@@ -497,6 +579,7 @@ class SnapshotClient:
 
 __all__ = [
     "JOB_KEEP",
+    "AbortSnapshotJob",
     "ForgetVirtJob",
     "SnapshotClient",
     "SnapshotFailed",

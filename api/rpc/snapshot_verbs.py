@@ -11,6 +11,11 @@ VM.hibernate (`JsonRpcVdsServer.hibernate`: `vmID`, `hibernationVolHandle`) answ
 once the save has started; VM.create with `memoryDumpVolume`/`memoryConfVolume`
 (`CreateBrokerVDSCommand`) restores the VM (`restore_vm`, which VM.create calls).
 
+VM.create's `_X_tpmdata`/`_X_nvramdata` (`CreateBrokerVDSCommand`: the TPM and NVRAM
+data the Engine read with VM.getExternalData) are put back on the host before the
+domain is created (`restore_external_data`, which VM.create and `restore_vm` call):
+as VDSM, bad data fails VM.create with ExternalDataFailed (89) and nothing is made.
+
 A VM running as a container answers code 75 (its actor has no snapshots), before
 its params are looked at (`snapDrives` is bound as optional for that, and its
 absence then refused as the binding refuses a missing param, -32602).
@@ -25,7 +30,9 @@ from typing import Annotated, Any
 
 from hostvisor.actors.container.proxy import ContainerProxy
 from hostvisor.actors.errors import AlreadyExists, Conflict, InvalidArgument
-from hostvisor.actors.vm import domxml
+from hostvisor.actors.hypervisor.addresses import HYPERVISOR
+from hostvisor.actors.hypervisor.proxy import HypervisorProxy
+from hostvisor.actors.vm import domxml, external_data
 from hostvisor.actors.vm.addresses import VM_GUESTS, vm_path
 from hostvisor.actors.vm.disks import DiskVolume, PreparedDisk
 from hostvisor.actors.vm.errors import (
@@ -58,6 +65,8 @@ PREPARE_TIMEOUT = 60.0
 JOBS_TIMEOUT = 5.0
 """Seconds each VM has to list its virt jobs for Host.getJobs."""
 MINUTE = 60.0
+CONNECTION_TIMEOUT = 5.0
+"""Seconds the hypervisor actor has to hand over its connection."""
 
 SnapDrives = Annotated[
     list[Any] | None,
@@ -181,6 +190,7 @@ class SnapshotHandlers:
             freeze_timeout=freeze_timeout * MINUTE,
             prepare=self.prepare,
             memory=memory,
+            timeout=job_timeout * MINUTE,
         )
         recorded = await self.vms.retried(
             vm_id, lambda vm: SnapshotClient(vm.ref).snapshot(request)
@@ -263,12 +273,15 @@ async def restore_vm(api: VmApi, vm_params: dict[str, Any]) -> dict[str, Any]:
     spec = domxml.parse_untrusted(xml)
     if api.guest(spec.vm_id) is not None:
         raise VmExists(vmId=spec.vm_id)
+    initial = external_data.InitialData.of_params(vm_params)
     if api.prepare_disk is None:
         raise VmCreateError(reason="this host has no storage to restore from")
     dump = await api.prepare_disk(volumes.dump)
     conf = await api.prepare_disk(volumes.conf)
     xml = await api.prepared_xml(xml)
     spec = domxml.parse(xml)
+    if initial is not None:
+        await restore_external_data(api, xml, initial)
     try:
         await settled(
             api.supervisor(VM_GUESTS).ask(
@@ -285,3 +298,20 @@ async def restore_vm(api: VmApi, vm_params: dict[str, Any]) -> dict[str, Any]:
         "statusTime": info["statusTime"],
         "xml": xml,
     }
+
+
+async def restore_external_data(api: VmApi, xml: str, initial: external_data.InitialData) -> None:
+    """Put the VM's TPM/NVRAM data where its launch will read it (the API loop).
+
+    Runs before the VM's actor starts, as VDSM writes the data before it creates the
+    domain; the writing runs on a worker thread (`external_data.restore_before_launch`), so the
+    loop never blocks. The NVRAM goes where the XML as this host launches it
+    (`hostpaths.localize`) names it.
+
+    Raises:
+        VmExists: libvirt runs a domain of that id (its data is not touched).
+        ExternalDataFailed (89): the data could not be written.
+    """
+    hypervisor = HypervisorProxy(api.registry.lookup(HYPERVISOR))
+    connection = await settled(hypervisor.connection(), timeout=CONNECTION_TIMEOUT)
+    await asyncio.to_thread(external_data.restore_before_launch, connection, xml, initial)

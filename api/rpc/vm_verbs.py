@@ -53,6 +53,7 @@ from hostvisor.actors.recovery import RECOVERER_ID, recovering
 from hostvisor.actors.storage.leases_xml import fill_leases, leases_to_fill
 from hostvisor.actors.vm import domxml
 from hostvisor.actors.vm.addresses import VM_BOARD, VM_GUESTS, VMS, vm_path
+from hostvisor.actors.vm.device_errors import ExternalDataFailed
 from hostvisor.actors.vm.disks import DiskVolume, PreparedDisk, disk_volumes, with_disk_paths
 from hostvisor.actors.vm.errors import (
     BalloonError,
@@ -61,6 +62,7 @@ from hostvisor.actors.vm.errors import (
     VmCreateError,
     VmExists,
 )
+from hostvisor.actors.vm.external_data import InitialData
 from hostvisor.actors.vm.proxy import Operation, Rendering, VmBoardProxy, VmProxy
 from hostvisor.api.rpc.bridge import settled
 from hostvisor.api.rpc.declare import Arg, verb, verbs_of
@@ -317,7 +319,7 @@ class VmHandlers:
         "VM",
         "create",
         returns="{vmId, status, statusTime, xml}",
-        errors=(VmExists, VmCreateError),
+        errors=(VmExists, VmCreateError, ExternalDataFailed),
         timeout=60.0,
     )
     async def create(
@@ -342,6 +344,7 @@ class VmHandlers:
         spec = domxml.parse_untrusted(xml)
         if self.api.guest(spec.vm_id) is not None:
             raise VmExists(vmId=spec.vm_id)
+        initial = InitialData.of_params(vm_params)  # TPM/NVRAM data: checked before anything
         launched = await self.api.prepared_xml(xml)
         if launched is not xml:
             xml = launched
@@ -351,6 +354,10 @@ class VmHandlers:
             if self.api.container_child is None:
                 raise VmCreateError(vmId=spec.vm_id, reason="this host runs no containers")
             guests, child = CONTAINER_GUESTS, self.api.container_child
+        elif initial is not None:
+            from hostvisor.api.rpc.snapshot_verbs import restore_external_data  # noqa: PLC0415 - it builds on this module
+
+            await restore_external_data(self.api, xml, initial)
         try:
             await settled(self.api.supervisor(guests).ask(StartChild(child(spec)), block=False))
         except AlreadyExists:

@@ -87,6 +87,29 @@ def test_an_embedded_libvirt_maps_them_under_its_root(engine_xml):
 
 
 @pytest.mark.unit
+def test_an_embedded_libvirt_keeps_the_engines_nvram_file_under_its_root():
+    vm_id = str(uuid.uuid4())
+    root = Path("/var/lib/hostvisor/libvirt")
+    engine_nvram = f"/var/lib/libvirt/qemu/nvram/{vm_id}.fd"
+    xml = (
+        f"<domain type='kvm'><name>uefi</name><uuid>{vm_id}</uuid><memory>65536</memory>"
+        "<os><type>hvm</type><loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE.fd"
+        f"</loader><nvram template='/usr/share/OVMF/OVMF_VARS.fd'>{engine_nvram}</nvram></os>"
+        "</domain>"
+    )
+
+    embedded = hostpaths.localize(xml, hostpaths.layout_of(embed_uri(root)))
+    system = hostpaths.localize(xml, hostpaths.layout_of("qemu:///system"))
+
+    nvram = ET.fromstring(embedded.xml).find("os/nvram")  # noqa: S314 - the test's own XML
+    assert nvram is not None
+    assert nvram.text == f"{root}/lib/qemu/nvram/{vm_id}.fd"
+    assert nvram.get("template") == "/usr/share/OVMF/OVMF_VARS.fd"
+    assert embedded.directories == (root / "lib" / "qemu" / "nvram",)  # made before launch
+    assert system.xml == xml  # a system libvirt uses the Engine's path
+
+
+@pytest.mark.unit
 def test_a_root_too_long_for_a_socket_leaves_channels_to_libvirt(engine_xml):
     vm_id = str(uuid.uuid4())
     root = Path("/srv/" + "a-very-long-state-directory/" * 2 + "libvirt")
