@@ -187,6 +187,8 @@ def _binder(
         return handler()
 
     bound: Handler = bare if not names and context is None else by_keyword
+    if bound is bare:  # the dispatcher may call `handler` itself (`Dispatcher.plain`)
+        bare.plain = handler  # type: ignore[attr-defined]
 
     bound.__name__ = getattr(handler, "__name__", "handler")
     bound.__doc__ = handler.__doc__

@@ -22,14 +22,17 @@ echo, a bad request) within the connection's read callback, with no task; any
 other body becomes one task. `quick` does the same from the body's bytes for the
 connection's quick path, checking the usual request (an id, params by name) in
 fewer steps, and calling a verb without params (Host.ping) with the origin's
-ready-made `Call`; `tests/api/stomp/test_quick_path.py` holds it to `answer`'s
-bytes. An actor's answer is awaited through one loop future with its own timer
+ready-made `Call`; `plain` and `run_plain` serve its templates (a body seen
+before but for its id: a verb without params called with no JSON parsed);
+`tests/api/stomp/test_quick_path.py` holds both to `answer`'s bytes.
+An actor's answer is awaited through one loop future with its own timer
 (`bridge.settled`), not `asyncio.wait_for` around it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
@@ -64,6 +67,9 @@ takes ~2.8 s; at 8, ~3.5x and 2 s; at 16, ~10x and 1 s; unbounded, ~30x.
 """
 EXPIRED = 0.001
 """A request with less time than this left (seconds) is expired: not started."""
+TEMPLATE_TIMEOUT = 1.0
+"""A verb with a shorter timeout (seconds) is never a template's: `run_plain` does not
+check the deadline of a request received just before."""
 
 
 class Body(NamedTuple):
@@ -280,31 +286,137 @@ class Dispatcher:
         if left < EXPIRED:
             log.debug("%s from %s expired before it ran", method, origin.peer)
             expired = Timeout(method=method, timeout=verb.timeout)
-            response = codec.error(request_id, expired.code, expired.render())
+            return self._respond(
+                method, codec.error(request_id, expired.code, expired.render()), received
+            )
+        try:
+            value = verb.handler(origin.bare)
+        except Exception as error:  # noqa: BLE001 - answered as `_start` answers it
+            return self._plain_failed(method, request_id, origin, error, received)
+        if value is True or value is None:
+            encoded = ujson.dumps(request_id)  # as `codec.encode_response` does
+            if "\\" not in encoded:
+                if self.recorder is not None:
+                    self.recorder.request(method, None, time.monotonic() - received)
+                return codec.TRUE_RESULT % encoded.encode()
+        return self._plain_value(method, request_id, origin, verb, value, left, received)
+
+    def plain(  # noqa: PLR0911 - each refusal returns
+        self, raw: bytes, origin: Origin
+    ) -> tuple[Plain, int, int] | None:
+        """Whether body `raw` can be a template: its call, and where its id is in it.
+
+        A template (the connection's quick path) is a body that calls a verb taking
+        no params, with none, with a string id of ASCII letters, digits and `-`
+        found, in quotes, from the first to the second index returned: any body
+        that differs from it only in an id of that length and those characters
+        there is the same request with that id (checked here with a second id).
+        None for any other body. Decodes, never runs anything. Loop thread; never
+        raises.
+        """
+        try:
+            document = ujson.loads(raw)
+        except codec.JSON_ERRORS:
+            return None
+        if type(document) is not dict:
+            return None
+        request_id, method, params = (document.get(k) for k in ("id", "method", "params"))
+        if not (
+            type(request_id) is str
+            and type(method) is str
+            and method
+            and type(params) is dict
+            and not params
+            and document.get("jsonrpc") == "2.0"
+        ):
+            return None
+        verb = self._verbs.get(method)
+        if (
+            verb is None
+            or verb.params
+            or verb.timeout < TEMPLATE_TIMEOUT
+            or not request_id.isascii()  # (a lone surrogate...)
+        ):
+            return None
+        token = request_id.encode()
+        if not token.replace(b"-", b"").isalnum():
+            return None
+        at = raw.rfind(b'"%s"' % token) + 1
+        if at == 0:
+            return None
+        end = at + len(token)
+        probe = bytes(_ZERO if c != _ZERO else _ONE for c in token)  # differs at every byte
+        try:
+            again = ujson.loads(raw[:at] + probe + raw[end:])
+        except codec.JSON_ERRORS:
+            return None
+        if again != {**document, "id": probe.decode()}:
+            return None
+        call = getattr(verb.handler, "plain", None) or functools.partial(verb.handler, origin.bare)
+        return Plain(method, verb, call, origin), at, end
+
+    def run_plain(
+        self, plain: Plain, token: bytes, received: float
+    ) -> bool | bytes | Coroutine[Any, Any, bytes | None] | None:
+        """Answer a template's call with request id `token` (see `plain`; loop thread).
+
+        Returns True when the answer is `true` (`codec.TRUE_RESULT` around the id,
+        which the caller frames itself); else what `quick` returns for the same
+        body. `received` must be now: the request's deadline is not checked (a
+        template's verb has time). Never raises.
+        """
+        if plain.verb.gated and not self._is_ready():
+            request = codec.Request(plain.method, {}, token.decode(), False)  # noqa: FBT003
+            return self._lone(request, plain.origin, received)  # answers 99 as it should
+        try:
+            value = plain.call()
+        except Exception as error:  # noqa: BLE001 - answered as `_start` answers it
+            return self._plain_failed(plain.method, token.decode(), plain.origin, error, received)
+        if value is True or value is None:
+            if self.recorder is not None:
+                self.recorder.request(plain.method, None, time.monotonic() - received)
+            return True
+        left = plain.verb.timeout - (time.monotonic() - received)
+        return self._plain_value(
+            plain.method, token.decode(), plain.origin, plain.verb, value, left, received
+        )
+
+    def _plain_failed(
+        self, method: str, request_id: str, origin: Origin, error: Exception, received: float
+    ) -> bytes:
+        """The answer to a call without params whose handler raised `error`."""
+        if isinstance(error, HostvisorError):
+            request = codec.Request(method, {}, request_id, False)  # noqa: FBT003
+            response = self._failed(request, origin, error)
         else:
-            try:
-                value = verb.handler(origin.bare)
-            except HostvisorError as error:
-                request = codec.Request(method, {}, request_id, False)  # noqa: FBT003
-                response = self._failed(request, origin, error)
-            except Exception:
-                log.exception("%s from %s: unexpected error", method, origin.peer)
-                message = codec.standard_message(codec.INTERNAL_ERROR)
-                response = codec.error(request_id, codec.INTERNAL_ERROR, message)
-            else:
-                if value is True or value is None:
-                    encoded = ujson.dumps(request_id)  # as `codec.encode_response` does
-                    if "\\" not in encoded:
-                        if self.recorder is not None:
-                            self.recorder.request(method, None, time.monotonic() - received)
-                        return codec.TRUE_RESULT % encoded.encode()
-                elif type(value) not in _PLAIN and (
-                    isinstance(value, pykka.Future) or inspect.isawaitable(value)
-                ):
-                    request = codec.Request(method, {}, request_id, False)  # noqa: FBT003
-                    return self._finish(request, origin, (verb, value, left), received)
-                result = True if value is None else value
-                response = {"jsonrpc": "2.0", "id": request_id, "result": result}
+            log.error("%s from %s: unexpected error", method, origin.peer, exc_info=error)
+            message = codec.standard_message(codec.INTERNAL_ERROR)
+            response = codec.error(request_id, codec.INTERNAL_ERROR, message)
+        return self._respond(method, response, received)
+
+    def _plain_value(  # noqa: PLR0913, PLR0917 - the call's parts, hot
+        self,
+        method: str,
+        request_id: str,
+        origin: Origin,
+        verb: Verb,
+        value: Any,
+        left: float,
+        received: float,
+    ) -> bytes | Coroutine[Any, Any, bytes | None]:
+        """The answer to a call without params whose handler returned `value`."""
+        if type(value) not in _PLAIN and (
+            isinstance(value, pykka.Future) or inspect.isawaitable(value)
+        ):
+            request = codec.Request(method, {}, request_id, False)  # noqa: FBT003
+            return self._finish(request, origin, (verb, value, left), received)
+        result = True if value is None else value
+        return self._respond(
+            method, {"jsonrpc": "2.0", "id": request_id, "result": result}, received
+        )
+
+    def _respond(self, method: str, response: dict[str, Any], received: float) -> bytes:
+        """Count `response` to a request of `method` in the recorder, if any; encode it."""
         if self.recorder is not None:
             failure = response.get("error")
             code = None if failure is None else int(failure.get("code", codec.INTERNAL_ERROR))
@@ -428,6 +540,9 @@ class Dispatcher:
         return codec.error(request.id, error.code, error.render())
 
 
+_ZERO, _ONE = b"01"
+"""The bytes of a probe id (see `Dispatcher.plain`)."""
+
 _PLAIN = frozenset({bool, dict, list, str, int, float, type(None)})
 """Types a handler's value may have that are never pending (checked first: cheaper)."""
 
@@ -450,3 +565,19 @@ class Origin:
 
 
 _NO_ARGS: Mapping[str, Any] = MappingProxyType({})
+
+
+class Plain(NamedTuple):
+    """A call of a verb without params from one origin, made once, run per request.
+
+    Attributes:
+        method: the verb's method name.
+        verb: the verb.
+        call: calls its handler with no arguments (or the origin's `bare` call).
+        origin: where its requests come from.
+    """
+
+    method: str
+    verb: Verb
+    call: Callable[[], Any]
+    origin: Origin

@@ -1,10 +1,10 @@
 """One STOMP connection: detection, frames in, frames out, heart-beats.
 
 The usual frame — a SEND to a request queue whose head, but for its length, the
-peer sent before — takes a quick path (`_quick`): no parser, no `Frame`, the
-dispatcher's `quick`, the answer written within the read callback. Anything else,
-or anything the quick path is unsure of, goes through the parser and `_handle`,
-so both paths accept, refuse and answer the same bytes alike.
+peer sent before — takes the quick path (`quick.py`): no parser, no `Frame`, the
+answer written within the read callback. Anything else, or anything the quick
+path is unsure of, goes through the parser and `_handle`, so both paths accept,
+refuse and answer the same bytes alike.
 
 Framing errors (garbage, a frame without NUL, a wrong content-length, a limit
 passed) get an ERROR frame and the connection is closed: its byte stream can no
@@ -44,7 +44,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from hostvisor.api.http.detect import looks_like_http
@@ -56,10 +56,11 @@ from hostvisor.api.stomp.frames import (
     Frame,
     FrameError,
     FrameParser,
-    KnownHeads,
     encode,
     looks_like_stomp,
 )
+from hostvisor.api.stomp.quick import Quick, QuickPath
+from hostvisor.api.stomp.receiver import Receiver, take_buffered
 
 if TYPE_CHECKING:
     from hostvisor.api.stomp.server import StompServer
@@ -67,15 +68,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
-_NEWLINE = EOL[0]
 PAUSE_BACKLOG = 1024 * 1024
 """Unsent bytes past which the connection stops reading until the peer catches up."""
-
-_Route = tuple[str | None, str, tuple[str, ...], Origin]
-"""What the quick path keeps of a SEND's head: reply-to, destination, where copies
-of it go (`StompServer.route`) and the requests' origin."""
-Quick = Callable[[bytes, Origin, float], "bytes | Body | Coroutine[Any, Any, bytes | None] | None"]
-"""The handler's `quick` (see `Dispatcher.quick`)."""
 
 
 class StompConnection:
@@ -102,10 +96,11 @@ class StompConnection:
         self.last_received = time.monotonic()
         self._frame_since: float | None = None
         """When the buffered partial frame started (or the last frame completed)."""
-        self._closed = False
+        self.closed = False
+        """Closed (or aborted) by us: nothing more is read, handled or sent."""
         self._refused = False  # an ERROR frame was sent: STOMP 1.2 says close right after
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self._receiver: _Receiver | None = None
+        self._receiver: Receiver | None = None
         self._deadline: asyncio.TimerHandle | None = None
         """Fires when the started frame's time is up (armed while one is partial)."""
         self._catching_up: asyncio.Task[None] | None = None
@@ -132,11 +127,20 @@ class StompConnection:
             settings.memory_budget,
         )
         self._origin = Origin(self.peer, self.local)
-        self._known: KnownHeads[_Route] = KnownHeads(server.settings.limits, self._learn)
+        self._quick = self._quick_path()
         sock = writer.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _quick_path(self) -> QuickPath | None:
+        """The quick path for this connection, if the handler has one (`quick.py`)."""
+        handler = self.server.handler
+        quick = self._quick_answer
+        if quick is None:
+            return None
+        plain, run_plain = getattr(handler, "plain", None), getattr(handler, "run_plain", None)
+        return QuickPath(self, quick, plain, run_plain)
 
     # -- life -----------------------------------------------------------------------------------
 
@@ -194,15 +198,15 @@ class StompConnection:
         """Serve frames as their bytes arrive until the connection ends (loop thread).
 
         From here on the transport hands each read straight to `_received` through a
-        `_Receiver`, which replaces the stream's protocol: no task step, no future and
+        `Receiver`, which replaces the stream's protocol: no task step, no future and
         no copy into the stream's buffer per read, and a request whose answer needs no
         waiting is answered within the same callback.
         """
         transport = self.writer.transport
-        if self._closed or transport is None or transport.is_closing():
+        if self.closed or transport is None or transport.is_closing():
             return
-        receiver = _Receiver(self, transport.get_protocol())
-        left = _take_buffered(self.reader)
+        receiver = Receiver(self, transport.get_protocol())
+        left = take_buffered(self.reader)
         transport.set_protocol(receiver)
         self._receiver = receiver
         if left:
@@ -215,11 +219,14 @@ class StompConnection:
 
     def _received(self, data: bytes) -> None:
         """Handle bytes from the peer (loop thread, from the transport). Never raises."""
-        if self._closed:
+        if self.closed:
             return
         try:
-            if self._quick_answer is not None and not self.parser.buffer:
-                data = self._quick(data)
+            quick = self._quick
+            if quick is not None and not self.parser.buffer:
+                data = quick.serve(data)
+                if not data:
+                    self._frame_since = None
             if data:
                 self.parser.feed(data)
                 if not self._consume():
@@ -245,70 +252,6 @@ class StompConnection:
         ):  # else it held nothing before or now, and reads on: nothing to count
             self.check_budgets()
 
-    def _quick(self, data: bytes) -> bytes:
-        """Serve the usual SENDs at the start of `data`; return the rest (loop thread).
-
-        The quick path: with nothing buffered, a whole SEND to a request queue whose
-        head is known (`KnownHeads`: its head was parsed once) is served from `data`
-        as it came, without the parser, a `Frame` or its headers. Heart-beat EOLs
-        before and between them are counted here, as the parser counts them; from
-        the first byte that is neither, the rest is returned for the parser.
-        """
-        match = self._known.match
-        server = self.server
-        subscriptions = server.subscriptions
-        quick: Quick = self._quick_answer  # type: ignore[assignment]  # set: see `_received`
-        while True:
-            if data[0] == _NEWLINE:
-                data = self._heartbeats(data)
-                if not data:
-                    break
-            found = match(data)
-            if found is None:
-                return data
-            (reply_to, destination, targets, origin), start, stop = found
-            body = data[start:stop]
-            self.last_received = now = time.monotonic()
-            if subscriptions and not subscriptions.keys().isdisjoint(targets):
-                server.deliver_to(targets, destination, body)
-            if self.pending >= self._max_pending:
-                self._serve(body, reply_to, origin, now)
-            else:  # `_serve`, inlined for the usual answer
-                answering = quick(body, origin, now)
-                if type(answering) is bytes and reply_to:
-                    for sub in subscriptions.get(reply_to, ()):  # `server.deliver(reply_to, ...)`
-                        sub.connection.send_raw(sub.message(reply_to, answering))
-                else:
-                    self._go_on(answering, body, reply_to, origin)
-            data = data[stop + 1 :]
-            if not data or self._closed:  # closed: the rest is nobody's
-                break
-        self._frame_since = None
-        return b""
-
-    def _heartbeats(self, data: bytes) -> bytes:
-        """Count the heart-beat EOLs `data` starts with (any byte is life); the rest."""
-        rest = data.lstrip(EOL)
-        self.parser.heartbeats += len(data) - len(rest)
-        self.last_received = time.monotonic()
-        return rest
-
-    def _learn(self, command: str, headers: dict[str, str]) -> _Route | None:
-        """What the quick path keeps of a head seen for the first time; None: not for it.
-
-        A SEND to a request queue with no receipt asked is served quickly; every
-        other frame goes through the parser and `_handle`.
-        """
-        if command != "SEND" or "receipt" in headers:
-            return None
-        destination = headers.get("destination", "")
-        request, targets = self.server.route(destination)
-        if not request:
-            return None
-        flow_id = headers.get("ovirtCorrelationId")
-        origin = self._origin if flow_id is None else Origin(self.peer, self.local, flow_id)
-        return headers.get("reply-to"), destination, targets, origin
-
     def check_budgets(self) -> None:
         """Count what the connection holds; pause or resume reading to match (loop thread).
 
@@ -317,7 +260,7 @@ class StompConnection:
         runner slot (see `StompServer.runner`) came free. A closed connection counts
         nothing more: `serve` takes what it held off the server's total as it ends.
         """
-        if self._closed:
+        if self.closed:
             return
         partial = self.parser.buffered
         working = self._inflight + self._transport.get_write_buffer_size()
@@ -356,7 +299,7 @@ class StompConnection:
         """Pause or resume reading as the budgets and the backlog say (loop thread)."""
         pause = self._over_budget or self._catching_up is not None
         transport = self._transport
-        if pause == self._reading_paused or self._closed or transport.is_closing():
+        if pause == self._reading_paused or self.closed or transport.is_closing():
             return
         self._reading_paused = pause
         if pause:
@@ -381,7 +324,7 @@ class StompConnection:
         """The deadline of a started frame came (loop thread): re-arm, or end it."""
         self._deadline = None
         since = self._frame_since
-        if since is None or self._closed:
+        if since is None or self.closed:
             return
         timeout = self.server.settings.frame_timeout
         if time.monotonic() < since + timeout:  # a newer frame started since
@@ -441,8 +384,8 @@ class StompConnection:
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
-        if not self._closed:
-            self._closed = True
+        if not self.closed:
+            self.closed = True
             self.writer.close()
 
     # -- frames in ------------------------------------------------------------------------------
@@ -516,13 +459,18 @@ class StompConnection:
             self.send_error(f"Subscription not available: {destination}")
 
     def _request(self, frame: Frame) -> None:
-        """Answer the body of a SEND to a request queue (see `_serve`)."""
+        """Answer the body of a SEND to a request queue (see `serve_body`)."""
         headers = frame.headers
-        flow_id = headers.get("ovirtCorrelationId")
-        origin = self._origin if flow_id is None else Origin(self.peer, self.local, flow_id)
-        self._serve(frame.body, headers.get("reply-to"), origin, self.last_received)
+        self.serve_body(
+            frame.body, headers.get("reply-to"), self.origin_of(headers), self.last_received
+        )
 
-    def _serve(self, raw: bytes, reply_to: str | None, origin: Origin, received: float) -> None:
+    def origin_of(self, headers: Mapping[str, str]) -> Origin:
+        """The origin of the requests in a SEND with `headers` (its flow id, if any)."""
+        flow_id = headers.get("ovirtCorrelationId")
+        return self._origin if flow_id is None else Origin(self.peer, self.local, flow_id)
+
+    def serve_body(self, raw: bytes, reply_to: str | None, origin: Origin, received: float) -> None:
         """Charge the body's requests to the budget, then answer it.
 
         A body the handler can answer at once (`quick` or `answer_now`: a lone
@@ -531,11 +479,11 @@ class StompConnection:
         """
         quick = self._quick_answer
         if quick is not None and self.pending < self._max_pending:  # room for one request
-            self._go_on(quick(raw, origin, received), raw, reply_to, origin)
+            self.carry_on(quick(raw, origin, received), raw, reply_to, origin)
         else:
             self._charge(self.server.handler.decode(raw), raw, reply_to, origin)
 
-    def _go_on(
+    def carry_on(
         self,
         answering: bytes | Body | Coroutine[Any, Any, bytes | None] | None,
         raw: bytes,
@@ -552,7 +500,7 @@ class StompConnection:
             self._await(answering, reply_to, 1, len(raw))  # type: ignore[arg-type]
 
     def _charge(self, body: Body, raw: bytes, reply_to: str | None, origin: Origin) -> None:
-        """Charge the body's requests to the budget, then answer it (see `_serve`)."""
+        """Charge the body's requests to the budget, then answer it (see `serve_body`)."""
         server = self.server
         handler = server.handler
         limit = self._max_pending
@@ -605,7 +553,7 @@ class StompConnection:
             body = task.result()
             if body is not None and reply_to:
                 self.server.deliver(reply_to, body, prefixes=False)
-        if not self._closed:
+        if not self.closed:
             self.check_budgets()
 
     def _receipt(self, frame: Frame) -> None:
@@ -621,7 +569,7 @@ class StompConnection:
         A peer whose unsent backlog already passes `max_backlog` is closed rather
         than allowed to grow the agent's memory without bound.
         """
-        if self._closed:
+        if self.closed:
             return
         transport = self._transport
         backlog = transport.get_write_buffer_size()
@@ -637,7 +585,7 @@ class StompConnection:
         return self._transport.get_write_buffer_size()
 
     def _abort(self) -> None:
-        self._closed = True
+        self.closed = True
         self.writer.transport.abort()
 
     def send_error(self, message: str, *, close: bool = False) -> None:
@@ -658,7 +606,7 @@ class StompConnection:
     async def _heartbeat(self) -> None:
         """Send EOLs when idle; drop a peer that promised heart-beats and went silent."""
         last_sent = time.monotonic()
-        while not self._closed:
+        while not self.closed:
             expect = self.expect_interval
             tick = self.send_interval if expect is None else min(self.send_interval, expect / 2)
             await asyncio.sleep(tick)
@@ -678,65 +626,3 @@ def _heartbeat_pair(text: str) -> tuple[int, int]:
     except ValueError:
         return 0, 0
     return max(first, 0), max(second, 0)
-
-
-class _Receiver(asyncio.Protocol):
-    """The transport's protocol once STOMP is detected: bytes go straight to the connection.
-
-    It replaces the stream's own protocol and hands flow control and the end of the
-    connection on to it, so `writer.drain()`, `writer.close()` and
-    `writer.wait_closed()` work as before. Runs on the loop's thread.
-    """
-
-    def __init__(self, connection: StompConnection, stream: asyncio.BaseProtocol) -> None:
-        """Feed `connection`; keep `stream` (the replaced protocol) informed."""
-        self.connection = connection
-        self.stream = stream
-        # Received bytes go to the connection with no call in between (the transport
-        # looks this attribute up when the protocol is set).
-        self.data_received = connection._received  # type: ignore[method-assign]  # noqa: SLF001
-        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def end(self) -> None:
-        """Let the connection's `serve` return (idempotent)."""
-        if not self.ended.done():
-            self.ended.set_result(None)
-
-    def data_received(self, data: bytes) -> None:
-        """Hand received bytes to the connection."""
-        self.connection._received(data)  # noqa: SLF001 - the connection's own receiver
-
-    def eof_received(self) -> bool:
-        """The peer sent everything it will: end (what it sent is already answered).
-
-        Returns False: the transport closes once its last writes are sent (asking
-        to keep a TLS transport open only draws a warning from asyncio).
-        """
-        self.end()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Tell the stream (it wakes `drain` and `wait_closed`), then end."""
-        self.stream.connection_lost(exc)
-        self.end()
-
-    def pause_writing(self) -> None:
-        """The transport's write buffer is full: `writer.drain()` waits."""
-        self.stream.pause_writing()
-
-    def resume_writing(self) -> None:
-        """The transport's write buffer drained: `writer.drain()` returns."""
-        self.stream.resume_writing()
-        self.connection.check_budgets()
-
-
-def _take_buffered(reader: asyncio.StreamReader) -> bytes:
-    """Take the bytes the stream received but nobody read yet (loop thread).
-
-    StreamReader has no public non-blocking read; its buffer is read directly, once,
-    when the connection stops using the stream for reading.
-    """
-    buffer: bytearray = reader._buffer  # type: ignore[attr-defined]  # noqa: SLF001 - see above
-    data = bytes(buffer)
-    buffer.clear()
-    return data

@@ -8,18 +8,18 @@ first NUL. Header values use STOMP 1.2 escapes (except in CONNECT and CONNECTED)
 a repeated header keeps its first value. Every frame we send carries
 `content-length`, because the Engine's parser depends on it.
 
-`KnownHeads` recognises a frame whose head a connection has seen before (the
-connection's quick path), taking only what `FrameParser` would take the same way.
+The connection's quick path (`quick.py`) takes the usual frame without the parser,
+only ever as the parser would.
 
 Plain code, no I/O: the server feeds bytes in and writes bytes out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Generic, NamedTuple, TypeVar
+from typing import NamedTuple
 
 NUL = b"\x00"
 EOL = b"\n"
@@ -42,7 +42,7 @@ DETECT_BYTES = max(len(prefix) for prefix in DETECT_PREFIXES)
 
 _UNESCAPE = {b"\\\\": b"\\", b"\\n": b"\n", b"\\r": b"\r", b"\\c": b":"}
 _RAW_COMMANDS = frozenset({"CONNECT", "CONNECTED"})
-_MAX_LENGTH_DIGITS = 12
+MAX_LENGTH_DIGITS = 12
 _SMALL_BODY = 4096
 """Bodies shorter than this are copied out of the buffer without a memoryview."""
 
@@ -303,7 +303,7 @@ class FrameParser:
         limit = self.limits.max_body
         # ASCII digits only (int() takes other scripts' digits), and few of them.
         digits = length_text.isascii() and length_text.isdigit()
-        if not digits or len(length_text) > _MAX_LENGTH_DIGITS:
+        if not digits or len(length_text) > MAX_LENGTH_DIGITS:
             raise FrameError(f"bad content-length {length_text[:32]!r}")
         length = int(length_text)
         if length > limit:
@@ -346,107 +346,3 @@ def parse_plain_head(head: bytes, limits: Limits) -> tuple[str, dict[str, str]] 
         if name not in headers:
             headers[name] = value
     return command, headers
-
-
-T = TypeVar("T")
-
-_LENGTH_LINE = b"\ncontent-length:"
-_QUICK_HEAD = 1024
-"""Heads longer than this are never remembered (nor served quickly)."""
-_QUICK_HEADS = 8
-"""Heads remembered per connection: a client sends few kinds (the Engine: one)."""
-
-
-class KnownHeads(Generic[T]):
-    """Recognises a whole frame by its head, parsed once: the quick path for the usual frame.
-
-    A client sends frames whose heads differ only in `content-length` (the Engine's
-    SENDs to the request queue: same destination, reply-to, content type). The head
-    without that line is the key: the first time a key is seen, its head is parsed
-    as `FrameParser` parses it and `learn` says what to remember (None: nothing, the
-    frame is not for the quick path); after that the head is only compared.
-
-    Only the simplest frames are recognised — a plain head (no escapes, no CR) of
-    at most `_QUICK_HEAD` bytes with a valid `content-length` within the limits,
-    starting at the first byte, with the whole body and its NUL present — so that
-    whatever is recognised, `FrameParser` would have taken the same way: for
-    anything else (a partial frame, a bad length, a missing NUL...) `match` says
-    None and the caller feeds the parser, which answers it exactly. At most
-    `_QUICK_HEADS` keys of at most `_QUICK_HEAD` bytes are kept: a peer cannot grow
-    it. Plain code, no I/O.
-    """
-
-    def __init__(self, limits: Limits, learn: Callable[[str, dict[str, str]], T | None]) -> None:
-        """Remember heads as `learn` says, for frames within `limits`."""
-        self._learn = learn
-        self._limits = limits
-        self._heads: dict[bytes, T | None] = {}
-        self._last: tuple[bytes, bytes, int, T] | None = None
-        """The last head recognised: up to its length's digits; after them to the body;
-        the length of the latter; what `learn` said of it."""
-        self._bound = min(_QUICK_HEAD, limits.max_header_line)
-        self._max_body = limits.max_body
-
-    def match(self, data: bytes) -> tuple[T, int, int] | None:  # noqa: PLR0911 - inlined (hot)
-        """Recognise the frame at the start of `data`.
-
-        Returns:
-            What `learn` returned for its head, where its body starts and where it
-            ends (at its NUL); None when it is not a whole frame of a known head.
-        """
-        last = self._last
-        if last is not None:  # the usual case: the same head as the last frame's
-            before, after, rest, known = last
-            digits_at = len(before)
-            if data.startswith(before):
-                eol = data.find(b"\n", digits_at, digits_at + 1 + _MAX_LENGTH_DIGITS)
-                start = eol + rest
-                # No part holds a blank line: the body's is the first, as `find` says.
-                if eol > 0 and start <= self._bound + 2 and data.startswith(after, eol):
-                    digits = data[digits_at:eol]
-                    if not digits.isdigit():  # at most _MAX_LENGTH_DIGITS: `eol` is bounded
-                        return None
-                    stop = start + int(digits)
-                    if stop - start > self._max_body or len(data) <= stop or data[stop] != 0:
-                        return None
-                    return known, start, stop
-        end = data.find(b"\n\n", 0, self._bound + 2)
-        if end < 0:
-            return None
-        cut = data.find(_LENGTH_LINE, 0, end)
-        if cut < 0:
-            return None
-        eol = data.find(b"\n", cut + 16, end + 1)
-        digits = data[cut + 16 : eol]
-        before, after = data[:cut], data[eol:end]
-        key = before + after
-        heads = self._heads
-        learnt = heads[key] if key in heads else self._remember(key, data[:end], digits)
-        if learnt is None:
-            return None
-        before += _LENGTH_LINE
-        after += b"\n\n"
-        self._last = before, after, len(after), learnt
-        return self._whole(data, learnt, end, digits)
-
-    def _whole(self, data: bytes, known: T, end: int, digits: bytes) -> tuple[T, int, int] | None:
-        """The frame whose head ends at `end`, if its length is valid and it is all here."""
-        if not digits.isdigit() or len(digits) > _MAX_LENGTH_DIGITS:
-            return None
-        start = end + 2
-        stop = start + int(digits)
-        if stop - start > self._max_body or len(data) <= stop or data[stop] != 0:
-            return None
-        return known, start, stop
-
-    def _remember(self, key: bytes, head: bytes, digits: bytes) -> T | None:
-        known = None
-        if digits.isdigit() and b"\\" not in head and b"\r" not in head:
-            parsed = parse_plain_head(head, self._limits)
-            if parsed is not None and parsed[1].get("content-length") == digits.decode():
-                known = self._learn(*parsed)
-        if len(self._heads) >= _QUICK_HEADS:
-            self._heads.clear()
-            self._last = None
-        self._heads[key] = known
-        return known

@@ -175,6 +175,8 @@ class StompServer:
         self._over = False
         """`held` passed the budget and has not yet fallen under three quarters of it."""
         self.subscriptions: dict[str, list[Subscription]] = defaultdict(list)
+        self.generation = 0
+        """Counts changes to `subscriptions` (what was framed for them may be kept until then)."""
         self._servers: list[asyncio.base_events.Server] = []
         self._routes: dict[str, tuple[bool, tuple[str, ...]]] = {}
         """By destination: whether it is a request queue, and it and its dotted prefixes."""
@@ -269,9 +271,11 @@ class StompServer:
     def subscribe(self, subscription: Subscription) -> None:
         """Add a subscription."""
         self.subscriptions[subscription.destination].append(subscription)
+        self.generation += 1
 
     def unsubscribe(self, connection: StompConnection, sub_id: str) -> None:
         """Remove a connection's subscription by id."""
+        self.generation += 1
         for destination, subs in list(self.subscriptions.items()):
             subs[:] = [s for s in subs if not (s.connection is connection and s.id == sub_id)]
             if not subs:
@@ -279,6 +283,7 @@ class StompServer:
 
     def forget(self, connection: StompConnection) -> None:
         """Remove every subscription of a closed connection."""
+        self.generation += 1
         for destination, subs in list(self.subscriptions.items()):
             subs[:] = [s for s in subs if s.connection is not connection]
             if not subs:

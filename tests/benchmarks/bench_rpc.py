@@ -24,6 +24,9 @@ server's CPU time (user + system, all its threads, from /proc) per 1,000 calls w
 rounds that alternate between the servers (the machine may be shared); the median
 is shown. Targets: p50 <= 1.5x; 8 clients >= 0.7x; server CPU per call <= 0.67x
 the stock-loop baseline (issue 12).
+With `--compare DIR`, a second Hostvisor runs from the tree at DIR (a `hostvisor/`
+package there, e.g. `git archive` of an older commit's api, actors and supervision
+put under DIR/hostvisor/) in the same rounds: before and after in one run.
 With `HOSTVISOR_BENCH_PROFILE=FILE`, `--serve front` writes cProfile statistics of
 its API loop to FILE every 5 s (`python -m pstats FILE`), to see where its CPU goes.
 Not a test: it never gates CI.
@@ -201,12 +204,16 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, role: str) -> None:
+    def __init__(self, role: str, tree: str | None = None) -> None:
         self.port = _free_port()
+        env = dict(os.environ)
+        if tree is not None:  # its hostvisor package comes first
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [tree, env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--serve", role, "--port", str(self.port)],
             stdout=subprocess.PIPE,
             text=True,
+            env=env,
         )
         assert self.process.stdout is not None
         if self.process.stdout.readline().strip() != "ready":
@@ -275,6 +282,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--serve", choices=["echo", "echo-uvloop", "floor", "front"])
     parser.add_argument("--port", type=int)
+    parser.add_argument("--compare", metavar="DIR", help="also run the front from DIR's tree")
     args = parser.parse_args()
     if args.serve in ("echo", "echo-uvloop"):
         serve_echo(args.port, uvloop=args.serve == "echo-uvloop")
@@ -289,25 +297,36 @@ def main() -> None:
     loop = agent_loop()
     roles = ["echo", "echo-uvloop", "floor", "front"] if loop == "uvloop" else ["echo", "front"]
     servers = {role: Server(role) for role in roles}
+    if args.compare:
+        roles.append("before")
+        servers["before"] = Server("front", args.compare)
     try:
-        results: dict[str, dict[str, float]] = {}
-        for role, server in servers.items():
-            p50, p99 = latency(server.port, args.calls)
-            figures = {"p50": p50, "p99": p99}
-            for clients in (1, 8, 32):
-                figures[f"x{clients}"] = throughput(server.port, clients, args.seconds)
-            results[role] = figures
-        cpu: dict[str, list[float]] = {role: [] for role in roles}
-        for _ in range(args.rounds):
-            for role, server in servers.items():
-                calls, seconds = load(server.port, 8, args.seconds, server.process.pid)
-                cpu[role].append(seconds / calls * 1e6)  # ms per 1,000 calls
-        for role in roles:
-            results[role]["cpu"] = statistics.median(cpu[role])
+        results, cpu = measure(servers, args.calls, args.seconds, args.rounds)
     finally:
         for server in servers.values():
             server.stop()
     report(loop, results, cpu)
+
+
+def measure(
+    servers: dict[str, Server], calls: int, seconds: float, rounds: int
+) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
+    """Latency and throughput of each server, then its CPU per call in alternating rounds."""
+    results: dict[str, dict[str, float]] = {}
+    for role, server in servers.items():
+        p50, p99 = latency(server.port, calls)
+        figures = {"p50": p50, "p99": p99}
+        for clients in (1, 8, 32):
+            figures[f"x{clients}"] = throughput(server.port, clients, seconds)
+        results[role] = figures
+    cpu: dict[str, list[float]] = {role: [] for role in servers}
+    for _ in range(rounds):
+        for role, server in servers.items():
+            made, spent = load(server.port, 8, seconds, server.process.pid)
+            cpu[role].append(spent / made * 1e6)  # ms per 1,000 calls
+    for role in servers:
+        results[role]["cpu"] = statistics.median(cpu[role])
+    return results, cpu
 
 
 def report(loop: str, results: dict[str, dict[str, float]], cpu: dict[str, list[float]]) -> None:
@@ -339,6 +358,20 @@ def report(loop: str, results: dict[str, dict[str, float]], cpu: dict[str, list[
             ratio = ours[key] / base[key]
             aim = target if role == "echo" else ""
             print(f"{name:<40} {base[key]:>11.1f} {ours[key]:>11.1f} {ratio:>6.2f}x  {aim}")
+    if "before" in results:
+        before, echo = results["before"], results["echo"]
+        print(
+            f"hostvisor from the --compare tree: {before['cpu']:.1f} ms / 1,000 calls,"
+            f" {before['cpu'] / echo['cpu']:.2f}x the stock-loop baseline"
+            f" (this tree: {ours['cpu'] / echo['cpu']:.2f}x); p50 {before['p50']:.1f} us,"
+            f" 8 clients {before['x8']:.0f} calls/s"
+        )
+    paired = sorted(f / e for f, e in zip(cpu["front"], cpu["echo"], strict=True))
+    print(
+        "server CPU ratio to the stock-loop baseline, round by round (the load on a shared"
+        f" machine changes between rounds): median {statistics.median(paired):.2f}x,"
+        f" {paired[0]:.2f}x to {paired[-1]:.2f}x"
+    )
     rounds = "; ".join(f"{role} " + " ".join(f"{v:.1f}" for v in cpu[role]) for role in cpu)
     print(f"server CPU per round (ms / 1,000 calls): {rounds}")
 

@@ -1,6 +1,6 @@
 """The edge's quick path gives what the general one gives, byte for byte.
 
-The quick path (`KnownHeads` in the connection, `Dispatcher.quick`) serves the usual
+The quick path (`KnownHeads` in `quick.py`, `Dispatcher.quick`) serves the usual
 SEND without the frame parser and the usual request without the general decoding.
 Whatever it accepts must be what the parser and `Dispatcher.answer` make of the
 same bytes; whatever it declines goes the general way, untouched.
@@ -22,7 +22,8 @@ from hostvisor.actors.errors import Unavailable
 from hostvisor.api.rpc.dispatch import Body, Dispatcher, Origin
 from hostvisor.api.rpc.host_verbs import HostApi, host_verbs
 from hostvisor.api.rpc.verbs import Verb, VerbTable
-from hostvisor.api.stomp.frames import FrameError, FrameParser, KnownHeads, Limits, encode
+from hostvisor.api.stomp.frames import FrameError, FrameParser, Limits, encode
+from hostvisor.api.stomp.quick import KnownHeads
 from hostvisor.supervision.registry import Registry
 
 LIMITS = Limits(max_body=64, max_headers=4, max_header_line=60, max_command=12)
