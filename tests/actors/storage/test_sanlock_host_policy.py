@@ -238,8 +238,11 @@ def test_rebuild_leases_needs_a_connected_pool(tmp_path: Path) -> None:
         assert code_of(cli, "Lease.rebuild_leases", sd_id=str(uuid.uuid4())) == NOT_CONNECTED
 
 
-def test_a_required_sanlock_that_does_not_run_refuses_a_shared_domain(tmp_path: Path) -> None:
-    with agent_host(tmp_path, "required = true\n", daemon=False) as made:
+def test_a_required_sanlock_that_does_not_run_refuses_a_shared_domain(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # A short directory: the embedded libvirt's QMP sockets live under it (108 bytes).
+    with agent_host(tmp_path_factory.mktemp("rq"), "required = true\n", daemon=False) as made:
         dc = DataCenter(made.connection(), POSIXFS)
         with made.client() as cli:
             dc.connect_server(cli)

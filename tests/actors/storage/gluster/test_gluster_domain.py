@@ -236,12 +236,12 @@ def test_a_guest_runs_from_a_disk_on_the_gluster_domain(
 
 @pytest.mark.slow
 def test_a_killed_agent_finds_its_gluster_domain_mounted_again(
-    tmp_path: Path, gluster: GlusterVolume
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, gluster: GlusterVolume
 ) -> None:
     log_file = tmp_path / "fuse.log"
     dc = DataCenter(engine_connection(gluster.spec, log_file), GLUSTERFS)
-    (tmp_path / "agent").mkdir()
-    agent = Agent(tmp_path / "agent")
+    # A short directory: the embedded libvirt's QMP sockets live under it (108 bytes).
+    agent = Agent(tmp_path_factory.mktemp("gk"))
     target = gluster_mount_point(agent.state_dir, gluster.spec)
     with fuse_client_reaped(log_file, gluster.spec):
         try:

@@ -38,7 +38,7 @@ def dump(path: Path, offset: int, size: int) -> str:
 
 
 def test_the_spm_and_the_leases_of_a_gluster_domain_are_sanlocks(
-    tmp_path: Path, gluster: GlusterVolume
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, gluster: GlusterVolume
 ) -> None:
     log_file = tmp_path / "fuse.log"
     connection = {
@@ -52,7 +52,8 @@ def test_the_spm_and_the_leases_of_a_gluster_domain_are_sanlocks(
     conf = "required = true\nio_timeout = 1\n"
     with (
         fuse_client_reaped(log_file, gluster.spec),
-        sanlock_agent(tmp_path / "h", conf) as (agent, sanlockd),
+        # A short directory: the embedded libvirt's QMP sockets live under it.
+        sanlock_agent(tmp_path_factory.mktemp("gs"), conf) as (agent, sanlockd),
         connect("127.0.0.1", agent.port, timeout=120) as cli,
     ):
         dc.connect_server(cli)
