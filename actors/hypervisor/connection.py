@@ -98,10 +98,22 @@ def ensure_event_loop() -> None:
         if _event_loop_thread is not None:
             return
         libvirt.virEventRegisterDefaultImpl()
+        libvirt.registerErrorHandler(_libvirt_error, None)
         # owns a thread: libvirt's default event loop must be run by a thread of its own
         thread = threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True)
         thread.start()
         _event_loop_thread = thread
+
+
+def _libvirt_error(_context: Any, error: Any) -> None:
+    """Send libvirt's errors to our log at debug, not to stderr.
+
+    By default libvirt prints every error to stderr, also those the caller expects and
+    handles (a lookup of a domain that left, jobStats on a paused guest at recovery),
+    which fills the journal with lines that look like failures. Each error still
+    raises `libvirtError` where it happens, and the caller logs what matters.
+    """
+    log.debug("libvirt: %s", error)  # (code, domain, message, level, ...)
 
 
 def _run_event_loop() -> None:

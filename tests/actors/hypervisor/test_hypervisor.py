@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -55,3 +57,24 @@ def test_hypervisor_actor_opens_and_closes_its_connection(embed_root: Path):
     ref.stop(block=True, timeout=10)
     with pytest.raises(libvirt.libvirtError):
         conn.getURI()
+
+
+@pytest.mark.libvirt
+def test_an_expected_libvirt_error_raises_and_prints_nothing():
+    # A fresh interpreter, as the agent runs: libvirt's own handler would print
+    # "libvirt: ... Domain not found" on stderr (the journal, under systemd) for every
+    # error, also those the agent expects and handles.
+    script = (
+        "import libvirt\n"
+        "from hostvisor.actors.hypervisor.connection import open_connection\n"
+        "conn = open_connection('test:///default')\n"
+        "try:\n"
+        "    conn.lookupByName('no-such-domain')\n"
+        "except libvirt.libvirtError as error:\n"
+        "    print(error.get_error_code())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == str(libvirt.VIR_ERR_NO_DOMAIN)  # it still raises
+    assert done.stderr == ""
