@@ -75,11 +75,14 @@ class HypervisorActor(Actor):
         )
 
     def on_stop(self) -> None:
-        """Close the connection; guests keep running."""
+        """Close the connection handle; guests keep running."""
         self._close()
 
     def on_failure(self, *_exc_info: object) -> None:
-        """Close the connection before the restart reopens one."""
+        """Close the connection handle before the restart reopens one.
+
+        A worker still inside a call on it finishes safely (`ConnectionHandle`).
+        """
         self._close()
 
     def _close(self) -> None:

@@ -138,32 +138,38 @@ _embedded_lock = threading.Lock()
 _embedded: dict[str, Any] = {}  # qemu:///embed URI -> the process's one connection
 
 
-class EmbeddedConnection:
-    """One user's handle on the process's connection to an embedded QEMU driver.
+class ConnectionHandle:
+    """One user's handle on a libvirt connection; closing it never frees a connection in use.
 
-    libvirt (9.0) registers its QEMU driver again on every `qemu:///embed` open, even
-    while another connection is open, and refuses past about 16 opens in one process
-    ("Too many drivers, cannot register QEMU"). A process has one embed root anyway,
-    so its connection is opened once and kept for the life of the process; every
-    `open_connection` of that URI gets a handle on it. Closing a handle closes only
-    the handle: calls through it then raise `libvirt.libvirtError`, as on a closed
-    connection, and running guests are untouched either way.
+    Every `open_connection` answers one. Closing a handle closes only the handle:
+    calls through it then raise `libvirt.libvirtError`, as on a closed connection,
+    and running guests are untouched either way. The connection itself closes when
+    nothing refers to it any more (libvirt-python closes it when it is collected):
+    - A worker may be inside a libvirt call on it when its owner closes it (the
+      recoverer listing domains while the hypervisor actor is killed). An explicit
+      `virConnectClose` under that call frees the connection and crashes the process
+      (a segfault, found by the random-kill drill); the call's own reference keeps it
+      alive instead, and it closes when the call returns.
+    - libvirt (9.0) registers its QEMU driver again on every `qemu:///embed` open, even
+      while another connection is open, and refuses past about 16 opens in one
+      process ("Too many drivers, cannot register QEMU"). A process has one embed root
+      anyway, so that connection is opened once and kept for the life of the process.
     """
 
     __slots__ = ("_conn",)
 
     def __init__(self, conn: Any) -> None:
-        """Wrap the shared connection."""
+        """Wrap `conn`, a `libvirt.virConnect`."""
         self._conn: Any = conn
 
     def __getattr__(self, name: str) -> Any:
-        """Delegate to the shared connection while this handle is open."""
+        """Delegate to the connection while this handle is open."""
         if self._conn is None:
             raise libvirt.libvirtError(f"{name}: this connection handle is closed")
         return getattr(self._conn, name)
 
     def close(self) -> int:
-        """Close this handle (the shared connection stays open); idempotent."""
+        """Close this handle (the connection closes once nothing uses it); idempotent."""
         self._conn = None
         return 0
 
@@ -171,19 +177,19 @@ class EmbeddedConnection:
 def open_connection(uri: str) -> Any:
     """Open a read-write libvirt connection to `uri` (blocking).
 
-    Starts the event loop first. A `qemu:///embed` URI gives an `EmbeddedConnection`
-    handle on the process's one connection to it. Raises `libvirt.libvirtError` on
-    failure.
+    Starts the event loop first. Answers a `ConnectionHandle`: on a new connection, or
+    for a `qemu:///embed` URI on the process's one connection to it. Raises
+    `libvirt.libvirtError` on failure.
     """
     ensure_event_loop()
     if not uri.startswith("qemu:///embed"):
-        return libvirt.open(uri)
+        return ConnectionHandle(libvirt.open(uri))
     with _embedded_lock:
         conn = _embedded.get(uri)
         if conn is None or not conn.isAlive():
             conn = libvirt.open(uri)
             _embedded[uri] = conn
-    return EmbeddedConnection(conn)
+    return ConnectionHandle(conn)
 
 
 def describe(conn: Any, accelerator: Accelerator) -> HypervisorInfo:

@@ -13,7 +13,7 @@ import pytest
 from harness.guests import domain_xml, make_halting_base, make_overlay
 from hostvisor.actors.actor import Link
 from hostvisor.actors.hypervisor.actor import HypervisorActor
-from hostvisor.actors.hypervisor.connection import Accelerator
+from hostvisor.actors.hypervisor.connection import Accelerator, open_connection
 
 
 @pytest.mark.kvm
@@ -78,3 +78,13 @@ def test_an_expected_libvirt_error_raises_and_prints_nothing():
     )
     assert done.stdout.strip() == str(libvirt.VIR_ERR_NO_DOMAIN)  # it still raises
     assert done.stderr == ""
+
+
+@pytest.mark.libvirt
+def test_closing_a_handle_never_frees_a_connection_a_call_still_uses():
+    conn = open_connection("test:///default")
+    in_flight = conn.listAllDomains  # a worker inside a call holds what it called
+    conn.close()  # the owner closes (the hypervisor actor killed meanwhile)
+    assert [d.name() for d in in_flight()] == ["test"]  # the call finishes on a live connection
+    with pytest.raises(libvirt.libvirtError):
+        conn.getURI()  # a new call through the closed handle is refused
